@@ -1,0 +1,319 @@
+//! Access-control policies (LDD3 ch. 6 "Access Control on a Device File") as
+//! small state machines, generic over the caller's identity. The drivers hold
+//! their own lock around each call (except [`SingleOpen`], which is an atomic,
+//! as LDD3's `scull_s_available`), and decide how a caller waits.
+//!
+//! Identity: on Linux `Id` is a uid; on Windows it is the caller's user SID.
+
+use crate::error::{Error, Result};
+use crate::sync::{AtomicBool, Ordering};
+
+/// Who is opening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller<Id> {
+    /// Real identity (uid / token user).
+    pub uid: Id,
+    /// Effective identity (euid; on Windows the same SID).
+    pub euid: Id,
+    /// May override the policy (`CAP_DAC_OVERRIDE` / an administrator).
+    pub privileged: bool,
+}
+
+impl<Id: Copy> Caller<Id> {
+    /// A caller whose real and effective identities are the same.
+    pub fn new(id: Id, privileged: bool) -> Self {
+        Caller { uid: id, euid: id, privileged }
+    }
+}
+
+/// scullsingle: one open at a time, system-wide. Lock-free.
+#[derive(Debug, Default)]
+pub struct SingleOpen {
+    busy: AtomicBool,
+}
+
+impl SingleOpen {
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        SingleOpen { busy: AtomicBool::new(false) }
+    }
+
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        SingleOpen { busy: AtomicBool::new(false) }
+    }
+
+    /// Claims the device; `Busy` if already open.
+    pub fn open(&self) -> Result<()> {
+        self.busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .map(|_| ())
+            .map_err(|_| Error::Busy)
+    }
+
+    /// Releases the claim.
+    pub fn release(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.busy.load(Ordering::Acquire)
+    }
+}
+
+/// The state shared by sculluid and scullwuid: an open count and the owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Owner<Id> {
+    count: u32,
+    owner: Option<Id>,
+}
+
+impl<Id: Copy + PartialEq> Default for Owner<Id> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<Id: Copy + PartialEq> Owner<Id> {
+    pub const fn new() -> Self {
+        Owner { count: 0, owner: None }
+    }
+
+    /// LDD3's test: free, or held by the caller's uid or euid, or the caller
+    /// may override.
+    pub fn available(&self, c: &Caller<Id>) -> bool {
+        self.count == 0 || self.owner == Some(c.uid) || self.owner == Some(c.euid) || c.privileged
+    }
+
+    fn take(&mut self, c: &Caller<Id>) {
+        if self.count == 0 {
+            self.owner = Some(c.uid);
+        }
+        self.count += 1;
+    }
+
+    /// Drops one open; true when that was the last.
+    fn put(&mut self) -> bool {
+        self.count = self.count.saturating_sub(1);
+        if self.count == 0 {
+            self.owner = None;
+        }
+        self.count == 0
+    }
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    pub fn owner(&self) -> Option<Id> {
+        self.owner
+    }
+}
+
+/// sculluid: many opens, one user at a time; others get `Busy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerUid<Id> {
+    state: Owner<Id>,
+}
+
+impl<Id: Copy + PartialEq> Default for OwnerUid<Id> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<Id: Copy + PartialEq> OwnerUid<Id> {
+    pub const fn new() -> Self {
+        OwnerUid { state: Owner::new() }
+    }
+
+    pub fn open(&mut self, c: &Caller<Id>) -> Result<()> {
+        if !self.state.available(c) {
+            return Err(Error::Busy);
+        }
+        self.state.take(c);
+        Ok(())
+    }
+
+    pub fn release(&mut self) {
+        self.state.put();
+    }
+
+    pub fn state(&self) -> &Owner<Id> {
+        &self.state
+    }
+}
+
+/// scullwuid: like sculluid, but a refused caller waits (`WouldBlock`) and is
+/// woken when the owner's last handle closes (`release` returns true).
+/// A non-blocking caller turns `WouldBlock` into `EAGAIN`, as LDD3 does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitUid<Id> {
+    state: Owner<Id>,
+}
+
+impl<Id: Copy + PartialEq> Default for WaitUid<Id> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<Id: Copy + PartialEq> WaitUid<Id> {
+    pub const fn new() -> Self {
+        WaitUid { state: Owner::new() }
+    }
+
+    /// Opens, or says the caller must wait and try again when woken.
+    pub fn open(&mut self, c: &Caller<Id>) -> Result<()> {
+        if !self.state.available(c) {
+            return Err(Error::WouldBlock);
+        }
+        self.state.take(c);
+        Ok(())
+    }
+
+    /// Releases one open. True when the device became free: wake the waiters
+    /// (all of them; each retries `open`).
+    #[must_use]
+    pub fn release(&mut self) -> bool {
+        self.state.put()
+    }
+
+    pub fn state(&self) -> &Owner<Id> {
+        &self.state
+    }
+}
+
+/// scullpriv: one private device per key (LDD3: per controlling tty), created
+/// on first open and kept until unload, in a fixed table of `N` entries.
+/// A full table is `Busy` (LDD3's list grew without bound).
+pub struct PrivTable<K, D, const N: usize> {
+    entries: [Option<(K, D)>; N],
+}
+
+impl<K: PartialEq, D, const N: usize> Default for PrivTable<K, D, N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: PartialEq, D, const N: usize> PrivTable<K, D, N> {
+    pub fn new() -> Self {
+        PrivTable { entries: core::array::from_fn(|_| None) }
+    }
+
+    /// The index of `key`'s device, creating it with `make` if absent.
+    pub fn lookup_or_create(&mut self, key: K, make: impl FnOnce() -> Result<D>) -> Result<usize> {
+        if let Some(i) = self.find(&key) {
+            return Ok(i);
+        }
+        let free = self.entries.iter().position(|e| e.is_none()).ok_or(Error::Busy)?;
+        self.entries[free] = Some((key, make()?));
+        Ok(free)
+    }
+
+    /// The index of `key`'s device.
+    pub fn find(&self, key: &K) -> Option<usize> {
+        self.entries.iter().position(|e| matches!(e, Some((k, _)) if k == key))
+    }
+
+    pub fn get_mut(&mut self, index: usize) -> Option<&mut D> {
+        self.entries.get_mut(index)?.as_mut().map(|(_, d)| d)
+    }
+
+    pub fn get(&self, index: usize) -> Option<&D> {
+        self.entries.get(index)?.as_ref().map(|(_, d)| d)
+    }
+
+    /// Number of devices.
+    pub fn len(&self) -> usize {
+        self.entries.iter().filter(|e| e.is_some()).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Visits (key, device) pairs.
+    pub fn iter(&self) -> impl Iterator<Item = (&K, &D)> {
+        self.entries.iter().filter_map(|e| e.as_ref().map(|(k, d)| (k, d)))
+    }
+
+    /// Drops every device (unload).
+    pub fn clear(&mut self) {
+        for e in self.entries.iter_mut() {
+            *e = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_open_is_exclusive() {
+        let s = SingleOpen::new();
+        assert_eq!(s.open(), Ok(()));
+        assert_eq!(s.open(), Err(Error::Busy));
+        assert!(s.is_open());
+        s.release();
+        assert_eq!(s.open(), Ok(()));
+    }
+
+    #[test]
+    fn owner_uid_policy() {
+        let mut u = OwnerUid::<u32>::new();
+        let alice = Caller::new(1000, false);
+        let bob = Caller::new(1001, false);
+        let root = Caller::new(0, true);
+        assert_eq!(u.open(&alice), Ok(()));
+        assert_eq!(u.open(&alice), Ok(()), "same user opens again");
+        assert_eq!(u.open(&bob), Err(Error::Busy));
+        // bob running a setuid-alice program: euid matches.
+        assert_eq!(u.open(&Caller { uid: 1001, euid: 1000, privileged: false }), Ok(()));
+        assert_eq!(u.open(&root), Ok(()), "CAP_DAC_OVERRIDE overrides");
+        assert_eq!(u.state().count(), 4);
+        assert_eq!(u.state().owner(), Some(1000));
+        for _ in 0..4 {
+            u.release();
+        }
+        assert_eq!(u.state().owner(), None);
+        assert_eq!(u.open(&bob), Ok(()));
+        assert_eq!(u.state().owner(), Some(1001));
+    }
+
+    #[test]
+    fn wait_uid_policy() {
+        let mut w = WaitUid::<u32>::new();
+        let alice = Caller::new(1000, false);
+        let bob = Caller::new(1001, false);
+        assert_eq!(w.open(&alice), Ok(()));
+        assert_eq!(w.open(&alice), Ok(()));
+        assert_eq!(w.open(&bob), Err(Error::WouldBlock));
+        assert!(!w.release(), "one handle still open");
+        assert_eq!(w.open(&bob), Err(Error::WouldBlock));
+        assert!(w.release(), "last close wakes waiters");
+        assert_eq!(w.open(&bob), Ok(()));
+        assert_eq!(w.open(&alice), Err(Error::WouldBlock));
+    }
+
+    #[test]
+    fn priv_table() {
+        let mut t = PrivTable::<u32, u64, 2>::new();
+        let a = t.lookup_or_create(7, || Ok(70)).unwrap();
+        assert_eq!(t.lookup_or_create(7, || panic!("exists")).unwrap(), a);
+        let b = t.lookup_or_create(8, || Ok(80)).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(t.lookup_or_create(9, || Ok(90)), Err(Error::Busy));
+        assert_eq!(t.lookup_or_create(9, || Err(Error::NoMemory)), Err(Error::Busy));
+        assert_eq!(t.get(a), Some(&70));
+        *t.get_mut(b).unwrap() += 1;
+        assert_eq!(t.get(b), Some(&81));
+        assert_eq!(t.len(), 2);
+        t.clear();
+        assert!(t.is_empty());
+        assert_eq!(t.lookup_or_create(1, || Err(Error::NoMemory)), Err(Error::NoMemory));
+        assert!(t.is_empty(), "a failed create leaves no entry");
+    }
+}

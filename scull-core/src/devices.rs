@@ -1,0 +1,112 @@
+//! The device set and its names on each kernel.
+//!
+//! | device          | Linux node          | Windows device object   | DOS link (user path)   |
+//! |-----------------|---------------------|-------------------------|------------------------|
+//! | Scull(n)        | `/dev/scull<n>`     | `\Device\Scull<n>`      | `\\.\Scull<n>`         |
+//! | Pipe(n)         | `/dev/scullpipe<n>` | `\Device\ScullPipe<n>`  | `\\.\ScullPipe<n>`     |
+//! | Single          | `/dev/scullsingle`  | `\Device\ScullSingle`   | `\\.\ScullSingle`      |
+//! | Uid             | `/dev/sculluid`     | `\Device\ScullUid`      | `\\.\ScullUid`         |
+//! | Wuid            | `/dev/scullwuid`    | `\Device\ScullWuid`     | `\\.\ScullWuid`        |
+//! | Priv            | `/dev/scullpriv`    | `\Device\ScullPriv`     | `\\.\ScullPriv`        |
+
+use core::fmt;
+
+/// One scull device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Dev {
+    /// Quantum store `scull<n>`.
+    Scull(u8),
+    /// FIFO `scullpipe<n>`.
+    Pipe(u8),
+    /// One open at a time.
+    Single,
+    /// One user at a time, others get EBUSY.
+    Uid,
+    /// One user at a time, others wait.
+    Wuid,
+    /// One private device per key (tty / logon session).
+    Priv,
+}
+
+impl Dev {
+    /// Is this a quantum-store device (seekable, trimmed on write-only open)?
+    pub const fn is_store(self) -> bool {
+        !matches!(self, Dev::Pipe(_))
+    }
+
+    /// Linux node name without `/dev/`.
+    pub fn linux_name(self, w: &mut dyn fmt::Write) -> fmt::Result {
+        match self {
+            Dev::Scull(n) => write!(w, "scull{n}"),
+            Dev::Pipe(n) => write!(w, "scullpipe{n}"),
+            Dev::Single => w.write_str("scullsingle"),
+            Dev::Uid => w.write_str("sculluid"),
+            Dev::Wuid => w.write_str("scullwuid"),
+            Dev::Priv => w.write_str("scullpriv"),
+        }
+    }
+
+    /// Windows name without `\Device\` or `\\.\`.
+    pub fn windows_name(self, w: &mut dyn fmt::Write) -> fmt::Result {
+        match self {
+            Dev::Scull(n) => write!(w, "Scull{n}"),
+            Dev::Pipe(n) => write!(w, "ScullPipe{n}"),
+            Dev::Single => w.write_str("ScullSingle"),
+            Dev::Uid => w.write_str("ScullUid"),
+            Dev::Wuid => w.write_str("ScullWuid"),
+            Dev::Priv => w.write_str("ScullPriv"),
+        }
+    }
+
+    /// Parses a Linux or Windows name (case-insensitive, no prefix).
+    pub fn parse(s: &str) -> Option<Dev> {
+        let lower = |a: &str, b: &str| a.len() >= b.len() && a[..b.len()].eq_ignore_ascii_case(b);
+        let num = |rest: &str| rest.parse::<u8>().ok();
+        if s.eq_ignore_ascii_case("scullsingle") {
+            Some(Dev::Single)
+        } else if s.eq_ignore_ascii_case("sculluid") {
+            Some(Dev::Uid)
+        } else if s.eq_ignore_ascii_case("scullwuid") {
+            Some(Dev::Wuid)
+        } else if s.eq_ignore_ascii_case("scullpriv") {
+            Some(Dev::Priv)
+        } else if lower(s, "scullpipe") {
+            num(&s[9..]).map(Dev::Pipe)
+        } else if lower(s, "scull") {
+            num(&s[5..]).map(Dev::Scull)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct S([u8; 32], usize);
+    impl fmt::Write for S {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0[self.1..self.1 + s.len()].copy_from_slice(s.as_bytes());
+            self.1 += s.len();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for d in [Dev::Scull(0), Dev::Scull(3), Dev::Pipe(2), Dev::Single, Dev::Uid, Dev::Wuid, Dev::Priv] {
+            let mut l = S([0; 32], 0);
+            d.linux_name(&mut l).unwrap();
+            let mut w = S([0; 32], 0);
+            d.windows_name(&mut w).unwrap();
+            assert_eq!(Dev::parse(core::str::from_utf8(&l.0[..l.1]).unwrap()), Some(d));
+            assert_eq!(Dev::parse(core::str::from_utf8(&w.0[..w.1]).unwrap()), Some(d));
+        }
+        assert_eq!(Dev::parse("ScullPipe10"), Some(Dev::Pipe(10)));
+        assert_eq!(Dev::parse("scullx"), None);
+        assert_eq!(Dev::parse("scull"), None);
+        assert!(!Dev::Pipe(0).is_store());
+        assert!(Dev::Priv.is_store());
+    }
+}

@@ -1,0 +1,259 @@
+//! Store geometry (quantum and qset sizes), pipe buffer size, and the global
+//! defaults that LDD3 keeps in module parameters and that the ioctls change.
+
+use crate::error::{Error, Result};
+use crate::sync::{AtomicI32, AtomicU64, Ordering};
+
+/// LDD3's defaults.
+pub const DEFAULT_QUANTUM: i32 = 4000;
+pub const DEFAULT_QSET: i32 = 1000;
+pub const DEFAULT_P_BUFFER: i32 = 4000;
+pub const DEFAULT_NR_DEVS: i32 = 4;
+pub const DEFAULT_P_NR_DEVS: i32 = 4;
+
+/// Largest quantum: 4 MiB, the largest block `kmalloc` hands out by default and a
+/// sane ceiling for one non-paged pool allocation.
+pub const MAX_QUANTUM: i32 = 4 << 20;
+/// Largest pipe buffer, for the same reason.
+pub const MAX_P_BUFFER: i32 = 4 << 20;
+/// Smallest pipe buffer: the ring keeps one slot free, so 2 bytes hold 1.
+pub const MIN_P_BUFFER: i32 = 2;
+/// Upper bound on device counts accepted from parameters.
+pub const MAX_NR_DEVS: i32 = 64;
+
+/// The largest byte offset plus one that a scull device can hold (`loff_t` max).
+pub const MAX_SIZE: u64 = i64::MAX as u64;
+
+/// A validated (quantum, qset) pair.
+///
+/// Both are positive and `quantum * qset` fits in an `i32`, which is the type
+/// LDD3 computes `itemsize` in: products that would overflow it are rejected
+/// instead of silently wrapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    quantum: u32,
+    qset: u32,
+}
+
+impl Geometry {
+    pub const DEFAULT: Geometry = Geometry { quantum: DEFAULT_QUANTUM as u32, qset: DEFAULT_QSET as u32 };
+
+    /// Validates a geometry.
+    pub fn new(quantum: i64, qset: i64) -> Result<Geometry> {
+        if quantum <= 0 || qset <= 0 || quantum > MAX_QUANTUM as i64 {
+            return Err(Error::Invalid);
+        }
+        match quantum.checked_mul(qset) {
+            Some(span) if span <= i32::MAX as i64 => Ok(Geometry { quantum: quantum as u32, qset: qset as u32 }),
+            _ => Err(Error::Invalid),
+        }
+    }
+
+    /// Bytes per quantum.
+    pub const fn quantum(self) -> usize {
+        self.quantum as usize
+    }
+
+    /// Quanta per qset.
+    pub const fn qset(self) -> usize {
+        self.qset as usize
+    }
+
+    /// Bytes covered by one qset.
+    pub const fn span(self) -> u64 {
+        self.quantum as u64 * self.qset as u64
+    }
+
+    /// Where byte `pos` lives: (qset index, slot in that qset, offset in the quantum).
+    pub const fn locate(self, pos: u64) -> (u64, usize, usize) {
+        let span = self.span();
+        let item = pos / span;
+        let rest = pos % span;
+        (item, (rest / self.quantum as u64) as usize, (rest % self.quantum as u64) as usize)
+    }
+
+    fn pack(self) -> u64 {
+        ((self.quantum as u64) << 32) | self.qset as u64
+    }
+
+    fn unpack(v: u64) -> Geometry {
+        Geometry { quantum: (v >> 32) as u32, qset: v as u32 }
+    }
+}
+
+impl Default for Geometry {
+    fn default() -> Self {
+        Geometry::DEFAULT
+    }
+}
+
+/// Validates a pipe buffer size in bytes.
+pub fn pipe_buffer_size(size: i64) -> Result<usize> {
+    if size < MIN_P_BUFFER as i64 || size > MAX_P_BUFFER as i64 {
+        return Err(Error::Invalid);
+    }
+    Ok(size as usize)
+}
+
+/// Validates a device count parameter (0 is allowed: no devices of that kind).
+pub fn nr_devs(n: i64) -> Result<usize> {
+    if n < 0 || n > MAX_NR_DEVS as i64 {
+        return Err(Error::Invalid);
+    }
+    Ok(n as usize)
+}
+
+/// The global defaults: LDD3's `scull_quantum`, `scull_qset` and
+/// `scull_p_buffer`. Devices pick the geometry up when they are trimmed, pipes
+/// pick the buffer size up when their buffer is next allocated.
+///
+/// Quantum and qset live in one atomic so that a reader always sees a pair that
+/// was validated together.
+#[derive(Debug)]
+pub struct Params {
+    geometry: AtomicU64,
+    p_buffer: AtomicI32,
+}
+
+impl Params {
+    /// Parameters with LDD3's defaults.
+    #[cfg(not(loom))]
+    pub const fn new() -> Params {
+        Params {
+            geometry: AtomicU64::new(((DEFAULT_QUANTUM as u64) << 32) | DEFAULT_QSET as u64),
+            p_buffer: AtomicI32::new(DEFAULT_P_BUFFER),
+        }
+    }
+
+    /// Parameters with LDD3's defaults.
+    #[cfg(loom)]
+    pub fn new() -> Params {
+        Params {
+            geometry: AtomicU64::new(((DEFAULT_QUANTUM as u64) << 32) | DEFAULT_QSET as u64),
+            p_buffer: AtomicI32::new(DEFAULT_P_BUFFER),
+        }
+    }
+
+    /// Load-time parameters (module parameters / registry values), validated.
+    pub fn with(quantum: i64, qset: i64, p_buffer: i64) -> Result<Params> {
+        let g = Geometry::new(quantum, qset)?;
+        let p = pipe_buffer_size(p_buffer)?;
+        let params = Params::new();
+        params.geometry.store(g.pack(), Ordering::Relaxed);
+        params.p_buffer.store(p as i32, Ordering::Relaxed);
+        Ok(params)
+    }
+
+    /// The current default geometry.
+    pub fn geometry(&self) -> Geometry {
+        Geometry::unpack(self.geometry.load(Ordering::Acquire))
+    }
+
+    pub fn quantum(&self) -> i32 {
+        self.geometry().quantum as i32
+    }
+
+    pub fn qset(&self) -> i32 {
+        self.geometry().qset as i32
+    }
+
+    pub fn p_buffer(&self) -> i32 {
+        self.p_buffer.load(Ordering::Acquire)
+    }
+
+    /// Atomically replaces the geometry with `f(current)`, returning the old one.
+    pub fn update_geometry(&self, f: impl Fn(Geometry) -> Result<Geometry>) -> Result<Geometry> {
+        let mut cur = self.geometry.load(Ordering::Acquire);
+        loop {
+            let old = Geometry::unpack(cur);
+            let new = f(old)?;
+            match self.geometry.compare_exchange_weak(cur, new.pack(), Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(old),
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Sets the quantum, keeping qset; returns the old quantum.
+    pub fn set_quantum(&self, quantum: i64) -> Result<i32> {
+        self.update_geometry(|g| Geometry::new(quantum, g.qset as i64)).map(|g| g.quantum as i32)
+    }
+
+    /// Sets the qset, keeping the quantum; returns the old qset.
+    pub fn set_qset(&self, qset: i64) -> Result<i32> {
+        self.update_geometry(|g| Geometry::new(g.quantum as i64, qset)).map(|g| g.qset as i32)
+    }
+
+    /// Restores LDD3's default quantum and qset (not the pipe size, as LDD3).
+    pub fn reset(&self) {
+        self.geometry.store(Geometry::DEFAULT.pack(), Ordering::Release);
+    }
+
+    /// Sets the pipe buffer size used for the next allocation; returns the old one.
+    pub fn set_p_buffer(&self, size: i64) -> Result<i32> {
+        let s = pipe_buffer_size(size)? as i32;
+        Ok(self.p_buffer.swap(s, Ordering::AcqRel))
+    }
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_validation() {
+        assert!(Geometry::new(4000, 1000).is_ok());
+        assert_eq!(Geometry::new(0, 1000), Err(Error::Invalid));
+        assert_eq!(Geometry::new(4000, 0), Err(Error::Invalid));
+        assert_eq!(Geometry::new(-1, 10), Err(Error::Invalid));
+        assert_eq!(Geometry::new(10, -1), Err(Error::Invalid));
+        assert_eq!(Geometry::new(MAX_QUANTUM as i64 + 1, 1), Err(Error::Invalid));
+        // The product must fit LDD3's `int itemsize`.
+        assert_eq!(Geometry::new(65536, 65536), Err(Error::Invalid));
+        assert!(Geometry::new(1, i32::MAX as i64).is_ok());
+        assert_eq!(Geometry::new(2, i32::MAX as i64), Err(Error::Invalid));
+        assert_eq!(Geometry::new(i64::MAX, i64::MAX), Err(Error::Invalid));
+    }
+
+    #[test]
+    fn locate_splits_offsets() {
+        let g = Geometry::new(10, 3).unwrap();
+        assert_eq!(g.span(), 30);
+        assert_eq!(g.locate(0), (0, 0, 0));
+        assert_eq!(g.locate(9), (0, 0, 9));
+        assert_eq!(g.locate(10), (0, 1, 0));
+        assert_eq!(g.locate(29), (0, 2, 9));
+        assert_eq!(g.locate(30), (1, 0, 0));
+        assert_eq!(g.locate(MAX_SIZE), (MAX_SIZE / 30, ((MAX_SIZE % 30) / 10) as usize, (MAX_SIZE % 10) as usize));
+    }
+
+    #[test]
+    fn params_set_and_swap() {
+        let p = Params::new();
+        assert_eq!((p.quantum(), p.qset(), p.p_buffer()), (4000, 1000, 4000));
+        assert_eq!(p.set_quantum(100), Ok(4000));
+        assert_eq!(p.set_qset(7), Ok(1000));
+        assert_eq!(p.geometry(), Geometry::new(100, 7).unwrap());
+        assert_eq!(p.set_quantum(0), Err(Error::Invalid));
+        assert_eq!(p.quantum(), 100, "a rejected value changes nothing");
+        // quantum * qset overflow is checked against the current other half.
+        assert_eq!(p.set_qset(i32::MAX as i64), Err(Error::Invalid));
+        assert_eq!(p.set_p_buffer(1), Err(Error::Invalid));
+        assert_eq!(p.set_p_buffer(64), Ok(4000));
+        p.reset();
+        assert_eq!((p.quantum(), p.qset(), p.p_buffer()), (4000, 1000, 64));
+        assert!(Params::with(0, 1, 100).is_err());
+        assert!(Params::with(16, 4, 1).is_err());
+        let q = Params::with(16, 4, 100).unwrap();
+        assert_eq!((q.quantum(), q.qset(), q.p_buffer()), (16, 4, 100));
+        assert_eq!(nr_devs(-1), Err(Error::Invalid));
+        assert_eq!(nr_devs(0), Ok(0));
+        assert_eq!(nr_devs(65), Err(Error::Invalid));
+    }
+}

@@ -1,0 +1,196 @@
+//! A std implementation of the platform traits (feature `host`): boxed blocks,
+//! a sorted vector of qsets with a look-up cache, allocation counting, and
+//! fault injection (fail the k-th allocation). Used by the model device, the
+//! tests and the benchmarks.
+
+extern crate std;
+
+use crate::error::{Error, Result};
+use crate::mem::{Platform, QsetList, Slots};
+use core::ops::{Deref, DerefMut};
+use std::boxed::Box;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::vec::Vec;
+
+/// Allocation accounting shared by everything one [`HostPlatform`] allocated.
+#[derive(Debug, Default)]
+pub struct AllocStats {
+    outstanding: AtomicUsize,
+    bytes: AtomicUsize,
+    allocations: AtomicU64,
+    fail_at: AtomicU64,
+}
+
+impl AllocStats {
+    /// Blocks (quanta, pipe buffers, qset slot arrays) not yet freed.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::SeqCst)
+    }
+
+    /// Bytes not yet freed.
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::SeqCst)
+    }
+
+    /// Allocation attempts so far (successful or injected failures).
+    pub fn allocations(&self) -> u64 {
+        self.allocations.load(Ordering::SeqCst)
+    }
+
+    /// Makes allocation attempt number `k` (1-based, counting from now) fail;
+    /// 0 disables injection.
+    pub fn fail_after(&self, k: u64) {
+        let at = if k == 0 { 0 } else { self.allocations() + k };
+        self.fail_at.store(at, Ordering::SeqCst);
+    }
+
+    fn attempt(&self, bytes: usize) -> Result<()> {
+        let n = self.allocations.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.fail_at.load(Ordering::SeqCst) {
+            return Err(Error::NoMemory);
+        }
+        self.outstanding.fetch_add(1, Ordering::SeqCst);
+        self.bytes.fetch_add(bytes, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn free(&self, bytes: usize) {
+        self.outstanding.fetch_sub(1, Ordering::SeqCst);
+        self.bytes.fetch_sub(bytes, Ordering::SeqCst);
+    }
+}
+
+/// The host platform. Cloning shares the accounting.
+#[derive(Debug, Clone, Default)]
+pub struct HostPlatform {
+    stats: Arc<AllocStats>,
+}
+
+impl HostPlatform {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn stats(&self) -> &AllocStats {
+        &self.stats
+    }
+}
+
+/// A zeroed heap block that reports its release.
+#[derive(Debug)]
+pub struct HostBlock {
+    data: Box<[u8]>,
+    stats: Arc<AllocStats>,
+}
+
+impl Deref for HostBlock {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl DerefMut for HostBlock {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.data
+    }
+}
+
+impl Drop for HostBlock {
+    fn drop(&mut self) {
+        self.stats.free(self.data.len());
+    }
+}
+
+impl Platform for HostPlatform {
+    type Block = HostBlock;
+    type List = HostList;
+
+    fn alloc_block(&self, len: usize) -> Result<HostBlock> {
+        self.stats.attempt(len)?;
+        Ok(HostBlock { data: std::vec![0u8; len].into_boxed_slice(), stats: self.stats.clone() })
+    }
+
+    fn new_list(&self) -> HostList {
+        HostList { nodes: Vec::new(), cache: 0, stats: self.stats.clone() }
+    }
+}
+
+struct Node {
+    index: u64,
+    slots: Box<[Option<HostBlock>]>,
+}
+
+/// Sorted vector of qsets. Each slot array counts as one allocation.
+pub struct HostList {
+    nodes: Vec<Node>,
+    cache: usize,
+    stats: Arc<AllocStats>,
+}
+
+impl HostList {
+    fn position(&mut self, index: u64) -> core::result::Result<usize, usize> {
+        // The cache and its successor answer sequential walks in O(1).
+        for at in [self.cache, self.cache + 1] {
+            if let Some(n) = self.nodes.get(at) {
+                if n.index == index {
+                    self.cache = at;
+                    return Ok(at);
+                }
+            }
+        }
+        let r = self.nodes.binary_search_by_key(&index, |n| n.index);
+        if let Ok(at) = r {
+            self.cache = at;
+        }
+        r
+    }
+}
+
+impl QsetList for HostList {
+    type Block = HostBlock;
+
+    fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    fn get_mut(&mut self, index: u64) -> Option<&mut Slots<HostBlock>> {
+        let at = self.position(index).ok()?;
+        Some(&mut self.nodes[at].slots)
+    }
+
+    fn insert(&mut self, index: u64, slots: usize) -> Result<&mut Slots<HostBlock>> {
+        let at = match self.position(index) {
+            Ok(_) => return Err(Error::Invalid),
+            Err(at) => at,
+        };
+        let bytes = slots * core::mem::size_of::<Option<HostBlock>>();
+        self.stats.attempt(bytes)?;
+        let mut v = Vec::new();
+        v.resize_with(slots, || None);
+        self.nodes.insert(at, Node { index, slots: v.into_boxed_slice() });
+        self.cache = at;
+        Ok(&mut self.nodes[at].slots)
+    }
+
+    fn truncate(&mut self, first: u64) {
+        let keep = self.nodes.partition_point(|n| n.index < first);
+        for n in self.nodes.drain(keep..) {
+            self.stats.free(n.slots.len() * core::mem::size_of::<Option<HostBlock>>());
+        }
+        self.cache = 0;
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(u64, &Slots<HostBlock>)) {
+        for n in &self.nodes {
+            f(n.index, &n.slots);
+        }
+    }
+}
+
+impl Drop for HostList {
+    fn drop(&mut self) {
+        self.truncate(0);
+    }
+}

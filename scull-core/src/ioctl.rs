@@ -1,0 +1,404 @@
+//! The ioctl ABI: command numbers, their Linux and Windows encodings, argument
+//! conventions, privilege, and semantics. This module is the public ABI; the
+//! user-mode tool uses it too.
+//!
+//! | nr | name         | Linux (`'k'`)       | argument in     | result out       | privileged |
+//! |----|--------------|---------------------|-----------------|------------------|------------|
+//! | 0  | `RESET`      | `_IO(k,0)`          | -               | -                | no (LDD3)  |
+//! | 1  | `SQUANTUM`   | `_IOW(k,1,int)`     | pointer         | -                | yes        |
+//! | 2  | `SQSET`      | `_IOW(k,2,int)`     | pointer         | -                | yes        |
+//! | 3  | `TQUANTUM`   | `_IO(k,3)`          | value           | -                | yes        |
+//! | 4  | `TQSET`      | `_IO(k,4)`          | value           | -                | yes        |
+//! | 5  | `GQUANTUM`   | `_IOR(k,5,int)`     | -               | pointer          | no         |
+//! | 6  | `GQSET`      | `_IOR(k,6,int)`     | -               | pointer          | no         |
+//! | 7  | `QQUANTUM`   | `_IO(k,7)`          | -               | return value     | no         |
+//! | 8  | `QQSET`      | `_IO(k,8)`          | -               | return value     | no         |
+//! | 9  | `XQUANTUM`   | `_IOWR(k,9,int)`    | pointer         | same pointer     | yes        |
+//! | 10 | `XQSET`      | `_IOWR(k,10,int)`   | pointer         | same pointer     | yes        |
+//! | 11 | `HQUANTUM`   | `_IO(k,11)`         | value           | return value     | yes        |
+//! | 12 | `HQSET`      | `_IO(k,12)`         | value           | return value     | yes        |
+//! | 13 | `P_IOCTSIZE` | `_IO(k,13)`         | value           | -                | no (LDD3)  |
+//! | 14 | `P_IOCQSIZE` | `_IO(k,14)`         | -               | return value     | no         |
+//! | 15 | `STATS`      | `_IOR(k,15,char[4096])` | -           | report text      | no         |
+//!
+//! Windows: `CTL_CODE(0x8000, 0x800 + nr, METHOD_BUFFERED, FILE_ANY_ACCESS)`.
+//! Values are 32-bit signed integers in the system buffer: a command that takes
+//! an argument reads it from the first 4 bytes of the input buffer, a command
+//! that produces one writes 4 bytes to the output buffer. So on Windows S≡T,
+//! G≡Q and X≡H. `STATS` writes the report text (no NUL) to the output buffer.
+//! Short buffers are `BufferTooSmall`.
+//!
+//! Linux `STATS` writes at most 4096 bytes (NUL-terminated, truncated if need
+//! be) and returns the text length.
+//!
+//! Privilege: `capable(CAP_SYS_ADMIN)` on Linux; on Windows the caller's token
+//! must be a member of BUILTIN\Administrators. Refusal is `Perm`.
+//! Unknown codes are `NotTty` (ENOTTY / STATUS_INVALID_DEVICE_REQUEST).
+//!
+//! Semantics act on the global defaults ([`Params`]) exactly as in LDD3: a
+//! device adopts a new geometry when it is next trimmed; a pipe adopts a new
+//! buffer size when its buffer is next allocated. Values are validated
+//! (LDD3 accepted a zero quantum and crashed on the next write).
+
+use crate::error::{Error, Result};
+use crate::geometry::Params;
+
+/// LDD3's magic number.
+pub const MAGIC: u8 = b'k';
+/// Highest command number.
+pub const MAXNR: u32 = 15;
+/// Bytes of report text the Linux `STATS` command can return.
+pub const LINUX_STATS_SIZE: u32 = 4096;
+
+/// Windows custom device type (0x8000-0xFFFF are for vendors).
+pub const WIN_DEVICE_TYPE: u32 = 0x8000;
+/// Windows function code of command 0 (0x800-0xFFF are for vendors).
+pub const WIN_FUNCTION_BASE: u32 = 0x800;
+/// `METHOD_BUFFERED`.
+pub const WIN_METHOD_BUFFERED: u32 = 0;
+/// `FILE_ANY_ACCESS`.
+pub const WIN_FILE_ANY_ACCESS: u32 = 0;
+
+/// Windows `CTL_CODE` macro.
+pub const fn ctl_code(device_type: u32, function: u32, method: u32, access: u32) -> u32 {
+    (device_type << 16) | (access << 14) | (function << 2) | method
+}
+
+// Linux <asm-generic/ioctl.h>
+const IOC_NONE: u32 = 0;
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+
+/// Linux `_IOC` macro.
+pub const fn ioc(dir: u32, ty: u8, nr: u32, size: u32) -> u32 {
+    (dir << 30) | (size << 16) | ((ty as u32) << 8) | nr
+}
+
+/// How a command takes its argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgIn {
+    None,
+    /// The ioctl argument itself is the value.
+    Value,
+    /// The ioctl argument points at an `int`.
+    Pointer,
+}
+
+/// How a command returns its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgOut {
+    None,
+    /// As the (non-negative) return value of ioctl.
+    Return,
+    /// Through the `int` the argument points at.
+    Pointer,
+    /// Report text (STATS).
+    Text,
+}
+
+/// The 16 scull commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cmd {
+    Reset = 0,
+    SQuantum = 1,
+    SQset = 2,
+    TQuantum = 3,
+    TQset = 4,
+    GQuantum = 5,
+    GQset = 6,
+    QQuantum = 7,
+    QQset = 8,
+    XQuantum = 9,
+    XQset = 10,
+    HQuantum = 11,
+    HQset = 12,
+    PTSize = 13,
+    PQSize = 14,
+    Stats = 15,
+}
+
+impl Cmd {
+    pub const ALL: [Cmd; 16] = [
+        Cmd::Reset,
+        Cmd::SQuantum,
+        Cmd::SQset,
+        Cmd::TQuantum,
+        Cmd::TQset,
+        Cmd::GQuantum,
+        Cmd::GQset,
+        Cmd::QQuantum,
+        Cmd::QQset,
+        Cmd::XQuantum,
+        Cmd::XQset,
+        Cmd::HQuantum,
+        Cmd::HQset,
+        Cmd::PTSize,
+        Cmd::PQSize,
+        Cmd::Stats,
+    ];
+
+    /// The command number.
+    pub const fn nr(self) -> u32 {
+        self as u32
+    }
+
+    pub fn from_nr(nr: u32) -> Option<Cmd> {
+        Cmd::ALL.get(nr as usize).copied()
+    }
+
+    /// LDD3's macro name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Cmd::Reset => "SCULL_IOCRESET",
+            Cmd::SQuantum => "SCULL_IOCSQUANTUM",
+            Cmd::SQset => "SCULL_IOCSQSET",
+            Cmd::TQuantum => "SCULL_IOCTQUANTUM",
+            Cmd::TQset => "SCULL_IOCTQSET",
+            Cmd::GQuantum => "SCULL_IOCGQUANTUM",
+            Cmd::GQset => "SCULL_IOCGQSET",
+            Cmd::QQuantum => "SCULL_IOCQQUANTUM",
+            Cmd::QQset => "SCULL_IOCQQSET",
+            Cmd::XQuantum => "SCULL_IOCXQUANTUM",
+            Cmd::XQset => "SCULL_IOCXQSET",
+            Cmd::HQuantum => "SCULL_IOCHQUANTUM",
+            Cmd::HQset => "SCULL_IOCHQSET",
+            Cmd::PTSize => "SCULL_P_IOCTSIZE",
+            Cmd::PQSize => "SCULL_P_IOCQSIZE",
+            Cmd::Stats => "SCULL_IOCSTATS",
+        }
+    }
+
+    /// Short name for the command line (`reset`, `squantum`, ... `stats`).
+    pub const fn short(self) -> &'static str {
+        match self {
+            Cmd::Reset => "reset",
+            Cmd::SQuantum => "squantum",
+            Cmd::SQset => "sqset",
+            Cmd::TQuantum => "tquantum",
+            Cmd::TQset => "tqset",
+            Cmd::GQuantum => "gquantum",
+            Cmd::GQset => "gqset",
+            Cmd::QQuantum => "qquantum",
+            Cmd::QQset => "qqset",
+            Cmd::XQuantum => "xquantum",
+            Cmd::XQset => "xqset",
+            Cmd::HQuantum => "hquantum",
+            Cmd::HQset => "hqset",
+            Cmd::PTSize => "ptsize",
+            Cmd::PQSize => "pqsize",
+            Cmd::Stats => "stats",
+        }
+    }
+
+    /// Parses [`Cmd::short`] or [`Cmd::name`] (case-insensitive).
+    pub fn parse(s: &str) -> Option<Cmd> {
+        Cmd::ALL.into_iter().find(|c| c.short().eq_ignore_ascii_case(s) || c.name().eq_ignore_ascii_case(s))
+    }
+
+    pub const fn arg_in(self) -> ArgIn {
+        match self {
+            Cmd::SQuantum | Cmd::SQset | Cmd::XQuantum | Cmd::XQset => ArgIn::Pointer,
+            Cmd::TQuantum | Cmd::TQset | Cmd::HQuantum | Cmd::HQset | Cmd::PTSize => ArgIn::Value,
+            _ => ArgIn::None,
+        }
+    }
+
+    pub const fn arg_out(self) -> ArgOut {
+        match self {
+            Cmd::GQuantum | Cmd::GQset | Cmd::XQuantum | Cmd::XQset => ArgOut::Pointer,
+            Cmd::QQuantum | Cmd::QQset | Cmd::HQuantum | Cmd::HQset | Cmd::PQSize => ArgOut::Return,
+            Cmd::Stats => ArgOut::Text,
+            _ => ArgOut::None,
+        }
+    }
+
+    /// Whether LDD3 checks `capable(CAP_SYS_ADMIN)` for this command.
+    pub const fn needs_privilege(self) -> bool {
+        matches!(
+            self,
+            Cmd::SQuantum | Cmd::SQset | Cmd::TQuantum | Cmd::TQset | Cmd::XQuantum | Cmd::XQset | Cmd::HQuantum | Cmd::HQset
+        )
+    }
+
+    /// The Linux ioctl number.
+    pub const fn linux_code(self) -> u32 {
+        let int = core::mem::size_of::<i32>() as u32;
+        match self {
+            Cmd::SQuantum | Cmd::SQset => ioc(IOC_WRITE, MAGIC, self.nr(), int),
+            Cmd::GQuantum | Cmd::GQset => ioc(IOC_READ, MAGIC, self.nr(), int),
+            Cmd::XQuantum | Cmd::XQset => ioc(IOC_READ | IOC_WRITE, MAGIC, self.nr(), int),
+            Cmd::Stats => ioc(IOC_READ, MAGIC, self.nr(), LINUX_STATS_SIZE),
+            _ => ioc(IOC_NONE, MAGIC, self.nr(), 0),
+        }
+    }
+
+    /// The Windows IOCTL code.
+    pub const fn windows_code(self) -> u32 {
+        ctl_code(WIN_DEVICE_TYPE, WIN_FUNCTION_BASE + self.nr(), WIN_METHOD_BUFFERED, WIN_FILE_ANY_ACCESS)
+    }
+
+    /// Decodes a Linux ioctl number. Anything but an exact match is `NotTty`.
+    pub fn from_linux_code(code: u32) -> Result<Cmd> {
+        let nr = code & 0xff;
+        let ty = ((code >> 8) & 0xff) as u8;
+        if ty != MAGIC || nr > MAXNR {
+            return Err(Error::NotTty);
+        }
+        match Cmd::from_nr(nr) {
+            Some(c) if c.linux_code() == code => Ok(c),
+            _ => Err(Error::NotTty),
+        }
+    }
+
+    /// Decodes a Windows IOCTL code. Anything but an exact match is `NotTty`.
+    pub fn from_windows_code(code: u32) -> Result<Cmd> {
+        let function = (code >> 2) & 0xfff;
+        match function.checked_sub(WIN_FUNCTION_BASE).and_then(Cmd::from_nr) {
+            Some(c) if c.windows_code() == code => Ok(c),
+            _ => Err(Error::NotTty),
+        }
+    }
+
+    /// Bytes of input buffer the Windows IOCTL needs.
+    pub const fn windows_in_len(self) -> usize {
+        match self.arg_in() {
+            ArgIn::None => 0,
+            _ => 4,
+        }
+    }
+
+    /// Bytes of output buffer the Windows IOCTL needs (`STATS`: at least 1).
+    pub const fn windows_out_len(self) -> usize {
+        match self.arg_out() {
+            ArgOut::None => 0,
+            ArgOut::Text => 1,
+            _ => 4,
+        }
+    }
+}
+
+/// Runs a non-`STATS` command against the global defaults.
+///
+/// `value` is the argument (ignored by commands that take none); the result is
+/// the value to hand back (return value or pointer), 0 for commands that
+/// produce nothing. Privilege is checked before anything else, as in LDD3, and
+/// a rejected value changes nothing. `STATS` is the driver's to format: passing
+/// it here is `Invalid`.
+pub fn execute(params: &Params, cmd: Cmd, value: i32, privileged: bool) -> Result<i32> {
+    if cmd.needs_privilege() && !privileged {
+        return Err(Error::Perm);
+    }
+    let v = value as i64;
+    match cmd {
+        Cmd::Reset => {
+            params.reset();
+            Ok(0)
+        }
+        Cmd::SQuantum | Cmd::TQuantum => params.set_quantum(v).map(|_| 0),
+        Cmd::SQset | Cmd::TQset => params.set_qset(v).map(|_| 0),
+        Cmd::GQuantum | Cmd::QQuantum => Ok(params.quantum()),
+        Cmd::GQset | Cmd::QQset => Ok(params.qset()),
+        Cmd::XQuantum | Cmd::HQuantum => params.set_quantum(v),
+        Cmd::XQset | Cmd::HQset => params.set_qset(v),
+        Cmd::PTSize => params.set_p_buffer(v).map(|_| 0),
+        Cmd::PQSize => Ok(params.p_buffer()),
+        Cmd::Stats => Err(Error::Invalid),
+    }
+}
+
+/// The suffix of a Windows device path that opens a handle in non-blocking
+/// mode, the counterpart of `O_NONBLOCK`: `\\.\ScullPipe0\nonblock`.
+pub const WIN_NONBLOCK_SUFFIX: &str = "nonblock";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linux_codes_match_ldd3() {
+        // Values of the C macros on x86_64 (computed from <asm-generic/ioctl.h>).
+        assert_eq!(Cmd::Reset.linux_code(), 0x6b00);
+        assert_eq!(Cmd::SQuantum.linux_code(), 0x4004_6b01);
+        assert_eq!(Cmd::GQuantum.linux_code(), 0x8004_6b05);
+        assert_eq!(Cmd::XQset.linux_code(), 0xc004_6b0a);
+        assert_eq!(Cmd::HQset.linux_code(), 0x6b0c);
+        assert_eq!(Cmd::PQSize.linux_code(), 0x6b0e);
+        assert_eq!(Cmd::Stats.linux_code(), 0x9000_6b0f);
+    }
+
+    #[test]
+    fn windows_codes() {
+        assert_eq!(Cmd::Reset.windows_code(), 0x8000_2000);
+        assert_eq!(Cmd::SQuantum.windows_code(), 0x8000_2004);
+        assert_eq!(Cmd::Stats.windows_code(), 0x8000_203c);
+        for c in Cmd::ALL {
+            assert_eq!(Cmd::from_windows_code(c.windows_code()), Ok(c));
+            assert_eq!(Cmd::from_linux_code(c.linux_code()), Ok(c));
+            assert_eq!(Cmd::parse(c.short()), Some(c));
+            assert_eq!(Cmd::parse(c.name()), Some(c));
+        }
+    }
+
+    #[test]
+    fn neighbours_of_valid_codes_are_not_tty() {
+        for c in Cmd::ALL {
+            for delta in [1u32, 2, 3] {
+                // Wrong method / access bits.
+                assert_eq!(Cmd::from_windows_code(c.windows_code() ^ delta), Err(Error::NotTty));
+            }
+            assert_eq!(Cmd::from_windows_code(c.windows_code() ^ (1 << 14)), Err(Error::NotTty));
+            assert_eq!(Cmd::from_windows_code(c.windows_code() ^ (1 << 16)), Err(Error::NotTty));
+            // Wrong direction or size on Linux.
+            assert_eq!(Cmd::from_linux_code(c.linux_code() ^ (1 << 30)), Err(Error::NotTty));
+            assert_eq!(Cmd::from_linux_code(c.linux_code() ^ (1 << 17)), Err(Error::NotTty));
+            assert_eq!(Cmd::from_linux_code(c.linux_code() ^ (1 << 8)), Err(Error::NotTty));
+        }
+        assert_eq!(Cmd::from_linux_code(ioc(0, MAGIC, 16, 0)), Err(Error::NotTty));
+        assert_eq!(Cmd::from_windows_code(Cmd::Stats.windows_code() + 4), Err(Error::NotTty));
+        assert_eq!(Cmd::from_windows_code(ctl_code(0x8000, 0x7ff, 0, 0)), Err(Error::NotTty));
+        assert_eq!(Cmd::from_windows_code(0), Err(Error::NotTty));
+        assert_eq!(Cmd::from_linux_code(0), Err(Error::NotTty));
+        assert_eq!(Cmd::from_nr(16), None);
+        assert_eq!(Cmd::parse("bogus"), None);
+    }
+
+    #[test]
+    fn privilege_table_is_ldd3s() {
+        let privileged: [Cmd; 8] = [
+            Cmd::SQuantum,
+            Cmd::SQset,
+            Cmd::TQuantum,
+            Cmd::TQset,
+            Cmd::XQuantum,
+            Cmd::XQset,
+            Cmd::HQuantum,
+            Cmd::HQset,
+        ];
+        for c in Cmd::ALL {
+            assert_eq!(c.needs_privilege(), privileged.contains(&c), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn execute_semantics() {
+        let p = Params::new();
+        assert_eq!(execute(&p, Cmd::QQuantum, 0, false), Ok(4000));
+        assert_eq!(execute(&p, Cmd::GQset, 0, false), Ok(1000));
+        assert_eq!(execute(&p, Cmd::SQuantum, 10, false), Err(Error::Perm));
+        assert_eq!(p.quantum(), 4000, "refused before any change");
+        assert_eq!(execute(&p, Cmd::SQuantum, 10, true), Ok(0));
+        assert_eq!(execute(&p, Cmd::TQset, 20, true), Ok(0));
+        assert_eq!(execute(&p, Cmd::XQuantum, 30, true), Ok(10));
+        assert_eq!(execute(&p, Cmd::HQset, 40, true), Ok(20));
+        assert_eq!((p.quantum(), p.qset()), (30, 40));
+        assert_eq!(execute(&p, Cmd::HQuantum, 0, true), Err(Error::Invalid));
+        assert_eq!(execute(&p, Cmd::TQset, -5, true), Err(Error::Invalid));
+        assert_eq!((p.quantum(), p.qset()), (30, 40));
+        assert_eq!(execute(&p, Cmd::Reset, 0, false), Ok(0));
+        assert_eq!((p.quantum(), p.qset()), (4000, 1000));
+        assert_eq!(execute(&p, Cmd::PTSize, 128, false), Ok(0));
+        assert_eq!(execute(&p, Cmd::PQSize, 0, false), Ok(128));
+        assert_eq!(execute(&p, Cmd::PTSize, 0, false), Err(Error::Invalid));
+        assert_eq!(execute(&p, Cmd::Stats, 0, false), Err(Error::Invalid));
+    }
+}

@@ -1,0 +1,67 @@
+//! The platform memory traits each kernel implements.
+//!
+//! scull-core never allocates by itself. A [`Platform`] hands out zeroed
+//! blocks (quantum buffers, pipe buffers) and creates the qset container; the
+//! Windows driver backs them with `ExAllocatePoolWithTag` and a `LIST_ENTRY`
+//! list, the Linux module with `kmalloc`-backed vectors, and the host with std
+//! plus allocation counting and fault injection (`host` feature).
+
+use crate::error::Result;
+use core::ops::DerefMut;
+
+/// One qset: `qset` slots, each empty or holding one quantum.
+pub type Slots<B> = [Option<B>];
+
+/// Allocation services of one kernel.
+pub trait Platform {
+    /// A zero-filled block of memory that this platform allocated. Dropping it
+    /// frees it (and decrements the platform's outstanding-block counter).
+    type Block: DerefMut<Target = [u8]>;
+    /// The container of qsets.
+    type List: QsetList<Block = Self::Block>;
+
+    /// Allocates `len` bytes, all zero. `len` is never 0.
+    fn alloc_block(&self, len: usize) -> Result<Self::Block>;
+
+    /// A new, empty qset container. Must not allocate (creating a device's
+    /// list cannot fail).
+    fn new_list(&self) -> Self::List;
+}
+
+/// A sparse, ordered collection of qsets, keyed by qset index
+/// (`offset / (quantum * qset)`).
+///
+/// Only qsets that hold data exist, so a write at a huge offset costs one node,
+/// not a walk over millions of empty ones (an improvement over LDD3's dense
+/// list). Implementations must make repeated and sequential look-ups
+/// (`index`, `index + 1`) O(1) amortised, e.g. by caching the last node found:
+/// the store walks files front to back.
+pub trait QsetList {
+    type Block;
+
+    /// Number of qsets present.
+    fn len(&self) -> usize;
+
+    /// True when no qset is present.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The slots of qset `index`, if present.
+    fn get_mut(&mut self, index: u64) -> Option<&mut Slots<Self::Block>>;
+
+    /// Inserts qset `index` (which must not be present) with `slots` empty
+    /// slots and returns them. On `NoMemory` the list is unchanged.
+    fn insert(&mut self, index: u64, slots: usize) -> Result<&mut Slots<Self::Block>>;
+
+    /// Drops every qset whose index is `>= first` (freeing their quanta).
+    fn truncate(&mut self, first: u64);
+
+    /// Visits the qsets in index order.
+    fn for_each(&self, f: &mut dyn FnMut(u64, &Slots<Self::Block>));
+
+    /// Drops every qset.
+    fn clear(&mut self) {
+        self.truncate(0)
+    }
+}

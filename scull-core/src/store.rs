@@ -1,0 +1,293 @@
+//! The quantum store: scull0-3's memory. A sparse list of qsets, each an array
+//! of `qset` pointers to `quantum`-byte buffers, allocated on demand.
+//!
+//! Differences from LDD3, all deliberate:
+//! - Quantum memory is zeroed before any byte of it is visible (LDD3 exposes
+//!   stale `kmalloc` bytes between a write's end and the quantum's end).
+//! - One read or write may span several quanta. The count is partial only at
+//!   end of file, at a hole, or when an allocation fails (LDD3 stops at the end
+//!   of the first quantum).
+//! - The qset list is sparse and its look-ups are cached, so sequential
+//!   positioning is O(1) amortised (LDD3 walks from the head on every call),
+//!   and a write at a huge offset allocates one qset, not all before it.
+//! - Sizes and positions are bounded by [`MAX_SIZE`]; beyond it is `FileTooBig`.
+//!
+//! Invariant: every allocated byte at an offset `>= size` is zero. So extending
+//! the file (SetEndOfFile, a write past a hole) never exposes old data.
+//!
+//! The store does no locking: each driver wraps it in its own lock (a
+//! `KSEMAPHORE` on Windows, a `Mutex` on Linux and the host).
+
+use crate::error::{Error, Result};
+use crate::geometry::{Geometry, MAX_SIZE};
+use crate::mem::{Platform, QsetList};
+
+/// Where a seek is relative to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Whence {
+    /// From the start (`SEEK_SET`, `FILE_BEGIN`).
+    Set = 0,
+    /// From the current position (`SEEK_CUR`, `FILE_CURRENT`).
+    Cur = 1,
+    /// From the end of the data (`SEEK_END`, `FILE_END`).
+    End = 2,
+}
+
+impl Whence {
+    /// From the numeric value shared by Linux and Win32 (0, 1, 2).
+    pub fn from_raw(v: u32) -> Result<Whence> {
+        match v {
+            0 => Ok(Whence::Set),
+            1 => Ok(Whence::Cur),
+            2 => Ok(Whence::End),
+            _ => Err(Error::Invalid),
+        }
+    }
+}
+
+/// scull's llseek: a negative or overflowing result is `Invalid`, a position
+/// beyond the end of data is allowed (up to [`MAX_SIZE`]).
+pub fn seek(pos: u64, size: u64, whence: Whence, off: i64) -> Result<u64> {
+    let base = match whence {
+        Whence::Set => 0i64,
+        Whence::Cur => i64::try_from(pos).map_err(|_| Error::Invalid)?,
+        Whence::End => i64::try_from(size).map_err(|_| Error::Invalid)?,
+    };
+    match base.checked_add(off) {
+        Some(p) if p >= 0 => Ok(p as u64),
+        _ => Err(Error::Invalid),
+    }
+}
+
+/// Numbers describing a store, for reports and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    pub size: u64,
+    pub quantum: usize,
+    pub qset: usize,
+    /// qsets present in the list.
+    pub qsets: usize,
+    /// quantum buffers allocated.
+    pub quanta: usize,
+}
+
+/// One scull device's data.
+pub struct Store<P: Platform> {
+    platform: P,
+    list: P::List,
+    geom: Geometry,
+    size: u64,
+}
+
+impl<P: Platform> Store<P> {
+    /// An empty store. Allocates nothing.
+    pub fn new(platform: P, geom: Geometry) -> Self {
+        let list = platform.new_list();
+        Store { platform, list, geom, size: 0 }
+    }
+
+    /// Bytes of data (one past the highest byte ever written, or as set).
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.geom
+    }
+
+    pub fn platform(&self) -> &P {
+        &self.platform
+    }
+
+    /// Frees all data and adopts `geom` (LDD3's `scull_trim`, which takes the
+    /// current global defaults).
+    pub fn trim(&mut self, geom: Geometry) {
+        self.list.clear();
+        self.size = 0;
+        self.geom = geom;
+    }
+
+    /// Reads up to `count` bytes at `pos`, handing each contiguous piece to
+    /// `copy_out` (which copies it to the caller, e.g. `copy_to_user`).
+    ///
+    /// Returns the bytes transferred: clamped to the end of data, and stopping
+    /// early at a hole (a hole at `pos` reads as 0, like end of file). If
+    /// `copy_out` fails after some bytes, those bytes are the result; if it fails
+    /// first, its error is.
+    pub fn read_with(&mut self, pos: u64, count: usize, mut copy_out: impl FnMut(&[u8]) -> Result<()>) -> Result<usize> {
+        if pos >= self.size || count == 0 {
+            return Ok(0);
+        }
+        let want = (count as u64).min(self.size - pos) as usize;
+        let g = self.geom;
+        let mut done = 0usize;
+        while done < want {
+            let at = pos + done as u64;
+            let (item, slot, offset) = g.locate(at);
+            let quantum = match self.list.get_mut(item).and_then(|s| s[slot].as_mut()) {
+                Some(q) => q,
+                None => break, // a hole: don't fill it
+            };
+            let n = (g.quantum() - offset).min(want - done);
+            if let Err(e) = copy_out(&quantum[offset..offset + n]) {
+                return if done > 0 { Ok(done) } else { Err(e) };
+            }
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// Writes up to `count` bytes at `pos`; `copy_in` fills each contiguous
+    /// destination piece (e.g. `copy_from_user`).
+    ///
+    /// Allocates qsets and quanta as needed and grows `size`. Returns the bytes
+    /// written; partial only if an allocation or `copy_in` fails after some
+    /// progress, in which case that error is dropped and the bytes already
+    /// written stand. With no progress the error is returned. A position at or
+    /// beyond [`MAX_SIZE`] is `FileTooBig`; a write crossing it is cut short.
+    pub fn write_with(&mut self, pos: u64, count: usize, mut copy_in: impl FnMut(&mut [u8]) -> Result<()>) -> Result<usize> {
+        if count == 0 {
+            return Ok(0);
+        }
+        if pos >= MAX_SIZE {
+            return Err(Error::FileTooBig);
+        }
+        let want = (count as u64).min(MAX_SIZE - pos) as usize;
+        let g = self.geom;
+        let mut done = 0usize;
+        let mut failure = None;
+        while done < want {
+            let at = pos + done as u64;
+            let (item, slot, offset) = g.locate(at);
+            let n = (g.quantum() - offset).min(want - done);
+            if let Err(e) = self.fill(item, slot, offset, n, at, &mut copy_in) {
+                failure = Some(e);
+                break;
+            }
+            done += n;
+            let end = at + n as u64;
+            if end > self.size {
+                self.size = end;
+            }
+        }
+        match failure {
+            Some(e) if done == 0 => Err(e),
+            _ => Ok(done),
+        }
+    }
+
+    /// Copies one piece into quantum (`item`, `slot`) at `offset`, allocating
+    /// what is missing. On failure nothing visible changes.
+    fn fill(
+        &mut self,
+        item: u64,
+        slot: usize,
+        offset: usize,
+        n: usize,
+        at: u64,
+        copy_in: &mut impl FnMut(&mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        let g = self.geom;
+        if self.list.get_mut(item).is_none() {
+            self.list.insert(item, g.qset())?;
+        }
+        // The look-up below hits the list's cache.
+        let needs_quantum = self.list.get_mut(item).map(|s| s[slot].is_none()).unwrap_or(true);
+        if needs_quantum {
+            let block = self.platform.alloc_block(g.quantum())?;
+            match self.list.get_mut(item) {
+                Some(slots) => slots[slot] = Some(block),
+                None => return Err(Error::NoMemory), // unreachable for a correct list
+            }
+        }
+        let size = self.size;
+        let quantum = match self.list.get_mut(item).and_then(|s| s[slot].as_mut()) {
+            Some(q) => q,
+            None => return Err(Error::NoMemory),
+        };
+        let dst = &mut quantum[offset..offset + n];
+        if let Err(e) = copy_in(dst) {
+            // Keep the invariant: bytes at or beyond `size` are zero. Bytes
+            // below `size` may hold a prefix of the new data, as a partial
+            // copy_from_user leaves them on Linux.
+            if at + n as u64 > size {
+                let keep = size.saturating_sub(at) as usize;
+                dst[keep..].fill(0);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Convenience: [`Store::read_with`] into a slice.
+    pub fn read(&mut self, pos: u64, buf: &mut [u8]) -> Result<usize> {
+        let mut at = 0;
+        self.read_with(pos, buf.len(), |src| {
+            buf[at..at + src.len()].copy_from_slice(src);
+            at += src.len();
+            Ok(())
+        })
+    }
+
+    /// Convenience: [`Store::write_with`] from a slice.
+    pub fn write(&mut self, pos: u64, data: &[u8]) -> Result<usize> {
+        let mut at = 0;
+        self.write_with(pos, data.len(), |dst| {
+            dst.copy_from_slice(&data[at..at + dst.len()]);
+            at += dst.len();
+            Ok(())
+        })
+    }
+
+    /// Sets the size (SetEndOfFile / ftruncate). Shrinking frees every quantum
+    /// wholly past the new end and zeroes the tail of the one it cuts, so a
+    /// later extension reads zeros or holes, never old bytes. Extending only
+    /// moves the end: the new range is a hole. Allocates nothing.
+    pub fn set_len(&mut self, len: u64) -> Result<()> {
+        if len > MAX_SIZE {
+            return Err(Error::FileTooBig);
+        }
+        if len >= self.size {
+            self.size = len;
+            return Ok(());
+        }
+        let g = self.geom;
+        let (item, slot, offset) = g.locate(len);
+        // Qsets after the one holding `len` go entirely (all of it if `len`
+        // starts a qset).
+        let first_gone = if slot == 0 && offset == 0 { item } else { item + 1 };
+        self.list.truncate(first_gone);
+        if let Some(slots) = self.list.get_mut(item) {
+            let first_free_slot = if offset == 0 { slot } else { slot + 1 };
+            for s in slots.iter_mut().skip(first_free_slot) {
+                *s = None;
+            }
+            if offset != 0 {
+                if let Some(q) = slots[slot].as_mut() {
+                    q[offset..].fill(0);
+                }
+            }
+        }
+        self.size = len;
+        Ok(())
+    }
+
+    /// Counts qsets and quanta (walks the list; for reports).
+    pub fn stats(&self) -> StoreStats {
+        let mut quanta = 0;
+        self.list.for_each(&mut |_, slots| quanta += slots.iter().filter(|s| s.is_some()).count());
+        StoreStats {
+            size: self.size,
+            quantum: self.geom.quantum(),
+            qset: self.geom.qset(),
+            qsets: self.list.len(),
+            quanta,
+        }
+    }
+}
+
+impl<P: Platform> Drop for Store<P> {
+    fn drop(&mut self) {
+        self.list.clear();
+    }
+}

@@ -1,0 +1,32 @@
+//! Host targets: unit/property/fault tests, loom, the model conformance run,
+//! the model demo and the core benchmark.
+
+use crate::util::{cargo, run, step, Result};
+
+pub fn test() -> Result {
+    step("host: cargo test (workspace)");
+    run(cargo().args(["test", "--workspace", "--all-features"]))?;
+    step("host: loom models (--cfg loom)");
+    let loom_target = crate::util::target_dir().join("loom");
+    run(cargo()
+        .env("RUSTFLAGS", "--cfg loom")
+        .env("CARGO_TARGET_DIR", loom_target)
+        .env("LOOM_MAX_PREEMPTIONS", "3")
+        .args(["test", "-p", "scull-core", "--features", "host", "--release", "--test", "loom"]))?;
+    conformance()
+}
+
+pub fn conformance() -> Result {
+    step("host: conformance suite against the model device");
+    run(cargo().args(["run", "--quiet", "-p", "scull-tool", "--", "conformance", "--target", "model"]))
+}
+
+pub fn demo() -> Result {
+    step("demo: the model device");
+    run(cargo().args(["run", "--quiet", "-p", "scull-tool", "--", "demo", "--target", "model"]))
+}
+
+pub fn bench_core() -> Result {
+    step("bench: scull-core store vs memcpy");
+    run(cargo().args(["bench", "-p", "scull-core", "--features", "host", "--bench", "core_vs_memcpy"]))
+}

@@ -1,0 +1,44 @@
+//! `cargo xtask <command>`: the project's automation. See README.md.
+
+mod host;
+mod util;
+
+use util::Result;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+  demo        run the demo end to end (model device)
+  test        run every test (unit, property, fault injection, loom, conformance)
+  bench-core  scull-core store vs memcpy benchmark (prints ratio lines)
+  conformance run the conformance suite against the host model
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cmd = args.first().map(String::as_str).unwrap_or("help");
+    let rest = if args.is_empty() { &[][..] } else { &args[1..] };
+    let r: Result = match cmd {
+        "demo" => demo(rest),
+        "test" => test(rest),
+        "bench-core" => host::bench_core(),
+        "conformance" => host::conformance(),
+        "help" | "-h" | "--help" => {
+            print!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command `{other}`\n{USAGE}")),
+    };
+    if let Err(e) = r {
+        eprintln!("xtask {cmd}: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn demo(_args: &[String]) -> Result {
+    host::demo()
+}
+
+fn test(_args: &[String]) -> Result {
+    host::test()
+}
