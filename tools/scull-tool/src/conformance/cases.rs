@@ -1,0 +1,1 @@
+pub fn all() -> Vec<super::Case> { Vec::new() }
