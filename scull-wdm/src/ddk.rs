@@ -326,3 +326,28 @@ pub unsafe fn set_io_status(irp: *mut IRP, status: NTSTATUS, information: usize)
         (*irp).IoStatus.Information = information as _;
     }
 }
+
+/// `*PsProcessType`: the process object type.
+///
+/// ntoskrnl exports the variable `PsProcessType` (a POBJECT_TYPE). C reaches
+/// it through the import slot, which is why the DDK declares it
+/// `POBJECT_TYPE *` and code writes `*PsProcessType`. A raw-dylib import
+/// binds the Rust static to the variable itself (dllimport), so on the mingw
+/// path the static's value already is the POBJECT_TYPE. (Measured under Wine:
+/// dereferencing once more gives STATUS_OBJECT_TYPE_MISMATCH.)
+///
+/// # Safety
+/// Reads an exported kernel variable.
+#[inline]
+pub unsafe fn process_object_type() -> POBJECT_TYPE {
+    #[cfg(feature = "mingw")]
+    // SAFETY: the import is the variable itself (see above).
+    unsafe {
+        core::ptr::addr_of!(PsProcessType).cast::<POBJECT_TYPE>().read()
+    }
+    #[cfg(feature = "wdk")]
+    // SAFETY: as the DDK's C code does.
+    unsafe {
+        *PsProcessType
+    }
+}

@@ -28,6 +28,11 @@ const H_NONBLOCK: usize = 4;
 const H_OWNS: usize = 8;
 /// A truncating open (CREATE_ALWAYS/TRUNCATE_EXISTING).
 const H_TRUNCATE: usize = 16;
+/// The create of this file object failed (its NTSTATUS is in FsContext). An
+/// I/O manager that keeps the handle anyway (Wine 8 does not wait for
+/// IRP_MJ_CREATE) gets that status for every later request on it, so the
+/// refusal stays visible. On Windows such a file object never gets a handle.
+const H_REFUSED: usize = 32;
 
 /// `FILE_WRITE_TO_END_OF_FILE` as a LARGE_INTEGER.
 const WRITE_TO_END: i64 = -1;
@@ -98,7 +103,12 @@ pub unsafe extern "C" fn dispatch(d: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTA
     unsafe {
         let ext = DevExt::of(d);
         let sl = IoGetCurrentIrpStackLocation(irp);
-        match (*sl).MajorFunction as u32 {
+        let major = (*sl).MajorFunction as u32;
+        let fo = (*sl).FileObject;
+        if !matches!(major, IRP_MJ_CREATE | IRP_MJ_CLEANUP | IRP_MJ_CLOSE) && !fo.is_null() && flags(fo) & H_REFUSED != 0 {
+            return finish(irp, (*fo).FsContext as usize as u32 as i32, 0);
+        }
+        match major {
             IRP_MJ_CREATE => create(ext, irp, sl),
             IRP_MJ_CLEANUP => cleanup(ext, irp, sl),
             IRP_MJ_CLOSE => close(ext, irp, sl),
@@ -141,6 +151,20 @@ fn suffix_nonblock(fo: *mut FILE_OBJECT) -> Result<bool, NTSTATUS> {
 }
 
 unsafe fn create(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTSTATUS {
+    // SAFETY: a create IRP in dispatch; `create_inner` completes or pends it,
+    // and the file object stays valid for the whole dispatch.
+    unsafe {
+        let fo = (*sl).FileObject;
+        let st = create_inner(ext, irp, sl);
+        if st < 0 {
+            (*fo).FsContext = st as u32 as usize as PVOID;
+            set_flags(fo, H_REFUSED);
+        }
+        st
+    }
+}
+
+unsafe fn create_inner(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTSTATUS {
     // SAFETY: a create IRP in dispatch: its stack location and file object are valid.
     unsafe {
         let fo = (*sl).FileObject;

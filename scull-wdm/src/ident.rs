@@ -102,7 +102,7 @@ pub fn caller(irp: *mut IRP) -> Result<Caller<Sid>, NTSTATUS> {
             OBJ_KERNEL_HANDLE,
             ptr::null_mut(),
             PROCESS_QUERY_INFORMATION,
-            *PsProcessType,
+            process_object_type(),
             KernelMode as _,
             &mut h,
         )

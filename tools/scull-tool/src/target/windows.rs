@@ -105,7 +105,9 @@ fn open_raw(dev: Dev, o: OpenOpts, wine: bool, overlapped: bool) -> Result<Owned
         return Err(last_error());
     }
     let h = Owned(h);
-    if wine && (o.nonblock || o.truncate) {
+    // Wine does not wait for IRP_MJ_CREATE, so a refused open still yields a
+    // handle: the bridge IOCTL, sent on every open, returns the refusal.
+    if wine {
         let mut bits = 0u32;
         if o.nonblock {
             bits |= ioctl::WIN_OPEN_NONBLOCK;
