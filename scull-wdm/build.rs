@@ -58,6 +58,8 @@ mod mingw {
             "/ENTRY:DriverEntry",
             "/NODEFAULTLIB",
             "/DEBUG:FULL",
+            // The debug directory names the PDB as it is shipped, next to scull.sys.
+            "/PDBALTPATH:scull.pdb",
             "/OPT:REF,ICF",
             "/INCREMENTAL:NO",
         ] {

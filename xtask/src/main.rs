@@ -2,6 +2,8 @@
 
 mod host;
 mod util;
+mod wdm;
+mod wine;
 
 use util::Result;
 
@@ -12,6 +14,8 @@ usage: cargo xtask <command>
   test        run every test (unit, property, fault injection, loom, conformance)
   bench-core  scull-core store vs memcpy benchmark (prints ratio lines)
   conformance run the conformance suite against the host model
+  wdm         cross-build scull.sys (+ scull.pdb) into target/wdm/
+  wine        load scull.sys in Wine and run the conformance suite there
 ";
 
 fn main() {
@@ -23,6 +27,8 @@ fn main() {
         "test" => test(rest),
         "bench-core" => host::bench_core(),
         "conformance" => host::conformance(),
+        "wdm" => wdm::run(rest),
+        "wine" => wine::run_suite(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
