@@ -182,7 +182,7 @@ pub unsafe fn InitializeListHead(head: *mut LIST_ENTRY) {
 #[inline]
 pub unsafe fn IsListEmpty(head: *const LIST_ENTRY) -> bool {
     // SAFETY: caller contract.
-    unsafe { (*head).Flink as *const LIST_ENTRY == head }
+    unsafe { core::ptr::eq((*head).Flink, head) }
 }
 
 /// `InsertTailList`.

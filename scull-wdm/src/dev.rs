@@ -49,6 +49,7 @@ pub struct WuidState {
     pub waiters: LIST_ENTRY,
 }
 
+#[allow(clippy::large_enum_variant)] // lives in place in a device extension, never moved
 pub enum Kind {
     Store(StoreLock),
     Pipe(SpinLock<PipeState>),

@@ -186,10 +186,10 @@ unsafe fn create_inner(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) 
         // Wine 8 passes no disposition at all, which reads as 0.
         let disposition = (*sl).Parameters.Create.Options >> 24;
         let truncate = matches!(disposition, FILE_OVERWRITE | FILE_OVERWRITE_IF);
-        let mut f = usize::from(read) * H_READ
-            | usize::from(write) * H_WRITE
-            | usize::from(nonblock) * H_NONBLOCK
-            | usize::from(truncate) * H_TRUNCATE;
+        let mut f = (usize::from(read) * H_READ)
+            | (usize::from(write) * H_WRITE)
+            | (usize::from(nonblock) * H_NONBLOCK)
+            | (usize::from(truncate) * H_TRUNCATE);
         (*fo).FsContext = ptr::null_mut();
 
         let r: Result<(), Error> = match &ext.kind {

@@ -108,10 +108,13 @@ unsafe fn service(g: &mut SpinGuard<'_, PipeState>, done: &mut Done) {
                 if unsafe { !irpq::take(irp) } {
                     continue; // being cancelled: its cancel routine completes it
                 }
-                // SAFETY: we own the IRP now.
-                match unsafe { try_io(g, irp, write) } {
-                    Ok(n) => unsafe { done.push(irp, STATUS_SUCCESS, n) },
-                    Err(e) => unsafe { done.push(irp, e.ntstatus(), 0) },
+                // SAFETY: we own the IRP now (cancel routine taken back), and
+                // hold the lock; it goes to `done` either way.
+                unsafe {
+                    match try_io(g, irp, write) {
+                        Ok(n) => done.push(irp, STATUS_SUCCESS, n),
+                        Err(e) => done.push(irp, e.ntstatus(), 0),
+                    }
                 }
                 progressed = true;
             }
