@@ -22,6 +22,8 @@ mod dev;
 mod dispatch;
 mod ident;
 mod irpq;
+#[cfg(feature = "mingw")]
+mod oracle;
 mod pipe;
 mod pool;
 mod registry;
