@@ -22,7 +22,7 @@ mod dev;
 mod dispatch;
 mod ident;
 mod irpq;
-#[cfg(feature = "mingw")]
+#[cfg(feature = "oracle")]
 mod oracle;
 mod pipe;
 mod pool;

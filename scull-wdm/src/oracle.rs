@@ -1,4 +1,5 @@
-//! Compile-time layout checks of the mingw-derived bindings against
+//! Compile-time layout checks (feature `oracle`, `cargo check` only) of the
+//! mingw-derived bindings against
 //! Microsoft's own WDK metadata, as published in `windows-sys` 0.61
 //! (`Wdk_*` features). A layout that differs fails the build, not a kernel.
 //!
@@ -112,8 +113,9 @@ same_offset!(b::KEY_VALUE_PARTIAL_INFORMATION, Data; wss::KEY_VALUE_PARTIAL_INFO
 same_offset!(b::OBJECT_ATTRIBUTES, ObjectName; wf::OBJECT_ATTRIBUTES, ObjectName);
 same_offset!(b::OBJECT_ATTRIBUTES, Attributes; wf::OBJECT_ATTRIBUTES, Attributes);
 
-/// Same parameter count for every imported DDI (never called: the fn-pointer
-/// coercions below are the check).
+/// Same parameter count for every imported DDI. The fn-pointer coercions are
+/// evaluated at compile time only: no windows-sys function may reach the link
+/// (it declares some DDIs, e.g. ZwClose and DbgPrintEx, as ntdll.dll imports).
 macro_rules! arity {
     ($ws:path, $b:path, $($p:tt)*) => {{
         let _a: unsafe extern "system" fn($($p)*) -> _ = $ws;
@@ -121,7 +123,7 @@ macro_rules! arity {
     }};
 }
 
-fn _ddi_arity() {
+const _: () = {
     arity!(wss::IoCreateDevice, b::IoCreateDevice, _, _, _, _, _, _, _);
     arity!(wss::IoCreateSymbolicLink, b::IoCreateSymbolicLink, _, _);
     arity!(wss::IoDeleteSymbolicLink, b::IoDeleteSymbolicLink, _);
@@ -142,4 +144,4 @@ fn _ddi_arity() {
     arity!(windows_sys::Wdk::System::Registry::ZwQueryValueKey, b::ZwQueryValueKey, _, _, _, _, _, _);
     arity!(wss::ZwClose, b::ZwClose, _);
     arity!(wss::PsGetCurrentProcessId, b::PsGetCurrentProcessId,);
-}
+};

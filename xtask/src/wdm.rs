@@ -3,8 +3,10 @@
 //! The driver crate (scull-wdm, its own workspace) is built for
 //! x86_64-pc-windows-msvc with rust-lld in lld-link mode; its build script
 //! runs bindgen over the mingw-w64 DDK headers and adds the kernel-driver link
-//! flags. The result is copied to `target/wdm/scull.sys` and checked: native
-//! subsystem, and the imports the driver must have.
+//! flags. A `cargo check --features oracle` then compares the bindings'
+//! layouts with windows-sys's WDK metadata at compile time. The result is
+//! copied to `target/wdm/scull.sys` and checked: native subsystem, only
+//! ntoskrnl.exe imports, and the imports the driver must have.
 
 use crate::util::{apt_install, output, root, rustup_targets, step, target_dir, Result};
 use std::path::PathBuf;
@@ -55,6 +57,13 @@ pub fn build() -> Result<PathBuf> {
         .args(["build", "--release", "--target", DRIVER_TARGET, "--manifest-path"])
         .arg(&manifest);
     crate::util::run(&mut c)?;
+    step("wdm: layout oracle (cargo check --features oracle: bindings vs windows-sys WDK metadata)");
+    let mut o = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    o.current_dir(root().join("scull-wdm"))
+        .env("CARGO_TARGET_DIR", &cargo_target)
+        .args(["check", "--release", "--features", "oracle", "--target", DRIVER_TARGET, "--manifest-path"])
+        .arg(&manifest);
+    crate::util::run(&mut o)?;
     let built = cargo_target.join(DRIVER_TARGET).join("release");
     let out = out_dir();
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
@@ -89,7 +98,10 @@ fn check(sys: &std::path::Path) -> Result {
     if !missing.is_empty() {
         return Err(format!("{}: missing imports {missing:?}", sys.display()));
     }
-    let dll = dump.lines().filter(|l| l.trim_start().starts_with("DLL Name:")).map(|l| l.trim()).collect::<Vec<_>>();
+    let dll: Vec<&str> = dump.lines().filter_map(|l| l.trim().strip_prefix("DLL Name: ")).collect();
+    if dll != ["ntoskrnl.exe"] {
+        return Err(format!("{}: imports from {dll:?}; a kernel driver here imports ntoskrnl.exe only", sys.display()));
+    }
     eprintln!("wdm: subsystem NATIVE; {} imports from {}", imports.len(), dll.join(", "));
     Ok(())
 }
