@@ -186,9 +186,17 @@ proptest! {
                 2 if open > 0 => {
                     let data: Vec<u8> = (0..n).map(|_| { next = next.wrapping_add(1); next }).collect();
                     let free = cap - 1 - reference.len();
+                    let atomic = n <= scull_core::pipe::PIPE_ATOMIC.min(cap - 1);
                     match pipe.write(&data) {
-                        Ok(w) => { prop_assert_eq!(w, n.min(free)); reference.extend(&data[..w]); }
-                        Err(e) => { prop_assert_eq!(e, scull_core::Error::WouldBlock); prop_assert!(free == 0 && n > 0); }
+                        Ok(w) => {
+                            prop_assert_eq!(w, n.min(free));
+                            prop_assert!(!atomic || w == n, "an atomic write was split");
+                            reference.extend(&data[..w]);
+                        }
+                        Err(e) => {
+                            prop_assert_eq!(e, scull_core::Error::WouldBlock);
+                            prop_assert!(n > 0 && (free == 0 || (atomic && free < n)));
+                        }
                     }
                 }
                 _ if open > 0 => {

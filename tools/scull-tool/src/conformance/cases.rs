@@ -171,6 +171,7 @@ pub fn all() -> Vec<Case> {
         case!(pipe_partial_write_when_nearly_full, always),
         case!(pipe_nonblocking_read_empty, always),
         case!(pipe_nonblocking_write_full, always),
+        case!(pipe_small_writes_are_atomic, always),
         case!(pipe_blocked_reader_woken_by_writer, always),
         case!(pipe_blocked_writer_woken_by_reader, always),
         case!(pipe_zero_length_read_does_not_block, always),
@@ -633,6 +634,17 @@ fn pipe_nonblocking_write_full(t: &dyn Target) -> R {
     check!(filled == DEFAULT_P_BUFFER as usize - 1, "filled {filled}");
     expect_err(h.write(b"x"), &[Error::WouldBlock], "write to a full pipe")?;
     check!(read_exact(&mut *h, filled)?.len() == filled, "drain");
+    Ok(())
+}
+
+fn pipe_small_writes_are_atomic(t: &dyn Target) -> R {
+    let mut h = open(t, Dev::Pipe(2), OpenOpts::RW.nonblocking())?;
+    let cap = DEFAULT_P_BUFFER as usize - 1;
+    check!(ok(h.write(&vec![1u8; cap - 3]), "fill")? == cap - 3, "fill");
+    expect_err(h.write(&[2u8; 10]), &[Error::WouldBlock], "a 10-byte write with 3 bytes free (must not be split)")?;
+    check!(ok(h.write(&[3u8; 3]), "3 bytes")? == 3, "a write that fits");
+    let got = read_exact(&mut *h, cap)?;
+    check!(got[cap - 3..] == [3u8; 3] && !got.contains(&2), "a refused atomic write left bytes behind");
     Ok(())
 }
 
