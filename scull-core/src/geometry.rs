@@ -257,3 +257,47 @@ mod tests {
         assert_eq!(nr_devs(65), Err(Error::Invalid));
     }
 }
+
+#[cfg(test)]
+mod concurrency_tests {
+    use super::*;
+    extern crate std;
+    use std::sync::Arc;
+
+    #[test]
+    fn pipe_size_bounds() {
+        assert_eq!(pipe_buffer_size(1), Err(Error::Invalid));
+        assert_eq!(pipe_buffer_size(2), Ok(2));
+        assert_eq!(pipe_buffer_size(MAX_P_BUFFER as i64), Ok(MAX_P_BUFFER as usize));
+        assert_eq!(pipe_buffer_size(MAX_P_BUFFER as i64 + 1), Err(Error::Invalid));
+        assert_eq!(Geometry::default(), Geometry::DEFAULT);
+        assert_eq!(Geometry::DEFAULT.span(), 4_000_000);
+    }
+
+    /// Racing quantum and qset updates never publish a pair whose product
+    /// overflows: each update validates against the pair it replaces.
+    #[test]
+    #[cfg(not(loom))]
+    fn racing_updates_keep_the_pair_valid() {
+        let p = Arc::new(Params::new());
+        let mut threads = std::vec::Vec::new();
+        for t in 0..4 {
+            let p = p.clone();
+            threads.push(std::thread::spawn(move || {
+                for i in 0..2000i64 {
+                    let v = if (i + t) % 2 == 0 { 65536 } else { 3 };
+                    if t % 2 == 0 {
+                        let _ = p.set_quantum(v);
+                    } else {
+                        let _ = p.set_qset(v);
+                    }
+                    let g = p.geometry();
+                    assert!(g.span() <= i32::MAX as u64, "invalid pair published: {g:?}");
+                }
+            }));
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+}
