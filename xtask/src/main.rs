@@ -1,6 +1,7 @@
 //! `cargo xtask <command>`: the project's automation. See README.md.
 
 mod host;
+mod inf;
 mod util;
 
 use util::Result;
@@ -12,6 +13,7 @@ usage: cargo xtask <command>
   test        run every test (unit, property, fault injection, loom, conformance)
   bench-core  scull-core store vs memcpy benchmark (prints ratio lines)
   conformance run the conformance suite against the host model
+  inf-check   check inf/scull.inx (sections, keys, isolation rules) [FILE]
 ";
 
 fn main() {
@@ -23,6 +25,7 @@ fn main() {
         "test" => test(rest),
         "bench-core" => host::bench_core(),
         "conformance" => host::conformance(),
+        "inf-check" => inf::main(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
