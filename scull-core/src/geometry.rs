@@ -14,7 +14,10 @@ pub const DEFAULT_P_NR_DEVS: i32 = 4;
 /// Largest quantum: 4 MiB, the largest block `kmalloc` hands out by default and a
 /// sane ceiling for one non-paged pool allocation.
 pub const MAX_QUANTUM: i32 = 4 << 20;
-/// Largest pipe buffer, for the same reason.
+/// Largest qset: its slot array (one pointer per quantum) stays within 4 MiB
+/// on 64-bit kernels, the same ceiling as a quantum.
+pub const MAX_QSET: i32 = 1 << 19;
+/// Largest pipe buffer, for the same reason as the quantum.
 pub const MAX_P_BUFFER: i32 = 4 << 20;
 /// Smallest pipe buffer: the ring keeps one slot free, so 2 bytes hold 1.
 pub const MIN_P_BUFFER: i32 = 2;
@@ -26,9 +29,10 @@ pub const MAX_SIZE: u64 = i64::MAX as u64;
 
 /// A validated (quantum, qset) pair.
 ///
-/// Both are positive and `quantum * qset` fits in an `i32`, which is the type
-/// LDD3 computes `itemsize` in: products that would overflow it are rejected
-/// instead of silently wrapping.
+/// Both are positive, `quantum <= MAX_QUANTUM`, `qset <= MAX_QSET` (each is
+/// one kernel allocation), and `quantum * qset` fits in an `i32`, which is the
+/// type LDD3 computes `itemsize` in: products that would overflow it are
+/// rejected instead of silently wrapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
     quantum: u32,
@@ -40,7 +44,7 @@ impl Geometry {
 
     /// Validates a geometry.
     pub fn new(quantum: i64, qset: i64) -> Result<Geometry> {
-        if quantum <= 0 || qset <= 0 || quantum > MAX_QUANTUM as i64 {
+        if quantum <= 0 || qset <= 0 || quantum > MAX_QUANTUM as i64 || qset > MAX_QSET as i64 {
             return Err(Error::Invalid);
         }
         match quantum.checked_mul(qset) {
@@ -216,8 +220,10 @@ mod tests {
         assert_eq!(Geometry::new(MAX_QUANTUM as i64 + 1, 1), Err(Error::Invalid));
         // The product must fit LDD3's `int itemsize`.
         assert_eq!(Geometry::new(65536, 65536), Err(Error::Invalid));
-        assert!(Geometry::new(1, i32::MAX as i64).is_ok());
-        assert_eq!(Geometry::new(2, i32::MAX as i64), Err(Error::Invalid));
+        assert!(Geometry::new(4095, MAX_QSET as i64).is_ok());
+        assert_eq!(Geometry::new(4096, MAX_QSET as i64), Err(Error::Invalid), "2^31 overflows int");
+        assert_eq!(Geometry::new(1, MAX_QSET as i64 + 1), Err(Error::Invalid), "slot array too large");
+        assert_eq!(Geometry::new(1, i32::MAX as i64), Err(Error::Invalid));
         assert_eq!(Geometry::new(i64::MAX, i64::MAX), Err(Error::Invalid));
     }
 

@@ -108,8 +108,11 @@ impl Platform for HostPlatform {
     type List = HostList;
 
     fn alloc_block(&self, len: usize) -> Result<HostBlock> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(len).map_err(|_| Error::NoMemory)?;
         self.stats.attempt(len)?;
-        Ok(HostBlock { data: std::vec![0u8; len].into_boxed_slice(), stats: self.stats.clone() })
+        v.resize(len, 0u8);
+        Ok(HostBlock { data: v.into_boxed_slice(), stats: self.stats.clone() })
     }
 
     fn new_list(&self) -> HostList {
@@ -166,8 +169,9 @@ impl QsetList for HostList {
             Err(at) => at,
         };
         let bytes = slots * core::mem::size_of::<Option<HostBlock>>();
-        self.stats.attempt(bytes)?;
         let mut v = Vec::new();
+        v.try_reserve_exact(slots).map_err(|_| Error::NoMemory)?;
+        self.stats.attempt(bytes)?;
         v.resize_with(slots, || None);
         self.nodes.insert(at, Node { index, slots: v.into_boxed_slice() });
         self.cache = at;

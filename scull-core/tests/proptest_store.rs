@@ -152,10 +152,10 @@ proptest! {
 }
 
 proptest! {
-    /// Geometry validation is exactly: positive, quantum <= 4 MiB, product fits an i32.
+    /// Geometry validation is exactly: positive, quantum <= 4 MiB, qset <= 2^19, product fits an i32.
     #[test]
     fn geometry_validation_matches_arithmetic(q in -10i64..(5 << 20), s in -10i64..(1 << 22)) {
-        let valid = q > 0 && s > 0 && q <= (4 << 20) && (q as i128 * s as i128) <= i32::MAX as i128;
+        let valid = q > 0 && s > 0 && q <= (4 << 20) && s <= (1 << 19) && (q as i128 * s as i128) <= i32::MAX as i128;
         prop_assert_eq!(Geometry::new(q, s).is_ok(), valid);
     }
 

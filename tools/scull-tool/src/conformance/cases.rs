@@ -502,6 +502,9 @@ fn ioctl_rejects_bad_geometry(t: &dyn Target) -> R {
     ok(h.ioctl(Cmd::TQuantum, 65536), "T 65536")?;
     expect_err(h.ioctl(Cmd::TQset, 65536), &[Error::Invalid], "quantum*qset overflowing int")?;
     expect_err(h.ioctl(Cmd::XQuantum, i32::MAX), &[Error::Invalid], "huge quantum")?;
+    ok(h.ioctl(Cmd::TQuantum, 1), "T 1")?;
+    expect_err(h.ioctl(Cmd::TQset, i32::MAX), &[Error::Invalid], "a qset whose slot array is 16 GiB")?;
+    ok(h.ioctl(Cmd::TQuantum, 65536), "T 65536")?;
     check!(ok(h.ioctl(Cmd::QQuantum, 0), "Q")? == 65536, "a refused value changed the quantum");
     check!(ok(h.ioctl(Cmd::QQset, 0), "Q")? == DEFAULT_QSET, "a refused value changed the qset");
     Ok(())
