@@ -12,6 +12,7 @@ usage: cargo xtask <command>
   demo        run the demo end to end (model device)
   test        run every test (unit, property, fault injection, loom, conformance)
   bench-core  scull-core store vs memcpy benchmark (prints ratio lines)
+  bench       every benchmark (core, and the devices on each target)
   conformance run the conformance suite against the host model
   inf-check   check inf/scull.inx (sections, keys, isolation rules) [FILE]
 ";
@@ -24,6 +25,7 @@ fn main() {
         "demo" => demo(rest),
         "test" => test(rest),
         "bench-core" => host::bench_core(),
+        "bench" => bench(rest),
         "conformance" => host::conformance(),
         "inf-check" => inf::main(rest),
         "help" | "-h" | "--help" => {
@@ -40,6 +42,11 @@ fn main() {
 
 fn demo(_args: &[String]) -> Result {
     host::demo()
+}
+
+fn bench(_args: &[String]) -> Result {
+    host::bench_core()?;
+    host::bench_model()
 }
 
 fn test(_args: &[String]) -> Result {
