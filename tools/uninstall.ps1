@@ -25,42 +25,8 @@ $ErrorActionPreference = 'Stop'
 
 $Service = 'scull'
 
-$Win32Errors = @{
-    5    = 'ERROR_ACCESS_DENIED: run from an elevated (Administrator) PowerShell'
-    1051 = 'ERROR_DEPENDENT_SERVICES_RUNNING'
-    1052 = 'ERROR_INVALID_SERVICE_CONTROL: the driver has no DriverUnload routine and cannot stop'
-    1060 = 'ERROR_SERVICE_DOES_NOT_EXIST'
-    1061 = 'ERROR_SERVICE_CANNOT_ACCEPT_CTRL: the service is starting or stopping; retry'
-    1062 = 'ERROR_SERVICE_NOT_ACTIVE'
-    1072 = 'ERROR_SERVICE_MARKED_FOR_DELETE: close services.msc and other handles to the service, or reboot'
-    3010 = 'ERROR_SUCCESS_REBOOT_REQUIRED'
-}
-
-function Fail([string]$Message) {
-    Write-Host "uninstall.ps1: error: $Message" -ForegroundColor Red
-    exit 1
-}
-
-function Describe([int]$Code) {
-    if ($Win32Errors.ContainsKey($Code)) { return "$Code ($($Win32Errors[$Code]))" }
-    return "$Code"
-}
-
-function Invoke-Native([string]$Exe, [string[]]$Arguments, [int[]]$Ok = @(0)) {
-    Write-Host "> $Exe $($Arguments -join ' ')"
-    $out = & $Exe @Arguments 2>&1 | Out-String
-    $code = $LASTEXITCODE
-    if ($out.Trim()) { Write-Host $out.TrimEnd() }
-    if ($Ok -notcontains $code) {
-        Fail "$Exe $($Arguments -join ' ') failed with exit code $(Describe $code)"
-    }
-    return $code
-}
-
-function Test-ServiceExists {
-    & sc.exe query $Service *> $null
-    return ($LASTEXITCODE -ne 1060)
-}
+$ScriptName = 'uninstall.ps1'
+. (Join-Path $PSScriptRoot 'scull-common.ps1')
 
 try {
     $principal = [Security.Principal.WindowsPrincipal][Security.Principal.WindowsIdentity]::GetCurrent()
