@@ -1,6 +1,8 @@
 //! `cargo xtask <command>`: the project's automation. See README.md.
 
 mod host;
+mod kmod;
+mod qemu;
 mod util;
 
 use util::Result;
@@ -12,6 +14,8 @@ usage: cargo xtask <command>
   test        run every test (unit, property, fault injection, loom, conformance)
   bench-core  scull-core store vs memcpy benchmark (prints ratio lines)
   conformance run the conformance suite against the host model
+  kmod        build scull.ko for Debian's 7.3.4 kernel (trixie chroot, cached)
+  qemu        boot Debian's 7.3.4 kernel in QEMU and run the suite against scull.ko
 ";
 
 fn main() {
@@ -23,6 +27,8 @@ fn main() {
         "test" => test(rest),
         "bench-core" => host::bench_core(),
         "conformance" => host::conformance(),
+        "kmod" => kmod::kmod(rest),
+        "qemu" => qemu::qemu(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
