@@ -269,3 +269,128 @@ impl<P: Platform> Pipe<P> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::HostPlatform;
+    extern crate std;
+    use std::vec;
+    use std::vec::Vec;
+
+    fn ring(n: usize) -> Ring<Vec<u8>> {
+        Ring::new(vec![0u8; n]).unwrap()
+    }
+
+    #[test]
+    fn ring_keeps_one_slot_free() {
+        let mut r = ring(5);
+        assert_eq!(r.capacity(), 4);
+        assert_eq!(r.write(b"abcdef"), 4);
+        assert_eq!(r.writable(), 0);
+        assert_eq!(r.readable(), 4);
+        let mut o = [0u8; 8];
+        assert_eq!(r.read(&mut o), 4);
+        assert_eq!(&o[..4], b"abcd");
+        assert!(Ring::new(vec![0u8; 1]).is_err());
+    }
+
+    #[test]
+    fn ring_wraps_in_one_call() {
+        let mut r = ring(8);
+        let mut o = [0u8; 8];
+        assert_eq!(r.write(b"12345"), 5);
+        assert_eq!(r.read(&mut o[..4]), 4);
+        // rp=4, wp=5: writing 6 bytes wraps.
+        assert_eq!(r.write(b"abcdef"), 6);
+        assert_eq!((r.rp(), r.wp()), (4, 3));
+        assert_eq!(r.read(&mut o), 7);
+        assert_eq!(&o[..7], b"5abcdef");
+        assert_eq!(r.readable(), 0);
+    }
+
+    #[test]
+    fn ring_fifo_order_over_many_wraps() {
+        let mut r = ring(7);
+        let mut next_in = 0u8;
+        let mut next_out = 0u8;
+        for round in 0..200 {
+            let n = (round * 7 + 3) % 6 + 1;
+            let data: Vec<u8> = (0..n).map(|i| next_in.wrapping_add(i as u8)).collect();
+            let w = r.write(&data);
+            next_in = next_in.wrapping_add(w as u8);
+            let mut o = vec![0u8; (round % 5) + 1];
+            let got = r.read(&mut o);
+            for b in &o[..got] {
+                assert_eq!(*b, next_out);
+                next_out = next_out.wrapping_add(1);
+            }
+        }
+    }
+
+    #[test]
+    fn ring_partial_copy_failure_advances_only_what_was_copied() {
+        let mut r = ring(8);
+        r.write(b"12345");
+        let mut o = [0u8; 2];
+        r.read(&mut o);
+        r.write(b"abcd"); // wraps: rp=2, wp=1
+        let mut pieces = 0;
+        let got = r.read_with(8, |_| {
+            pieces += 1;
+            if pieces == 2 {
+                Err(Error::Fault)
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(got, Ok(6), "first contiguous piece only");
+        assert_eq!(r.readable(), 1);
+        assert_eq!(r.write_with(1, |_| Err(Error::Fault)), Err(Error::Fault));
+        assert_eq!(r.readable(), 1, "a failed write adds nothing");
+    }
+
+    #[test]
+    fn pipe_lifecycle() {
+        let p = HostPlatform::new();
+        let mut pipe: Pipe<HostPlatform> = Pipe::new();
+        assert_eq!(pipe.read(&mut [0u8; 4]), Err(Error::NoDevice), "not open");
+        pipe.open(&p, true, false, 16).unwrap();
+        pipe.open(&p, false, true, 99).unwrap();
+        assert_eq!(pipe.stats().buffer, 16, "size fixed at allocation");
+        assert_eq!(pipe.read(&mut [0u8; 4]), Err(Error::WouldBlock));
+        assert_eq!(pipe.read(&mut []), Ok(0), "zero-length read does not block");
+        assert!(!pipe.readable());
+        assert!(pipe.writable());
+        assert_eq!(pipe.write(&[1u8; 20]), Ok(15));
+        assert_eq!(pipe.write(b"x"), Err(Error::WouldBlock));
+        assert!(!pipe.writable());
+        assert_eq!(pipe.write(b""), Ok(0));
+        let mut o = [0u8; 10];
+        assert_eq!(pipe.read(&mut o), Ok(10));
+        // Opening again keeps unread data (LDD3 discarded it).
+        pipe.open(&p, true, false, 64).unwrap();
+        assert_eq!(pipe.stats().readable, 5);
+        assert_eq!((pipe.readers(), pipe.writers()), (2, 1));
+        pipe.release(true, false);
+        pipe.release(true, false);
+        assert_eq!(pipe.stats().buffer, 16, "a writer still holds it");
+        pipe.release(false, true);
+        assert_eq!(pipe.stats(), PipeStats::default());
+        assert_eq!(p.stats().outstanding(), 0, "last close frees the buffer");
+        pipe.open(&p, true, true, 64).unwrap();
+        assert_eq!(pipe.stats().buffer, 64, "new size applies at the next allocation");
+        pipe.release(true, true);
+    }
+
+    #[test]
+    fn pipe_open_fails_cleanly() {
+        let p = HostPlatform::new();
+        let mut pipe: Pipe<HostPlatform> = Pipe::new();
+        p.stats().fail_after(1);
+        assert_eq!(pipe.open(&p, true, false, 16), Err(Error::NoMemory));
+        assert_eq!((pipe.readers(), pipe.writers()), (0, 0));
+        assert_eq!(p.stats().outstanding(), 0);
+        assert!(pipe.open(&p, true, false, 16).is_ok());
+    }
+}

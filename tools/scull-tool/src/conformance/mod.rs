@@ -80,6 +80,7 @@ pub fn run(target: &dyn Target, filter: Option<&str>) -> Summary {
                 println!("skip {}: {}", case.name, why);
             }
         }
+        cases::restore(target);
     }
     println!("{}: {} passed, {} failed, {} skipped", target.name(), s.passed, s.failed, s.skipped);
     s

@@ -1,0 +1,152 @@
+//! Random operation sequences on the quantum store against a plain `Vec<u8>`
+//! reference (plus the set of allocated quanta, which decides where holes
+//! are), across random geometries.
+
+use proptest::prelude::*;
+use scull_core::geometry::Geometry;
+use scull_core::host::HostPlatform;
+use scull_core::store::{seek, Store, Whence};
+use std::collections::BTreeSet;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write(u64, Vec<u8>),
+    Read(u64, usize),
+    SetLen(u64),
+    Trim,
+    Seek(u8, i64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u64..300, prop::collection::vec(any::<u8>(), 0..80)).prop_map(|(p, d)| Op::Write(p, d)),
+        4 => (0u64..320, 0usize..120).prop_map(|(p, n)| Op::Read(p, n)),
+        1 => (0u64..300).prop_map(Op::SetLen),
+        1 => Just(Op::Trim),
+        1 => (0u8..3, -50i64..350).prop_map(|(w, o)| Op::Seek(w, o)),
+    ]
+}
+
+/// The reference: contents, size, and which quanta exist.
+struct Reference {
+    data: Vec<u8>,
+    size: u64,
+    quanta: BTreeSet<u64>,
+    quantum: u64,
+}
+
+impl Reference {
+    fn write(&mut self, pos: u64, d: &[u8]) -> usize {
+        if d.is_empty() {
+            return 0;
+        }
+        let end = pos + d.len() as u64;
+        if self.data.len() < end as usize {
+            self.data.resize(end as usize, 0);
+        }
+        self.data[pos as usize..end as usize].copy_from_slice(d);
+        for q in pos / self.quantum..=(end - 1) / self.quantum {
+            self.quanta.insert(q);
+        }
+        self.size = self.size.max(end);
+        d.len()
+    }
+
+    fn read(&self, pos: u64, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut at = pos;
+        let end = (pos + n as u64).min(self.size);
+        while at < end {
+            if !self.quanta.contains(&(at / self.quantum)) {
+                break;
+            }
+            out.push(self.data.get(at as usize).copied().unwrap_or(0));
+            at += 1;
+        }
+        out
+    }
+
+    fn set_len(&mut self, len: u64) {
+        if len < self.size {
+            let q = self.quantum;
+            self.quanta.retain(|&i| i * q < len);
+            for b in self.data.iter_mut().skip(len as usize) {
+                *b = 0;
+            }
+        }
+        self.size = len;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn store_matches_reference(quantum in 1i64..24, qset in 1i64..6, ops in prop::collection::vec(op(), 1..60)) {
+        let geom = Geometry::new(quantum, qset).unwrap();
+        let platform = HostPlatform::new();
+        let mut s = Store::new(platform.clone(), geom);
+        let mut r = Reference { data: Vec::new(), size: 0, quanta: BTreeSet::new(), quantum: quantum as u64 };
+        let mut pos = 0u64;
+        for op in ops {
+            match op {
+                Op::Write(p, d) => {
+                    prop_assert_eq!(s.write(p, &d), Ok(r.write(p, &d)));
+                }
+                Op::Read(p, n) => {
+                    let mut buf = vec![0xAAu8; n];
+                    let got = s.read(p, &mut buf).unwrap();
+                    prop_assert_eq!(&buf[..got], &r.read(p, n)[..]);
+                    prop_assert!(buf[got..].iter().all(|&b| b == 0xAA), "read wrote past its count");
+                }
+                Op::SetLen(l) => {
+                    s.set_len(l).unwrap();
+                    r.set_len(l);
+                }
+                Op::Trim => {
+                    s.trim(geom);
+                    r = Reference { data: Vec::new(), size: 0, quanta: BTreeSet::new(), quantum: quantum as u64 };
+                }
+                Op::Seek(w, o) => {
+                    let whence = Whence::from_raw(w as u32).unwrap();
+                    let base: i64 = match whence { Whence::Set => 0, Whence::Cur => pos as i64, Whence::End => r.size as i64 };
+                    let expect = if base + o >= 0 { Ok((base + o) as u64) } else { Err(scull_core::Error::Invalid) };
+                    let got = seek(pos, s.size(), whence, o);
+                    prop_assert_eq!(got, expect);
+                    if let Ok(p) = got { pos = p; }
+                }
+            }
+            prop_assert_eq!(s.size(), r.size);
+            let st = s.stats();
+            prop_assert_eq!(st.quanta, r.quanta.len(), "allocated quanta match the reference");
+            prop_assert!(st.qsets <= st.quanta.max(1) * 1 + st.qsets, "sanity");
+        }
+        drop(s);
+        prop_assert_eq!(platform.stats().outstanding(), 0, "everything freed");
+    }
+
+    #[test]
+    fn ring_matches_vecdeque(cap in 2usize..40, ops in prop::collection::vec((any::<bool>(), 0usize..50), 1..200)) {
+        use scull_core::pipe::Ring;
+        use std::collections::VecDeque;
+        let mut ring = Ring::new(vec![0u8; cap]).unwrap();
+        let mut reference = VecDeque::new();
+        let mut counter = 0u8;
+        for (is_write, n) in ops {
+            if is_write {
+                let data: Vec<u8> = (0..n).map(|_| { counter = counter.wrapping_add(1); counter }).collect();
+                let w = ring.write(&data);
+                prop_assert_eq!(w, n.min(cap - 1 - reference.len()));
+                reference.extend(&data[..w]);
+            } else {
+                let mut out = vec![0u8; n];
+                let got = ring.read(&mut out);
+                prop_assert_eq!(got, n.min(reference.len()));
+                let expect: Vec<u8> = reference.drain(..got).collect();
+                prop_assert_eq!(&out[..got], &expect[..]);
+            }
+            prop_assert_eq!(ring.readable(), reference.len());
+            prop_assert_eq!(ring.readable() + ring.writable(), cap - 1);
+        }
+    }
+}
