@@ -254,7 +254,7 @@ pub fn vmlinuz() -> Result<PathBuf> {
     let out = d.join(format!("vmlinuz-{KREL}"));
     if !out.exists() {
         sh(&format!(
-            "cd {ds} && rm -rf img.tmp && mkdir img.tmp && dpkg -x $(ls debs/linux-binary-*.deb | head -1) img.tmp && cp img.tmp/boot/vmlinuz-{KREL} vmlinuz-{KREL}.tmp && mv vmlinuz-{KREL}.tmp vmlinuz-{KREL} && rm -rf img.tmp",
+            "cd {ds} && rm -rf img.tmp && mkdir img.tmp && dpkg -x $(ls debs/linux-binary-*.deb | head -1) img.tmp && cp $(ls img.tmp/boot/vmlinuz-{KREL} img.tmp/usr/lib/modules/{KREL}/vmlinuz 2>/dev/null | head -1) vmlinuz-{KREL}.tmp && mv vmlinuz-{KREL}.tmp vmlinuz-{KREL} && rm -rf img.tmp",
             ds = d.display()
         ))?;
     }
