@@ -163,23 +163,19 @@ impl<T: FileOps> Vtable<T> {
         let Some(m) = minor(rdev).checked_sub(minor(base)) else {
             return errno(Error::NoDevice);
         };
+        // Allocate first: once `T::open` has claimed the device, nothing may fail.
+        let slot = match KBox::<T>::new_uninit(GFP_KERNEL) {
+            Ok(s) => s,
+            Err(_) => return errno(Error::NoMemory),
+        };
         let state = match T::open(m, &fr) {
             Ok(s) => s,
             Err(e) => return errno(e),
         };
-        match KBox::new(state, GFP_KERNEL) {
-            Ok(b) => {
-                // SAFETY: `file` is valid; private_data is ours until release.
-                unsafe { (*file).private_data = KBox::into_raw(b) as *mut c_void };
-                0
-            }
-            Err(_) => {
-                // `state` was moved into the failed allocation and dropped with it: its
-                // open side effects were undone by Drop only if T implements it. Scull's
-                // state types hold no claims in Drop, so release them explicitly instead.
-                errno(Error::NoMemory)
-            }
-        }
+        let b = KBox::write(slot, state);
+        // SAFETY: `file` is valid; private_data is ours until release.
+        unsafe { (*file).private_data = KBox::into_raw(b) as *mut c_void };
+        0
     }
 
     unsafe extern "C" fn release(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {

@@ -602,7 +602,7 @@ impl kernel::Module for ScullModule {
             }
         }
         pr_info!(
-            "scull: major {} minors {}.. : {} scull, {} scullpipe, 4 access devices; quantum={} qset={} p_buffer={}\n",
+            "major {} minors {}.. : {} scull, {} scullpipe, 4 access devices; quantum={} qset={} p_buffer={}\n",
             chrdev::major(region_base()),
             chrdev::minor(region_base()),
             nr_devs,
@@ -624,6 +624,6 @@ impl Drop for ScullModule {
             inner.state.privs.lock().clear();
             drop(inner);
         }
-        pr_info!("scull: unloaded, {} allocations outstanding\n", kmem::outstanding());
+        pr_info!("unloaded, {} allocations outstanding\n", kmem::outstanding());
     }
 }
