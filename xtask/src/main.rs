@@ -2,6 +2,8 @@
 
 mod host;
 mod inf;
+mod kmod;
+mod qemu;
 mod util;
 
 use util::Result;
@@ -15,6 +17,8 @@ usage: cargo xtask <command>
   bench       every benchmark (core, and the devices on each target)
   conformance run the conformance suite against the host model
   inf-check   check inf/scull.inx (sections, keys, isolation rules) [FILE]
+  kmod        build scull.ko for Debian's 7.3.4 kernel (trixie chroot, cached)
+  qemu        boot Debian's 7.3.4 kernel in QEMU and run the suite against scull.ko
 ";
 
 fn main() {
@@ -28,6 +32,8 @@ fn main() {
         "bench" => bench(rest),
         "conformance" => host::conformance(),
         "inf-check" => inf::main(rest),
+        "kmod" => kmod::kmod(rest),
+        "qemu" => qemu::qemu(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())

@@ -13,6 +13,8 @@ use scull_core::store::Whence;
 use scull_core::Error;
 use std::time::Duration;
 
+#[cfg(target_os = "linux")]
+pub mod linux;
 pub mod model;
 
 /// How to open a device.
@@ -73,6 +75,9 @@ pub struct Caps {
     /// manager handles FilePositionInformation of synchronous handles itself,
     /// so the driver never sees the seek.)
     pub pipe_seek_refused: bool,
+    /// `Handle::set_len` reaches the driver. (Linux's ftruncate refuses
+    /// character devices with EINVAL in the VFS, before any driver code.)
+    pub set_len: bool,
     /// Number of scull and scullpipe devices.
     pub nr_devs: u8,
     pub p_nr_devs: u8,
@@ -172,6 +177,10 @@ pub trait Pending: Send {
 pub fn target_by_name(name: &str) -> Option<Box<dyn Target>> {
     match name {
         "model" => Some(Box::new(model::ModelTarget::new())),
+        #[cfg(target_os = "linux")]
+        "linux" => Some(Box::new(linux::LinuxTarget::new("linux"))),
+        #[cfg(target_os = "linux")]
+        "qemu" => Some(Box::new(linux::LinuxTarget::new("qemu"))),
         _ => None,
     }
 }
