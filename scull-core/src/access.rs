@@ -317,3 +317,45 @@ mod tests {
         assert!(t.is_empty(), "a failed create leaves no entry");
     }
 }
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn euid_match_and_owner_is_the_real_uid() {
+        let mut u = OwnerUid::<u32>::new();
+        // A setuid program: real uid 1001, effective 0 (not privileged here).
+        let setuid = Caller { uid: 1001, euid: 0, privileged: false };
+        u.open(&setuid).unwrap();
+        assert_eq!(u.state().owner(), Some(1001), "LDD3 records the real uid");
+        assert_eq!(u.open(&Caller::new(0, false)), Err(Error::Busy), "the owner is 1001, not the euid 0");
+        assert_eq!(u.open(&Caller { uid: 7, euid: 1001, privileged: false }), Ok(()), "matches on the caller's euid");
+        assert_eq!(u.open(&Caller::new(1002, false)), Err(Error::Busy));
+    }
+
+    #[test]
+    fn extra_release_does_not_underflow() {
+        let mut w = WaitUid::<u32>::new();
+        assert!(w.release(), "releasing a free device reports it free");
+        assert_eq!(w.state().count(), 0);
+        let mut u = OwnerUid::<u32>::new();
+        u.release();
+        assert_eq!(u.open(&Caller::new(5, false)), Ok(()));
+        assert_eq!(u.state().count(), 1);
+    }
+
+    #[test]
+    fn priv_table_iterates_keys() {
+        let mut t = PrivTable::<u32, &str, 4>::new();
+        t.lookup_or_create(3, || Ok("three")).unwrap();
+        t.lookup_or_create(1, || Ok("one")).unwrap();
+        let mut keys: [u32; 2] = [0; 2];
+        for (i, (k, _)) in t.iter().enumerate() {
+            keys[i] = *k;
+        }
+        keys.sort();
+        assert_eq!(keys, [1, 3]);
+        assert_eq!(t.find(&2), None);
+    }
+}

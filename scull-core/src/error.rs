@@ -206,3 +206,26 @@ mod tests {
         assert_eq!(Error::NoMemory.ntstatus(), 0xC000_009Au32 as i32);
     }
 }
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+    extern crate std;
+    use std::string::ToString;
+
+    #[test]
+    fn well_known_codes() {
+        assert_eq!(Error::Perm.win32(), 5, "ERROR_ACCESS_DENIED");
+        assert_eq!(Error::Invalid.win32(), 87, "ERROR_INVALID_PARAMETER");
+        assert_eq!(Error::Interrupted.win32(), 995, "ERROR_OPERATION_ABORTED");
+        assert_eq!(Error::NotTty.errno(), 25);
+        assert_eq!(Error::WouldBlock.errno(), 11);
+        assert_eq!(Error::Busy.ntstatus(), 0xC000_0043u32 as i32);
+    }
+
+    #[test]
+    fn display_names_both_kernels() {
+        let s = Error::NoMemory.to_string();
+        assert!(s.contains("NoMemory") && s.contains("ENOMEM") && s.contains("STATUS_INSUFFICIENT_RESOURCES"), "{s}");
+    }
+}

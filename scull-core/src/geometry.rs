@@ -14,7 +14,10 @@ pub const DEFAULT_P_NR_DEVS: i32 = 4;
 /// Largest quantum: 4 MiB, the largest block `kmalloc` hands out by default and a
 /// sane ceiling for one non-paged pool allocation.
 pub const MAX_QUANTUM: i32 = 4 << 20;
-/// Largest pipe buffer, for the same reason.
+/// Largest qset: its slot array (one pointer per quantum) stays within 4 MiB
+/// on 64-bit kernels, the same ceiling as a quantum.
+pub const MAX_QSET: i32 = 1 << 19;
+/// Largest pipe buffer, for the same reason as the quantum.
 pub const MAX_P_BUFFER: i32 = 4 << 20;
 /// Smallest pipe buffer: the ring keeps one slot free, so 2 bytes hold 1.
 pub const MIN_P_BUFFER: i32 = 2;
@@ -26,9 +29,10 @@ pub const MAX_SIZE: u64 = i64::MAX as u64;
 
 /// A validated (quantum, qset) pair.
 ///
-/// Both are positive and `quantum * qset` fits in an `i32`, which is the type
-/// LDD3 computes `itemsize` in: products that would overflow it are rejected
-/// instead of silently wrapping.
+/// Both are positive, `quantum <= MAX_QUANTUM`, `qset <= MAX_QSET` (each is
+/// one kernel allocation), and `quantum * qset` fits in an `i32`, which is the
+/// type LDD3 computes `itemsize` in: products that would overflow it are
+/// rejected instead of silently wrapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
     quantum: u32,
@@ -40,7 +44,7 @@ impl Geometry {
 
     /// Validates a geometry.
     pub fn new(quantum: i64, qset: i64) -> Result<Geometry> {
-        if quantum <= 0 || qset <= 0 || quantum > MAX_QUANTUM as i64 {
+        if quantum <= 0 || qset <= 0 || quantum > MAX_QUANTUM as i64 || qset > MAX_QSET as i64 {
             return Err(Error::Invalid);
         }
         match quantum.checked_mul(qset) {
@@ -216,8 +220,10 @@ mod tests {
         assert_eq!(Geometry::new(MAX_QUANTUM as i64 + 1, 1), Err(Error::Invalid));
         // The product must fit LDD3's `int itemsize`.
         assert_eq!(Geometry::new(65536, 65536), Err(Error::Invalid));
-        assert!(Geometry::new(1, i32::MAX as i64).is_ok());
-        assert_eq!(Geometry::new(2, i32::MAX as i64), Err(Error::Invalid));
+        assert!(Geometry::new(4095, MAX_QSET as i64).is_ok());
+        assert_eq!(Geometry::new(4096, MAX_QSET as i64), Err(Error::Invalid), "2^31 overflows int");
+        assert_eq!(Geometry::new(1, MAX_QSET as i64 + 1), Err(Error::Invalid), "slot array too large");
+        assert_eq!(Geometry::new(1, i32::MAX as i64), Err(Error::Invalid));
         assert_eq!(Geometry::new(i64::MAX, i64::MAX), Err(Error::Invalid));
     }
 
@@ -255,5 +261,49 @@ mod tests {
         assert_eq!(nr_devs(-1), Err(Error::Invalid));
         assert_eq!(nr_devs(0), Ok(0));
         assert_eq!(nr_devs(65), Err(Error::Invalid));
+    }
+}
+
+#[cfg(test)]
+mod concurrency_tests {
+    use super::*;
+    extern crate std;
+    use std::sync::Arc;
+
+    #[test]
+    fn pipe_size_bounds() {
+        assert_eq!(pipe_buffer_size(1), Err(Error::Invalid));
+        assert_eq!(pipe_buffer_size(2), Ok(2));
+        assert_eq!(pipe_buffer_size(MAX_P_BUFFER as i64), Ok(MAX_P_BUFFER as usize));
+        assert_eq!(pipe_buffer_size(MAX_P_BUFFER as i64 + 1), Err(Error::Invalid));
+        assert_eq!(Geometry::default(), Geometry::DEFAULT);
+        assert_eq!(Geometry::DEFAULT.span(), 4_000_000);
+    }
+
+    /// Racing quantum and qset updates never publish a pair whose product
+    /// overflows: each update validates against the pair it replaces.
+    #[test]
+    #[cfg(not(loom))]
+    fn racing_updates_keep_the_pair_valid() {
+        let p = Arc::new(Params::new());
+        let mut threads = std::vec::Vec::new();
+        for t in 0..4 {
+            let p = p.clone();
+            threads.push(std::thread::spawn(move || {
+                for i in 0..2000i64 {
+                    let v = if (i + t) % 2 == 0 { 65536 } else { 3 };
+                    if t % 2 == 0 {
+                        let _ = p.set_quantum(v);
+                    } else {
+                        let _ = p.set_qset(v);
+                    }
+                    let g = p.geometry();
+                    assert!(g.span() <= i32::MAX as u64, "invalid pair published: {g:?}");
+                }
+            }));
+        }
+        for t in threads {
+            t.join().unwrap();
+        }
     }
 }

@@ -108,8 +108,11 @@ impl Platform for HostPlatform {
     type List = HostList;
 
     fn alloc_block(&self, len: usize) -> Result<HostBlock> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(len).map_err(|_| Error::NoMemory)?;
         self.stats.attempt(len)?;
-        Ok(HostBlock { data: std::vec![0u8; len].into_boxed_slice(), stats: self.stats.clone() })
+        v.resize(len, 0u8);
+        Ok(HostBlock { data: v.into_boxed_slice(), stats: self.stats.clone() })
     }
 
     fn new_list(&self) -> HostList {
@@ -166,8 +169,9 @@ impl QsetList for HostList {
             Err(at) => at,
         };
         let bytes = slots * core::mem::size_of::<Option<HostBlock>>();
-        self.stats.attempt(bytes)?;
         let mut v = Vec::new();
+        v.try_reserve_exact(slots).map_err(|_| Error::NoMemory)?;
+        self.stats.attempt(bytes)?;
         v.resize_with(slots, || None);
         self.nodes.insert(at, Node { index, slots: v.into_boxed_slice() });
         self.cache = at;
@@ -192,5 +196,69 @@ impl QsetList for HostList {
 impl Drop for HostList {
     fn drop(&mut self) {
         self.truncate(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_zeroed_and_counted() {
+        let p = HostPlatform::new();
+        let b = p.alloc_block(100).unwrap();
+        assert!(b.iter().all(|&x| x == 0));
+        assert_eq!((p.stats().outstanding(), p.stats().bytes()), (1, 100));
+        drop(b);
+        assert_eq!((p.stats().outstanding(), p.stats().bytes()), (0, 0));
+    }
+
+    #[test]
+    fn fail_after_counts_from_now_and_zero_disables() {
+        let p = HostPlatform::new();
+        let _a = p.alloc_block(1).unwrap();
+        p.stats().fail_after(2);
+        assert!(p.alloc_block(1).is_ok());
+        assert_eq!(p.alloc_block(1).err(), Some(Error::NoMemory));
+        assert!(p.alloc_block(1).is_ok(), "only the k-th fails");
+        p.stats().fail_after(1);
+        p.stats().fail_after(0);
+        assert!(p.alloc_block(1).is_ok(), "0 disables");
+    }
+
+    #[test]
+    fn list_keeps_order_and_truncates() {
+        let p = HostPlatform::new();
+        let mut l = p.new_list();
+        for i in [5u64, 1, 9, 3] {
+            l.insert(i, 2).unwrap();
+        }
+        assert_eq!(l.insert(3, 2).err(), Some(Error::Invalid), "no duplicates");
+        let mut seen = Vec::new();
+        l.for_each(&mut |i, s| {
+            assert_eq!(s.len(), 2);
+            seen.push(i)
+        });
+        assert_eq!(seen, [1, 3, 5, 9]);
+        assert!(l.get_mut(4).is_none());
+        l.get_mut(5).unwrap()[1] = Some(p.alloc_block(8).unwrap());
+        assert_eq!(p.stats().outstanding(), 5);
+        l.truncate(5);
+        assert_eq!(l.len(), 2);
+        assert_eq!(p.stats().outstanding(), 2, "qset 5's quantum and both slot arrays freed");
+        l.clear();
+        assert!(l.is_empty());
+        assert_eq!(p.stats().outstanding(), 0);
+    }
+
+    #[test]
+    fn list_insert_failure_leaves_it_unchanged() {
+        let p = HostPlatform::new();
+        let mut l = p.new_list();
+        l.insert(1, 4).unwrap();
+        p.stats().fail_after(1);
+        assert_eq!(l.insert(2, 4).err(), Some(Error::NoMemory));
+        assert_eq!(l.len(), 1);
+        assert!(l.get_mut(2).is_none());
     }
 }

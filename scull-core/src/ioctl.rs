@@ -426,3 +426,47 @@ mod tests {
         assert_eq!(execute(&p, Cmd::Stats, 0, false), Err(Error::Invalid));
     }
 }
+
+#[cfg(test)]
+mod abi_tests {
+    use super::*;
+
+    #[test]
+    fn linux_direction_bits_follow_argument_kinds() {
+        for c in Cmd::ALL {
+            let dir = c.linux_code() >> 30;
+            let writes_in = c.arg_in() == ArgIn::Pointer;
+            let reads_out = matches!(c.arg_out(), ArgOut::Pointer | ArgOut::Text);
+            assert_eq!(dir & IOC_WRITE != 0, writes_in, "{c:?} _IOW bit");
+            assert_eq!(dir & IOC_READ != 0, reads_out, "{c:?} _IOR bit");
+            let size = (c.linux_code() >> 16) & 0x3fff;
+            assert_eq!(size != 0, writes_in || reads_out, "{c:?} size");
+        }
+    }
+
+    #[test]
+    fn windows_buffer_lengths_follow_argument_kinds() {
+        for c in Cmd::ALL {
+            assert_eq!(c.windows_in_len() == 4, c.arg_in() != ArgIn::None, "{c:?}");
+            assert_eq!(c.windows_out_len() > 0, c.arg_out() != ArgOut::None, "{c:?}");
+            // METHOD_BUFFERED, FILE_ANY_ACCESS, vendor device type.
+            assert_eq!(c.windows_code() & 3, 0);
+            assert_eq!((c.windows_code() >> 14) & 3, 0);
+            assert_eq!(c.windows_code() >> 16, WIN_DEVICE_TYPE);
+        }
+    }
+
+    #[test]
+    fn unprivileged_caller_can_run_exactly_the_unprivileged_commands() {
+        for c in Cmd::ALL.into_iter().filter(|c| *c != Cmd::Stats) {
+            let p = Params::new();
+            let r = execute(&p, c, 64, false);
+            if c.needs_privilege() {
+                assert_eq!(r, Err(Error::Perm), "{c:?}");
+                assert_eq!((p.quantum(), p.qset()), (4000, 1000), "{c:?} changed state");
+            } else {
+                assert!(r.is_ok(), "{c:?}: {r:?}");
+            }
+        }
+    }
+}

@@ -11,10 +11,17 @@
 //!   an existing buffer on open and could overrun it.
 //! - Opening does not discard unread data (LDD3 reset rp/wp on every open).
 //! - A zero-length read or write returns 0 at once instead of blocking.
+//! - A write of at most [`PIPE_ATOMIC`] bytes (and no more than the ring holds)
+//!   is atomic, as POSIX requires of pipes for `PIPE_BUF`: it waits for room
+//!   for all of it instead of writing part. So records from several writers
+//!   never interleave. Larger writes are partial, as in LDD3.
 
 use crate::error::{Error, Result};
 use crate::mem::Platform;
 use core::ops::DerefMut;
+
+/// Writes up to this many bytes are all-or-nothing (POSIX's minimum `PIPE_BUF`).
+pub const PIPE_ATOMIC: usize = 512;
 
 /// A byte ring over a buffer of `len >= 2` bytes, holding at most `len - 1`.
 #[derive(Debug)]
@@ -204,16 +211,31 @@ impl<P: Platform> Pipe<P> {
         ring.read_with(count, copy_out)
     }
 
-    /// Writes up to `count` bytes (as many as fit). `WouldBlock` if full.
+    /// Writes up to `count` bytes (as many as fit). `WouldBlock` if full, or
+    /// if an atomic write (see [`PIPE_ATOMIC`]) does not fit whole.
     pub fn write_with(&mut self, count: usize, copy_in: impl FnMut(&mut [u8]) -> Result<()>) -> Result<usize> {
         if count == 0 {
             return Ok(0);
         }
         let ring = self.ring.as_mut().ok_or(Error::NoDevice)?;
-        if ring.writable() == 0 {
+        let free = ring.writable();
+        let atomic = count <= PIPE_ATOMIC.min(ring.capacity());
+        if free == 0 || (atomic && free < count) {
             return Err(Error::WouldBlock);
         }
         ring.write_with(count, copy_in)
+    }
+
+    /// Can a write of `count` bytes make progress now (the wake-up test for a
+    /// blocked writer)?
+    pub fn can_write(&self, count: usize) -> bool {
+        match &self.ring {
+            Some(r) => {
+                let need = if count <= PIPE_ATOMIC.min(r.capacity()) { count.max(1) } else { 1 };
+                r.writable() >= need
+            }
+            None => false,
+        }
     }
 
     /// Convenience: read into a slice.
@@ -366,6 +388,7 @@ mod tests {
         assert_eq!(pipe.write(b"x"), Err(Error::WouldBlock));
         assert!(!pipe.writable());
         assert_eq!(pipe.write(b""), Ok(0));
+        assert!(!pipe.can_write(1));
         let mut o = [0u8; 10];
         assert_eq!(pipe.read(&mut o), Ok(10));
         // Opening again keeps unread data (LDD3 discarded it).
@@ -380,6 +403,26 @@ mod tests {
         assert_eq!(p.stats().outstanding(), 0, "last close frees the buffer");
         pipe.open(&p, true, true, 64).unwrap();
         assert_eq!(pipe.stats().buffer, 64, "new size applies at the next allocation");
+        pipe.release(true, true);
+    }
+
+    #[test]
+    fn small_writes_are_atomic() {
+        let p = HostPlatform::new();
+        let mut pipe: Pipe<HostPlatform> = Pipe::new();
+        pipe.open(&p, true, true, 1024).unwrap();
+        assert_eq!(pipe.write(&[1u8; 1020]), Ok(1020), "a large write fills what it can");
+        assert!(pipe.can_write(3) && !pipe.can_write(4));
+        assert_eq!(pipe.write(&[2u8; 4]), Err(Error::WouldBlock), "4 bytes don't fit whole: no partial write");
+        assert_eq!(pipe.write(&[2u8; 3]), Ok(3));
+        let mut o = [0u8; 600];
+        assert_eq!(pipe.read(&mut o), Ok(600));
+        assert_eq!(pipe.write(&[3u8; 600]), Ok(600), "600 > PIPE_ATOMIC: partial allowed (and here whole)");
+        assert_eq!(pipe.write(&[4u8; 600]), Err(Error::WouldBlock), "full");
+        pipe.release(true, true);
+        // A ring smaller than the write cannot be atomic: partial writes.
+        pipe.open(&p, true, true, 8).unwrap();
+        assert_eq!(pipe.write(&[5u8; 100]), Ok(7));
         pipe.release(true, true);
     }
 

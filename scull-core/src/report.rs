@@ -158,3 +158,34 @@ mod tests {
         assert!(!text.contains("0x"), "no addresses");
     }
 }
+
+#[cfg(test)]
+mod more_tests {
+    use super::*;
+
+    #[test]
+    fn exact_fit_is_not_truncated() {
+        let mut b = [0u8; 5];
+        let mut t = TextBuf::new(&mut b);
+        t.write_str("hello").unwrap();
+        assert!(!t.truncated());
+        assert_eq!(t.len(), 5);
+        let mut e = [0u8; 0];
+        let mut t = TextBuf::new(&mut e);
+        t.write_str("x").unwrap();
+        assert!(t.is_empty() && t.truncated());
+    }
+
+    #[test]
+    fn unallocated_pipe_line_and_field_prefixes() {
+        let mut b = [0u8; 256];
+        let mut t = TextBuf::new(&mut b);
+        pipe_device(&mut t, "scullpipe3", &PipeStats::default(), 0, 0).unwrap();
+        let line = core::str::from_utf8(t.as_bytes()).unwrap();
+        assert_eq!(field(line, "buffer"), Some("0"));
+        assert_eq!(field(line, "writ"), None, "a key prefix is not a key");
+        assert_eq!(field(line, "rp"), Some("0"));
+        assert!(line.starts_with("scullpipe3 "));
+        assert!(line.ends_with('\n'));
+    }
+}

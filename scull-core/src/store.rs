@@ -513,3 +513,47 @@ mod tests {
         assert_eq!(read_all(&mut t, 0, 50), (0..50u8).collect::<Vec<_>>());
     }
 }
+
+#[cfg(test)]
+mod chunk_tests {
+    use super::*;
+    use crate::host::HostPlatform;
+    extern crate std;
+    use std::vec::Vec;
+
+    #[test]
+    fn pieces_never_cross_a_quantum() {
+        let mut s = Store::new(HostPlatform::new(), Geometry::new(10, 2).unwrap());
+        let mut sizes = Vec::new();
+        s.write_with(7, 30, |d| {
+            sizes.push(d.len());
+            d.fill(1);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(sizes, [3, 10, 10, 7]);
+        let mut sizes = Vec::new();
+        s.read_with(5, 100, |d| {
+            sizes.push(d.len());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(sizes, [5, 10, 10, 7], "reads start at 5 and end at size 37");
+    }
+
+    #[test]
+    fn sparse_stats_and_trimmed_positions() {
+        let mut s = Store::new(HostPlatform::new(), Geometry::new(10, 2).unwrap());
+        s.write(0, b"a").unwrap();
+        s.write(1000, b"b").unwrap();
+        s.write(1015, b"c").unwrap();
+        let st = s.stats();
+        assert_eq!((st.qsets, st.quanta, st.size), (2, 3, 1016));
+        s.trim(Geometry::new(100, 1).unwrap());
+        let mut b = [0u8; 4];
+        assert_eq!(s.read(1000, &mut b), Ok(0));
+        assert_eq!(s.stats().quantum, 100);
+        s.set_len(0).unwrap();
+        assert_eq!(s.size(), 0, "set_len to the current size is a no-op");
+    }
+}

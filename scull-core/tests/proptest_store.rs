@@ -150,3 +150,72 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Geometry validation is exactly: positive, quantum <= 4 MiB, qset <= 2^19, product fits an i32.
+    #[test]
+    fn geometry_validation_matches_arithmetic(q in -10i64..(5 << 20), s in -10i64..(1 << 22)) {
+        let valid = q > 0 && s > 0 && q <= (4 << 20) && s <= (1 << 19) && (q as i128 * s as i128) <= i32::MAX as i128;
+        prop_assert_eq!(Geometry::new(q, s).is_ok(), valid);
+    }
+
+    /// The pipe state machine (open/release/read/write) against a VecDeque,
+    /// including the buffer's lifetime: freed with the last handle.
+    #[test]
+    fn pipe_matches_reference(ops in prop::collection::vec((0u8..5, 0usize..40), 1..150)) {
+        use scull_core::pipe::Pipe;
+        use std::collections::VecDeque;
+        let platform = HostPlatform::new();
+        let mut pipe: Pipe<HostPlatform> = Pipe::new();
+        let mut reference: VecDeque<u8> = VecDeque::new();
+        let mut open = 0u32;
+        let mut cap = 0usize;
+        let mut next = 0u8;
+        for (op, n) in ops {
+            match op {
+                0 => {
+                    if open == 0 { cap = n.max(2); }
+                    pipe.open(&platform, true, true, n.max(2)).unwrap();
+                    open += 1;
+                }
+                1 if open > 0 => {
+                    pipe.release(true, true);
+                    open -= 1;
+                    if open == 0 { reference.clear(); }
+                }
+                2 if open > 0 => {
+                    let data: Vec<u8> = (0..n).map(|_| { next = next.wrapping_add(1); next }).collect();
+                    let free = cap - 1 - reference.len();
+                    let atomic = n <= scull_core::pipe::PIPE_ATOMIC.min(cap - 1);
+                    match pipe.write(&data) {
+                        Ok(w) => {
+                            prop_assert_eq!(w, n.min(free));
+                            prop_assert!(!atomic || w == n, "an atomic write was split");
+                            reference.extend(&data[..w]);
+                        }
+                        Err(e) => {
+                            prop_assert_eq!(e, scull_core::Error::WouldBlock);
+                            prop_assert!(n > 0 && (free == 0 || (atomic && free < n)));
+                        }
+                    }
+                }
+                _ if open > 0 => {
+                    let mut out = vec![0u8; n];
+                    match pipe.read(&mut out) {
+                        Ok(r) => {
+                            prop_assert_eq!(r, n.min(reference.len()));
+                            let want: Vec<u8> = reference.drain(..r).collect();
+                            prop_assert_eq!(&out[..r], &want[..]);
+                        }
+                        Err(e) => { prop_assert_eq!(e, scull_core::Error::WouldBlock); prop_assert!(reference.is_empty() && n > 0); }
+                    }
+                }
+                _ => {
+                    prop_assert_eq!(pipe.write(b"x"), Err(scull_core::Error::NoDevice));
+                }
+            }
+            prop_assert_eq!(pipe.readable(), !reference.is_empty());
+            prop_assert_eq!(platform.stats().outstanding(), usize::from(open > 0));
+        }
+    }
+}

@@ -76,6 +76,15 @@ struct PipeState {
     waiting_writers: u32,
 }
 
+impl PipeState {
+    fn waiting(&mut self, side: Side) -> &mut u32 {
+        match side {
+            Side::Reader => &mut self.waiting_readers,
+            Side::Writer => &mut self.waiting_writers,
+        }
+    }
+}
+
 struct PipeDev {
     state: Mutex<PipeState>,
     readable: Condvar,
@@ -237,6 +246,39 @@ impl Model {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Reader,
+    Writer,
+}
+
+/// Runs `op` on the pipe, sleeping while it would block (the model's wait
+/// queue). Progress wakes the other side; a cancel ends the wait.
+fn pipe_wait(p: &PipeDev, side: Side, nonblock: bool, cancel: &Cancel, mut op: impl FnMut(&mut PipeState) -> Result<usize>) -> Result<usize> {
+    let (mine, theirs) = match side {
+        Side::Reader => (&p.readable, &p.writable),
+        Side::Writer => (&p.writable, &p.readable),
+    };
+    let mut st = lock(&p.state);
+    loop {
+        match op(&mut st) {
+            Ok(n) => {
+                theirs.notify_all();
+                return Ok(n);
+            }
+            Err(Error::WouldBlock) if !nonblock => {
+                if cancel.is_cancelled() {
+                    return Err(Error::Interrupted);
+                }
+                *st.waiting(side) += 1;
+                st = mine.wait_timeout(st, POLL_CANCEL).unwrap_or_else(|e| e.into_inner()).0;
+                *st.waiting(side) -= 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// An open device file.
 pub struct File {
     model: Arc<Model>,
@@ -296,24 +338,7 @@ impl File {
             self.pos += n as u64;
             return Ok(n);
         };
-        let mut st = lock(&p.state);
-        loop {
-            match st.pipe.read(buf) {
-                Ok(n) => {
-                    p.writable.notify_all();
-                    return Ok(n);
-                }
-                Err(Error::WouldBlock) if !self.flags.nonblock => {
-                    if cancel.is_cancelled() {
-                        return Err(Error::Interrupted);
-                    }
-                    st.waiting_readers += 1;
-                    st = p.readable.wait_timeout(st, POLL_CANCEL).unwrap_or_else(|e| e.into_inner()).0;
-                    st.waiting_readers -= 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        pipe_wait(p, Side::Reader, self.flags.nonblock, cancel, |st| st.pipe.read(buf))
     }
 
     /// write(2). A pipe write blocks until some space is free, then writes
@@ -332,24 +357,7 @@ impl File {
             self.pos += n as u64;
             return Ok(n);
         };
-        let mut st = lock(&p.state);
-        loop {
-            match st.pipe.write(data) {
-                Ok(n) => {
-                    p.readable.notify_all();
-                    return Ok(n);
-                }
-                Err(Error::WouldBlock) if !self.flags.nonblock => {
-                    if cancel.is_cancelled() {
-                        return Err(Error::Interrupted);
-                    }
-                    st.waiting_writers += 1;
-                    st = p.writable.wait_timeout(st, POLL_CANCEL).unwrap_or_else(|e| e.into_inner()).0;
-                    st.waiting_writers -= 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        pipe_wait(p, Side::Writer, self.flags.nonblock, cancel, |st| st.pipe.write(data))
     }
 
     /// llseek.

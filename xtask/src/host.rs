@@ -17,8 +17,18 @@ pub fn test() -> Result {
 }
 
 pub fn conformance() -> Result {
+    step("host: stress and fuzz against the model device (fixed seed)");
+    run(cargo().args(["run", "--quiet", "--release", "-p", "scull-tool", "--", "--target", "model", "stress", "--writers", "8", "--readers", "8", "--seconds", "3"]))?;
+    run(cargo().args(["run", "--quiet", "--release", "-p", "scull-tool", "--", "--target", "model", "fuzz", "--seconds", "10", "--seed", "20261121"]))?;
     step("host: conformance suite against the model device");
     run(cargo().args(["run", "--quiet", "-p", "scull-tool", "--", "conformance", "--target", "model"]))
+}
+
+/// The device benchmark on the model (in-process: a smoke run of the bench
+/// code; its ratios say nothing about a kernel).
+pub fn bench_model() -> Result {
+    step("bench: scull-tool bench on the model (smoke run; kernel figures come from qemu/wine)");
+    run(cargo().args(["run", "--quiet", "--release", "-p", "scull-tool", "--", "--target", "model", "bench", "--mib", "16", "--scale-mib", "32"]))
 }
 
 pub fn demo() -> Result {

@@ -1,21 +1,29 @@
 //! `cargo xtask <command>`: the project's automation. See README.md.
 
 mod host;
+mod inf;
+mod kmod;
+mod qemu;
 mod util;
 mod wdm;
 mod wine;
 
-use util::Result;
+use util::{step, Result};
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
   demo        run the demo end to end (model device)
-  test        run every test (unit, property, fault injection, loom, conformance)
+  test        run every test (unit, property, fault injection, loom, conformance
+              on the model, the Linux module in QEMU)
   bench-core  scull-core store vs memcpy benchmark (prints ratio lines)
+  bench       every benchmark (core, and the devices on each target)
   conformance run the conformance suite against the host model
   wdm         cross-build scull.sys (+ scull.pdb) into target/wdm/
   wine        load scull.sys in Wine and run the conformance suite there
+  inf-check   check inf/scull.inx (sections, keys, isolation rules) [FILE]
+  kmod        build scull.ko for Debian's 7.3.4 kernel (trixie chroot, cached)
+  qemu        boot Debian's 7.3.4 kernel in QEMU and run the suite against scull.ko
 ";
 
 fn main() {
@@ -26,9 +34,13 @@ fn main() {
         "demo" => demo(rest),
         "test" => test(rest),
         "bench-core" => host::bench_core(),
+        "bench" => bench(rest),
         "conformance" => host::conformance(),
         "wdm" => wdm::run(rest),
         "wine" => wine::run_suite(rest),
+        "inf-check" => inf::main(rest),
+        "kmod" => kmod::kmod(rest),
+        "qemu" => qemu::qemu(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
@@ -45,6 +57,13 @@ fn demo(_args: &[String]) -> Result {
     host::demo()
 }
 
+fn bench(_args: &[String]) -> Result {
+    host::bench_core()?;
+    host::bench_model()
+}
+
 fn test(_args: &[String]) -> Result {
-    host::test()
+    host::test()?;
+    step("test: the Linux module in QEMU");
+    qemu::qemu(&[])
 }

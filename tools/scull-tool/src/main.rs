@@ -10,6 +10,11 @@
 //!   pipe-demo                         a blocked reader woken by a writer
 //!   demo                              all of the above, on one device set
 //!   conformance [--filter S]          the conformance suite
+//!   bench [--mib N] [--scale-mib N] [--baseline-dir D]
+//!                                     throughput vs tmpfs, pipe(2); scaling
+//!   stress [--writers N] [--readers M] [--seconds S] [--processes] [--seed X]
+//!                                     concurrent pipe and store traffic, every record checked
+//!   fuzz [--seconds S] [--seed X]     hostile input; the devices must survive
 //! ```
 //! Targets: `model` (in-process host model), plus the kernels this build
 //! supports (`windows`/`wine` on Windows, `linux`/`qemu` on Linux).
@@ -27,10 +32,29 @@ struct Args {
     offset: Option<i64>,
     len: Option<usize>,
     filter: Option<String>,
+    processes: bool,
+    opts: std::collections::BTreeMap<String, String>,
+}
+
+impl Args {
+    fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, String> {
+        match self.opts.get(key) {
+            Some(v) => v.parse().map_err(|_| format!("--{key}: bad value `{v}`")),
+            None => Ok(default),
+        }
+    }
 }
 
 fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args { words: Vec::new(), target: None, offset: None, len: None, filter: None };
+    let mut a = Args {
+        words: Vec::new(),
+        target: None,
+        offset: None,
+        len: None,
+        filter: None,
+        processes: false,
+        opts: Default::default(),
+    };
     while let Some(w) = it.next() {
         let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
         match w.as_str() {
@@ -38,6 +62,11 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--offset" => a.offset = Some(val("--offset")?.parse().map_err(|e| format!("--offset: {e}"))?),
             "--len" => a.len = Some(val("--len")?.parse().map_err(|e| format!("--len: {e}"))?),
             "--filter" => a.filter = Some(val("--filter")?),
+            "--processes" => a.processes = true,
+            "--mib" | "--scale-mib" | "--baseline-dir" | "--writers" | "--readers" | "--seconds" | "--seed" | "--slots" | "--pipe" => {
+                let v = val(&w)?;
+                a.opts.insert(w[2..].to_string(), v);
+            }
             _ => a.words.push(w),
         }
     }
@@ -69,10 +98,46 @@ fn main() -> ExitCode {
 fn run(args: Vec<String>) -> Result<ExitCode, String> {
     let a = parse(args.into_iter())?;
     let name = a.target.clone().unwrap_or_else(|| target::default_target().to_string());
-    let t = target::target_by_name(&name).ok_or_else(|| format!("target `{name}` is not available in this build"))?;
-    let t = &*t;
     let w: Vec<&str> = a.words.iter().map(String::as_str).collect();
+    if let ["__bench-pipe2-writer", n] = w.as_slice() {
+        scull_tool::bench::pipe_writer_child(None, n.parse().map_err(|_| "bytes")?)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let t = target::target_by_name(&name).ok_or_else(|| format!("target `{name}` is not available in this build"))?;
+    // Workers on other threads need a target that lives as long as the process.
+    let t: &'static dyn Target = Box::leak(t);
+    if let Some(r) = scull_tool::stress::child(t, &w) {
+        r?;
+        return Ok(ExitCode::SUCCESS);
+    }
     match w.as_slice() {
+        ["__bench-pipe-writer", n] => scull_tool::bench::pipe_writer_child(Some(t), n.parse().map_err(|_| "bytes")?)?,
+        ["bench"] => {
+            let o = scull_tool::bench::Options {
+                mib: a.num("mib", 64)?,
+                scale_mib: a.num("scale-mib", 256)?,
+                baseline_dir: a.opts.get("baseline-dir").map(std::path::PathBuf::from),
+            };
+            scull_tool::bench::run(t, &o)?;
+        }
+        ["stress"] => {
+            let o = scull_tool::stress::Options {
+                writers: a.num("writers", 4)?,
+                readers: a.num("readers", 4)?,
+                seconds: a.num("seconds", 10.0)?,
+                processes: a.processes,
+                pipe: a.num("pipe", 0)?,
+                slots: a.num("slots", 1024)?,
+                seed: a.num("seed", 1)?,
+            };
+            if !scull_tool::stress::run(t, &o)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        ["fuzz"] => {
+            let o = scull_tool::fuzz::Options { seconds: a.num("seconds", 10.0)?, seed: a.num("seed", 1)? };
+            scull_tool::fuzz::run(t, &o)?;
+        }
         ["conformance"] => {
             let s = scull_tool::conformance::run(t, a.filter.as_deref());
             return Ok(if s.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });

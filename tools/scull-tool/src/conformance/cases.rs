@@ -126,6 +126,9 @@ fn priv_dev(c: &Caps) -> Option<&'static str> {
 fn windows_abi(c: &Caps) -> Option<&'static str> {
     c.linux_abi.then_some("Windows buffer rules (METHOD_BUFFERED lengths)")
 }
+fn set_len(c: &Caps) -> Option<&'static str> {
+    (!c.set_len).then_some("ftruncate on a character device is refused by the kernel before the driver")
+}
 fn pipe_seek(c: &Caps) -> Option<&'static str> {
     (!c.pipe_seek_refused).then_some("the I/O manager handles seeks on synchronous handles itself")
 }
@@ -152,7 +155,7 @@ pub fn all() -> Vec<Case> {
         case!(seek_set_cur_end, always),
         case!(seek_negative_is_invalid, always),
         case!(seek_past_end_then_write_makes_hole, always),
-        case!(set_len_shrinks_and_extends_with_zeros, always),
+        case!(set_len_shrinks_and_extends_with_zeros, set_len),
         case!(huge_offsets_are_refused_cleanly, always),
         case!(missing_device_fails_to_open, always),
         case!(ioctl_query_defaults, always),
@@ -171,6 +174,7 @@ pub fn all() -> Vec<Case> {
         case!(pipe_partial_write_when_nearly_full, always),
         case!(pipe_nonblocking_read_empty, always),
         case!(pipe_nonblocking_write_full, always),
+        case!(pipe_small_writes_are_atomic, always),
         case!(pipe_blocked_reader_woken_by_writer, always),
         case!(pipe_blocked_writer_woken_by_reader, always),
         case!(pipe_zero_length_read_does_not_block, always),
@@ -501,6 +505,9 @@ fn ioctl_rejects_bad_geometry(t: &dyn Target) -> R {
     ok(h.ioctl(Cmd::TQuantum, 65536), "T 65536")?;
     expect_err(h.ioctl(Cmd::TQset, 65536), &[Error::Invalid], "quantum*qset overflowing int")?;
     expect_err(h.ioctl(Cmd::XQuantum, i32::MAX), &[Error::Invalid], "huge quantum")?;
+    ok(h.ioctl(Cmd::TQuantum, 1), "T 1")?;
+    expect_err(h.ioctl(Cmd::TQset, i32::MAX), &[Error::Invalid], "a qset whose slot array is 16 GiB")?;
+    ok(h.ioctl(Cmd::TQuantum, 65536), "T 65536")?;
     check!(ok(h.ioctl(Cmd::QQuantum, 0), "Q")? == 65536, "a refused value changed the quantum");
     check!(ok(h.ioctl(Cmd::QQset, 0), "Q")? == DEFAULT_QSET, "a refused value changed the qset");
     Ok(())
@@ -633,6 +640,17 @@ fn pipe_nonblocking_write_full(t: &dyn Target) -> R {
     check!(filled == DEFAULT_P_BUFFER as usize - 1, "filled {filled}");
     expect_err(h.write(b"x"), &[Error::WouldBlock], "write to a full pipe")?;
     check!(read_exact(&mut *h, filled)?.len() == filled, "drain");
+    Ok(())
+}
+
+fn pipe_small_writes_are_atomic(t: &dyn Target) -> R {
+    let mut h = open(t, Dev::Pipe(2), OpenOpts::RW.nonblocking())?;
+    let cap = DEFAULT_P_BUFFER as usize - 1;
+    check!(ok(h.write(&vec![1u8; cap - 3]), "fill")? == cap - 3, "fill");
+    expect_err(h.write(&[2u8; 10]), &[Error::WouldBlock], "a 10-byte write with 3 bytes free (must not be split)")?;
+    check!(ok(h.write(&[3u8; 3]), "3 bytes")? == 3, "a write that fits");
+    let got = read_exact(&mut *h, cap)?;
+    check!(got[cap - 3..] == [3u8; 3] && !got.contains(&2), "a refused atomic write left bytes behind");
     Ok(())
 }
 

@@ -13,6 +13,8 @@ use scull_core::store::Whence;
 use scull_core::Error;
 use std::time::Duration;
 
+#[cfg(target_os = "linux")]
+pub mod linux;
 pub mod model;
 #[cfg(windows)]
 pub mod windows;
@@ -75,6 +77,9 @@ pub struct Caps {
     /// manager handles FilePositionInformation of synchronous handles itself,
     /// so the driver never sees the seek.)
     pub pipe_seek_refused: bool,
+    /// `Handle::set_len` reaches the driver. (Linux's ftruncate refuses
+    /// character devices with EINVAL in the VFS, before any driver code.)
+    pub set_len: bool,
     /// Number of scull and scullpipe devices.
     pub nr_devs: u8,
     pub p_nr_devs: u8,
@@ -138,6 +143,14 @@ pub trait Target: Sync {
         Err(Error::NotTty)
     }
 
+    /// Fuzzing with invalid user pointers (Linux: raw system calls on NULL and
+    /// unmapped addresses, each must fail with EFAULT). Returns the number of
+    /// calls made, `Err` on any other outcome, or `None` where the target
+    /// cannot express it.
+    fn fuzz_bad_pointers(&self, _rng: &mut crate::rng::Rng, _n: usize) -> Option<Result<usize, String>> {
+        None
+    }
+
     /// Target-specific cases (Windows: close with pended IRPs; Linux: SIGIO...).
     fn extra_cases(&self) -> Vec<crate::conformance::Case> {
         Vec::new()
@@ -166,6 +179,10 @@ pub trait Pending: Send {
 pub fn target_by_name(name: &str) -> Option<Box<dyn Target>> {
     match name {
         "model" => Some(Box::new(model::ModelTarget::new())),
+        #[cfg(target_os = "linux")]
+        "linux" => Some(Box::new(linux::LinuxTarget::new("linux"))),
+        #[cfg(target_os = "linux")]
+        "qemu" => Some(Box::new(linux::LinuxTarget::new("qemu"))),
         #[cfg(windows)]
         "windows" | "wine" => windows::by_name(name),
         _ => None,

@@ -406,6 +406,8 @@ impl Target for WinTarget {
             priv_dev: true,
             linux_abi: false,
             pipe_seek_refused: false,
+            // SetEndOfFile (windows) / WIN_IOCTL_SET_EOF (wine) reach the driver.
+            set_len: true,
             nr_devs: self.nr_devs,
             p_nr_devs: self.p_nr_devs,
         }
