@@ -20,7 +20,7 @@ usage: cargo xtask <command>
   bench       every benchmark (core, and the devices on each target)
   conformance run the conformance suite against the host model
   wdm         cross-build scull.sys (+ scull.pdb) into target/wdm/
-  wine        load scull.sys in Wine and run the conformance suite there
+  wine        load scull.sys in Wine and run the conformance suite there (`wine demo`: the demo)
   inf-check   check inf/scull.inx (sections, keys, isolation rules) [FILE]
   kmod        build scull.ko for Debian's 7.3.4 kernel (trixie chroot, cached)
   qemu        boot Debian's 7.3.4 kernel in QEMU and run the suite against scull.ko
