@@ -593,7 +593,30 @@ mod extra {
             case!(eof_and_set_len_through_driver),
             case!(unknown_path_suffix_refused),
             case!(scullpriv_per_process),
+            Case { name: "win_wuid_pended_create_completed_by_owner_close", needs: second_user, run: wuid_pend },
         ]
+    }
+
+    /// A pended IRP_MJ_CREATE needs an opener with another user SID. The
+    /// targets have no second identity (Wine runs every process as one
+    /// administrator, and does not wait for IRP_MJ_CREATE at all).
+    fn second_user(c: &Caps) -> Option<&'static str> {
+        (!c.other_user).then_some("needs a second, unprivileged user SID (and an I/O manager that waits for IRP_MJ_CREATE)")
+    }
+
+    fn wuid_pend(t: &dyn Target) -> R {
+        let owner = ok(t.open(Dev::Wuid, OpenOpts::RW), "owner opens scullwuid")?;
+        let started = Instant::now();
+        let r = std::thread::scope(|s| {
+            let waiter = s.spawn(|| t.open_as(Who::Other, Dev::Wuid, OpenOpts::R).map(drop));
+            std::thread::sleep(Duration::from_millis(300));
+            drop(owner);
+            waiter.join()
+        });
+        let r = r.map_err(|_| "waiter panicked".to_string())?;
+        ok(r, "the other user's open, completed by the owner's last close")?;
+        check!(started.elapsed() >= Duration::from_millis(250), "the other user's open did not wait");
+        Ok(())
     }
 
     fn pended_read_counted_then_cancelled(t: &dyn Target) -> R {
