@@ -247,7 +247,15 @@ pub fn run_suite(args: &[String]) -> Result {
         return demo();
     }
     let started = Instant::now();
-    let w = setup()?;
+    let w = match setup() {
+        Ok(w) => w,
+        Err(e) => {
+            Wine::new().kill_server();
+            println!("FAIL setup: {e}");
+            println!("wine: 0 passed, 1 failed");
+            return Err(e);
+        }
+    };
     step("wine: scull-tool.exe conformance --target wine");
     let suite = tool(&w, 900, &["conformance", "--target", "wine"]);
     let leaks = teardown(&w);
@@ -288,7 +296,7 @@ pub fn run_suite(args: &[String]) -> Result {
 /// The demo under Wine: a write/read, an ioctl and the stats text, through
 /// scull.sys (for `cargo xtask demo`).
 pub fn demo() -> Result {
-    let w = setup()?;
+    let w = setup().inspect_err(|_| Wine::new().kill_server())?;
     step("demo: scull.sys under Wine");
     let mut all_ok = true;
     for args in [
