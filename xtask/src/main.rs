@@ -15,7 +15,7 @@ usage: cargo xtask <command>
 
   demo        run the demo end to end (model device)
   test        run every test (unit, property, fault injection, loom, conformance
-              on the model, the Linux module in QEMU)
+              on the model, scull.sys under Wine, the Linux module in QEMU)
   bench-core  scull-core store vs memcpy benchmark (prints ratio lines)
   bench       every benchmark (core, and the devices on each target)
   conformance run the conformance suite against the host model
@@ -54,7 +54,9 @@ fn main() {
 }
 
 fn demo(_args: &[String]) -> Result {
-    host::demo()
+    host::demo()?;
+    step("demo: scull.sys under Wine");
+    wine::demo()
 }
 
 fn bench(_args: &[String]) -> Result {
@@ -64,6 +66,8 @@ fn bench(_args: &[String]) -> Result {
 
 fn test(_args: &[String]) -> Result {
     host::test()?;
+    step("test: the Windows driver under Wine");
+    wine::run_suite(&[])?;
     step("test: the Linux module in QEMU");
     qemu::qemu(&[])
 }

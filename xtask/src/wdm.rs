@@ -69,8 +69,8 @@ pub fn build() -> Result<PathBuf> {
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let sys = out.join("scull.sys");
     let pdb = out.join("scull.pdb");
-    copy(&built.join("scull_wdm.dll"), &sys)?;
-    copy(&built.join("scull_wdm.pdb"), &pdb)?;
+    copy(&built.join("scull.dll"), &sys)?;
+    copy(&built.join("scull.pdb"), &pdb)?;
     check(&sys)?;
     Ok(sys)
 }
