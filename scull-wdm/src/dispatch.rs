@@ -33,6 +33,10 @@ const H_TRUNCATE: usize = 16;
 /// IRP_MJ_CREATE) gets that status for every later request on it, so the
 /// refusal stays visible. On Windows such a file object never gets a handle.
 const H_REFUSED: usize = 32;
+/// A scullwuid create of this file object is pended (the owner's last close
+/// or a cancel completes it). Only an I/O manager that hands out the handle
+/// before IRP_MJ_CREATE completes (Wine 8) can send anything else meanwhile.
+const H_WAITING: usize = 64;
 
 /// `FILE_WRITE_TO_END_OF_FILE` as a LARGE_INTEGER.
 const WRITE_TO_END: i64 = -1;
@@ -150,6 +154,19 @@ fn suffix_nonblock(fo: *mut FILE_OBJECT) -> Result<bool, NTSTATUS> {
     }
 }
 
+/// Marks a file object whose create failed (see [`H_REFUSED`]).
+///
+/// # Safety
+/// `fo` is the file object of a create the driver still owns.
+unsafe fn refuse(fo: *mut FILE_OBJECT, st: NTSTATUS) {
+    if fo.is_null() {
+        return;
+    }
+    // SAFETY: caller contract; FsContext/FsContext2 are the driver's.
+    unsafe { (*fo).FsContext = st as u32 as usize as PVOID };
+    set_flags(fo, H_REFUSED);
+}
+
 unsafe fn create(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTSTATUS {
     // SAFETY: a create IRP in dispatch; `create_inner` completes or pends it,
     // and the file object stays valid for the whole dispatch.
@@ -157,8 +174,12 @@ unsafe fn create(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTS
         let fo = (*sl).FileObject;
         let st = create_inner(ext, irp, sl);
         if st < 0 {
-            (*fo).FsContext = st as u32 as usize as PVOID;
-            set_flags(fo, H_REFUSED);
+            refuse(fo, st);
+            ktrace!("create on {} refused: {:#x}", dev::dev_name(ext.dev).as_str(), st);
+        } else if st == STATUS_PENDING {
+            ktrace!("create on {} pended", dev::dev_name(ext.dev).as_str());
+        } else {
+            ktrace!("open {} (pid {})", dev::dev_name(ext.dev).as_str(), crate::testmode::current_pid());
         }
         st
     }
@@ -261,7 +282,9 @@ unsafe fn wuid_open(ext: &DevExt, w: &SpinLock<WuidState>, irp: *mut IRP, fo: *m
             unsafe {
                 ptr::write(p.as_ptr() as *mut Waiter, Waiter { caller: c, flags: f });
                 (*irp_driver_context(irp))[0] = p.as_ptr().cast();
+                set_flags(fo, H_WAITING);
                 if !irpq::enqueue(&mut g.waiters, irp, wuid_cancel) {
+                    refuse(fo, STATUS_CANCELLED);
                     done.push(irp, STATUS_CANCELLED, 0);
                     (*irp_driver_context(irp))[0] = ptr::null_mut();
                     pool::free(p);
@@ -305,12 +328,81 @@ unsafe extern "C" fn wuid_cancel(d: *mut DEVICE_OBJECT, irp: *mut IRP) {
     // create we pended on this device.
     unsafe {
         IoReleaseCancelSpinLock((*irp).CancelIrql);
+        let fo = (*IoGetCurrentIrpStackLocation(irp)).FileObject;
+        let mut done = Done::new();
         if let Kind::Wuid(w, _) = &DevExt::of(d).kind {
-            let g = w.lock();
+            let mut g = w.lock();
             RemoveEntryList(irp_list_entry(irp));
+            // A bridge call waiting for this create ends with it.
+            irpq::cancel_matching(&mut g.bridgeq, fo, &mut done);
             drop(g);
         }
         take_waiter(irp);
+        refuse(fo, STATUS_CANCELLED);
+        ktrace!("pended scullwuid create cancelled");
+        set_io_status(irp, STATUS_CANCELLED, 0);
+        IoCompleteRequest(irp, IO_NO_INCREMENT);
+        done.complete();
+    }
+}
+
+/// A bridge `WIN_IOCTL_OPEN_FLAGS` on a file object whose scullwuid create is
+/// pended: it waits (pended too) until the create is granted or cancelled.
+///
+/// # Safety
+/// A device-control IRP in dispatch on scullwuid, owned by the caller.
+unsafe fn wuid_bridge_wait(ext: &DevExt, w: &SpinLock<WuidState>, irp: *mut IRP, fo: *mut FILE_OBJECT, buf: *mut u8, in_len: usize) -> NTSTATUS {
+    let mut done = Done::new();
+    let mut g = w.lock();
+    // SAFETY: the queues are guarded by the held lock.
+    let waiting = unsafe { irpq::find_file(&mut g.waiters, fo).is_some() };
+    if !waiting {
+        // The create finished in the meantime: answer as for any handle.
+        drop(g);
+        // SAFETY: we own the IRP; the file object is valid during dispatch.
+        unsafe {
+            let f = flags(fo);
+            if f & H_REFUSED != 0 {
+                return finish(irp, (*fo).FsContext as usize as u32 as i32, 0);
+            }
+            return finish_result(irp, bridge_open_flags(ext, fo, buf, in_len));
+        }
+    }
+    // SAFETY: as above; we own the IRP.
+    unsafe {
+        if !irpq::enqueue(&mut g.bridgeq, irp, wuid_bridge_cancel) {
+            done.push(irp, STATUS_CANCELLED, 0);
+        }
+    }
+    drop(g);
+    ktrace!("bridge open call waits for the pended scullwuid create");
+    done.complete();
+    STATUS_PENDING
+}
+
+/// The cancel routine of a waiting bridge call (CancelIoEx, or the handle's
+/// close): the open attempt is abandoned, so its pended create is cancelled
+/// with it and the handle stays refused (STATUS_CANCELLED).
+unsafe extern "C" fn wuid_bridge_cancel(d: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    // SAFETY: called by the I/O manager with the cancel spin lock held, for a
+    // bridge IOCTL we pended on this device.
+    unsafe {
+        IoReleaseCancelSpinLock((*irp).CancelIrql);
+        let fo = (*IoGetCurrentIrpStackLocation(irp)).FileObject;
+        let mut done = Done::new();
+        if let Kind::Wuid(w, _) = &DevExt::of(d).kind {
+            let mut g = w.lock();
+            RemoveEntryList(irp_list_entry(irp));
+            irpq::cancel_matching(&mut g.waiters, fo, &mut done);
+            drop(g);
+        }
+        // IRPs on `done` are pended creates we own again: free their records.
+        done.for_each(|c| {
+            take_waiter(c);
+        });
+        refuse(fo, STATUS_CANCELLED);
+        ktrace!("bridge open call cancelled; its pended create too");
+        done.complete();
         set_io_status(irp, STATUS_CANCELLED, 0);
         IoCompleteRequest(irp, IO_NO_INCREMENT);
     }
@@ -334,25 +426,40 @@ fn wuid_wake(ext: &DevExt, w: &SpinLock<WuidState>) {
             let rec = (*irp_driver_context(irp))[0] as *const Waiter;
             if !rec.is_null() && g.policy.state().available(&(*rec).caller) && irpq::take(irp) {
                 let _ = g.policy.open(&(*rec).caller);
-                // Completed below, after the flags are set.
+                let fo = (*IoGetCurrentIrpStackLocation(irp)).FileObject;
+                // The handle is usable from here on: set its flags under the lock.
+                set_flags(fo, (*rec).flags | H_OWNS);
+                // Completed below; a bridge call waiting for it right after.
                 InsertTailList(admitted_head, irp_list_entry(irp));
+                while let Some(b) = irpq::find_file(&mut g.bridgeq, fo) {
+                    if irpq::take(b) {
+                        InsertTailList(admitted_head, irp_list_entry(b));
+                    }
+                }
             }
             e = next;
         }
     }
     drop(g);
-    // SAFETY: every IRP on `admitted` is a create we own again.
+    // SAFETY: every IRP on `admitted` is a create or bridge call we own again.
     unsafe {
         while let Some(e) = RemoveHeadList(admitted_head) {
             let irp = irp_from_list_entry(e);
-            let fo = (*IoGetCurrentIrpStackLocation(irp)).FileObject;
-            let f = take_waiter(irp).map_or(0, |w| w.flags);
-            set_flags(fo, f | H_OWNS);
-            if f & H_TRUNCATE != 0 {
-                trim(ext, fo);
+            let sl = IoGetCurrentIrpStackLocation(irp);
+            let fo = (*sl).FileObject;
+            if (*sl).MajorFunction as u32 == IRP_MJ_CREATE {
+                let f = take_waiter(irp).map_or(0, |w| w.flags);
+                if f & H_TRUNCATE != 0 {
+                    trim(ext, fo);
+                }
+                ktrace!("pended scullwuid create granted");
+                set_io_status(irp, STATUS_SUCCESS, 0);
+                IoCompleteRequest(irp, IO_NO_INCREMENT);
+            } else {
+                let buf = (*irp).AssociatedIrp.SystemBuffer as *mut u8;
+                let in_len = (*sl).Parameters.DeviceIoControl.InputBufferLength as usize;
+                finish_result(irp, bridge_open_flags(ext, fo, buf, in_len));
             }
-            set_io_status(irp, STATUS_SUCCESS, 0);
-            IoCompleteRequest(irp, IO_NO_INCREMENT);
         }
     }
 }
@@ -363,13 +470,22 @@ unsafe fn cancel_pended(ext: &DevExt, fo: *mut FILE_OBJECT) {
         Kind::Wuid(w, _) => {
             let mut done = Done::new();
             let mut g = w.lock();
-            // SAFETY: the queue is guarded by the held lock.
-            unsafe { irpq::cancel_matching(&mut g.waiters, fo, &mut done) };
+            // SAFETY: the queues are guarded by the held lock.
+            unsafe {
+                irpq::cancel_matching(&mut g.waiters, fo, &mut done);
+                irpq::cancel_matching(&mut g.bridgeq, fo, &mut done);
+            }
             drop(g);
-            // Free the records of the cancelled waiters.
+            // Free the records of the cancelled waiters; their handles stay refused.
             done.for_each(|irp| {
-                // SAFETY: IRPs on `done` are ours.
-                unsafe { take_waiter(irp) };
+                // SAFETY: IRPs on `done` are ours, not yet completed.
+                unsafe {
+                    let sl = IoGetCurrentIrpStackLocation(irp);
+                    if (*sl).MajorFunction as u32 == IRP_MJ_CREATE {
+                        take_waiter(irp);
+                        refuse((*sl).FileObject, STATUS_CANCELLED);
+                    }
+                }
             });
             done.complete();
         }
@@ -480,8 +596,17 @@ unsafe fn device_control(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION
         let p = &(*sl).Parameters.DeviceIoControl;
         let (code, in_len, out_len) = (p.IoControlCode, p.InputBufferLength as usize, p.OutputBufferLength as usize);
         let buf = (*irp).AssociatedIrp.SystemBuffer as *mut u8;
+        kinfo!("ioctl {:#x} on {}: in {} out {}", code, dev::dev_name(ext.dev).as_str(), in_len, out_len);
         let r: Result<usize, Error> = match code {
-            sioctl::WIN_IOCTL_OPEN_FLAGS => bridge_open_flags(ext, fo, buf, in_len),
+            sioctl::WIN_IOCTL_OPEN_FLAGS => {
+                if let Kind::Wuid(w, _) = &ext.kind {
+                    if flags(fo) & H_WAITING != 0 {
+                        return wuid_bridge_wait(ext, w, irp, fo, buf, in_len);
+                    }
+                }
+                bridge_open_flags(ext, fo, buf, in_len)
+            }
+            crate::testmode::WIN_IOCTL_TEST => crate::testmode::ioctl(buf, in_len, out_len),
             sioctl::WIN_IOCTL_GET_EOF => {
                 if out_len < 8 {
                     Err(Error::BufferTooSmall)

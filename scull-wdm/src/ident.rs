@@ -47,6 +47,16 @@ impl Sid {
         s
     }
 
+    /// Test identity mode's pseudo user of process `pid`: `S-1-9-<pid>`
+    /// (authority 9, resource managers: never a real account).
+    pub fn pseudo(pid: usize) -> Sid {
+        let mut s = Sid::NONE;
+        s.bytes[..8].copy_from_slice(&[1, 1, 0, 0, 0, 0, 0, 9]);
+        s.bytes[8..12].copy_from_slice(&(pid as u32).to_le_bytes());
+        s.len = 12;
+        s
+    }
+
     pub fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.len as usize]
     }
@@ -148,5 +158,11 @@ pub fn caller(irp: *mut IRP) -> Result<Caller<Sid>, NTSTATUS> {
             })
         }
     };
+    if crate::testmode::identity_mode() {
+        // Test identity mode: one pseudo user per process; a process that
+        // gave up the override is not privileged (see `testmode`).
+        let pid = crate::testmode::current_pid();
+        return Ok(Caller::new(Sid::pseudo(pid), admin && !crate::testmode::demoted(pid)));
+    }
     Ok(Caller::new(user, admin))
 }

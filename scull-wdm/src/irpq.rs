@@ -86,6 +86,25 @@ pub unsafe fn len(head: *mut LIST_ENTRY) -> u32 {
     n
 }
 
+/// The first IRP on `head` whose file object is `file` (still queued).
+///
+/// # Safety
+/// `head` is an initialised list guarded by the held lock.
+pub unsafe fn find_file(head: *mut LIST_ENTRY, file: *mut FILE_OBJECT) -> Option<*mut IRP> {
+    // SAFETY: caller contract; entries are IRP list entries.
+    unsafe {
+        let mut e = (*head).Flink;
+        while e != head {
+            let irp = irp_from_list_entry(e);
+            if (*IoGetCurrentIrpStackLocation(irp)).FileObject == file {
+                return Some(irp);
+            }
+            e = (*e).Flink;
+        }
+    }
+    None
+}
+
 /// Moves every IRP on `head` whose file object is `file` (all of them when
 /// `file` is null) to `done`, with STATUS_CANCELLED.
 ///

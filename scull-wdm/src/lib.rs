@@ -28,6 +28,7 @@ mod pipe;
 mod pool;
 mod registry;
 mod sync;
+mod testmode;
 
 use core::sync::atomic::Ordering;
 use ddk::*;
@@ -39,6 +40,9 @@ use scull_core::geometry::{self, Geometry};
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_path: *mut UNICODE_STRING) -> NTSTATUS {
     let p = registry::read(registry_path);
+    if let Some(l) = p.debug_level {
+        log::VERBOSE.store(l.clamp(0, 3) as u32, Ordering::Relaxed);
+    }
     let (nr, pnr) = match apply(&p) {
         Ok(n) => n,
         Err(what) => {
@@ -46,6 +50,11 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
             return STATUS_INVALID_PARAMETER;
         }
     };
+    testmode::IDENTITY.store(p.test_identity.unwrap_or(0) != 0, Ordering::Relaxed);
+    if let Some(k) = p.fail_at {
+        pool::FAIL_AT.store(k.max(0) as i64, Ordering::Relaxed);
+        pool::FAULTS_ENABLED.store(true, Ordering::Relaxed);
+    }
     // SAFETY: the I/O manager passes a valid driver object; the dispatch
     // routines and unload have the required signatures.
     unsafe {
@@ -68,6 +77,11 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
             return st;
         }
     }
+    kprint!(
+        "test identity mode (scull_test_identity): {}; fault injection (scull_fail_at): {}",
+        if testmode::identity_mode() { "ON, every process is its own user (tests only)" } else { "off" },
+        if pool::FAULTS_ENABLED.load(Ordering::Relaxed) { "ON (tests only)" } else { "off" }
+    );
     kprint!(
         "loaded: scull_nr_devs={} scull_p_nr_devs={} scull_quantum={} scull_qset={} scull_p_buffer={}",
         nr,

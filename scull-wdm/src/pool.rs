@@ -8,7 +8,7 @@
 use crate::ddk::*;
 use core::ops::{Deref, DerefMut};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicIsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicIsize, AtomicU64, Ordering};
 use scull_core::mem::{Platform, QsetList, Slots};
 use scull_core::{Error, Result};
 
@@ -18,10 +18,37 @@ pub const TAG: u32 = u32::from_le_bytes(*b"Scul");
 /// Blocks allocated and not yet freed.
 pub static OUTSTANDING: AtomicIsize = AtomicIsize::new(0);
 
+/// Fault injection (test builds of the setup: registry `scull_fail_at`
+/// present). When enabled, [`FAIL_AT`] counts allocations down: the one that
+/// takes it from 1 to 0 fails as if the pool were exhausted (one shot).
+/// 0 = disarmed. The test IOCTL re-arms it at run time.
+pub static FAULTS_ENABLED: AtomicBool = AtomicBool::new(false);
+pub static FAIL_AT: AtomicI64 = AtomicI64::new(0);
+/// Allocation attempts since load, and how many were failed on purpose.
+pub static ALLOCS: AtomicU64 = AtomicU64::new(0);
+pub static INJECTED: AtomicU64 = AtomicU64::new(0);
+
+/// True when this allocation is the one fault injection must fail.
+fn inject_failure() -> bool {
+    if !FAULTS_ENABLED.load(Ordering::Relaxed) {
+        return false;
+    }
+    let hit = FAIL_AT.fetch_update(Ordering::AcqRel, Ordering::Acquire, |k| (k > 0).then(|| k - 1)) == Ok(1);
+    if hit {
+        INJECTED.fetch_add(1, Ordering::Relaxed);
+        kwarn!("fault injection: allocation {} fails", ALLOCS.load(Ordering::Relaxed));
+    }
+    hit
+}
+
 /// Allocates `len` zeroed bytes of non-paged, non-executable pool.
 /// Callable at IRQL <= DISPATCH_LEVEL.
 pub fn alloc(len: usize) -> Option<NonNull<u8>> {
     if len == 0 {
+        return None;
+    }
+    ALLOCS.fetch_add(1, Ordering::Relaxed);
+    if inject_failure() {
         return None;
     }
     // SAFETY: a plain pool allocation; the result is checked for NULL.

@@ -2,6 +2,11 @@
 //! `HKLM\SYSTEM\CurrentControlSet\Services\scull\Parameters`, REG_DWORDs
 //! `scull_quantum`, `scull_qset`, `scull_nr_devs`, `scull_p_buffer`,
 //! `scull_p_nr_devs`. Missing values keep LDD3's defaults.
+//!
+//! Also read: `scull_sddl` (REG_SZ, the device ACL; see `acl`),
+//! `scull_debug_level` (REG_DWORD 0..3, see `log`), and two test-only
+//! switches, both off when absent: `scull_test_identity` (see `testmode`) and
+//! `scull_fail_at` (fault injection, see `pool`).
 
 use crate::ddk::*;
 use core::fmt::Write;
@@ -14,6 +19,24 @@ pub struct Values {
     pub nr_devs: Option<i32>,
     pub p_buffer: Option<i32>,
     pub p_nr_devs: Option<i32>,
+    pub test_identity: Option<i32>,
+    pub fail_at: Option<i32>,
+    pub debug_level: Option<i32>,
+    /// `scull_sddl` as UTF-16 (no NUL), when present and a REG_SZ that fits.
+    pub sddl: Option<Sddl>,
+}
+
+/// An SDDL string read from the registry.
+#[derive(Debug, Clone, Copy)]
+pub struct Sddl {
+    pub buf: [u16; 192],
+    pub len: usize,
+}
+
+impl Sddl {
+    pub fn as_slice(&self) -> &[u16] {
+        &self.buf[..self.len]
+    }
 }
 
 /// Reads the values; any failure (no Parameters key...) leaves them unset.
@@ -53,27 +76,65 @@ pub fn read(registry_path: *mut UNICODE_STRING) -> Values {
     v.nr_devs = dword(key, "scull_nr_devs");
     v.p_buffer = dword(key, "scull_p_buffer");
     v.p_nr_devs = dword(key, "scull_p_nr_devs");
+    v.test_identity = dword(key, "scull_test_identity");
+    v.fail_at = dword(key, "scull_fail_at");
+    v.debug_level = dword(key, "scull_debug_level");
+    v.sddl = string(key, "scull_sddl");
     // SAFETY: the handle opened above.
     let _ = unsafe { ZwClose(key) };
     v
 }
 
 #[repr(C, align(8))]
-struct ValueBuf([u8; 64]);
+struct ValueBuf([u8; 512]);
 
-fn dword(key: HANDLE, name: &str) -> Option<i32> {
+/// KEY_VALUE_PARTIAL_INFORMATION of `name`, or None (absent, too big...).
+fn query(key: HANDLE, name: &str, buf: &mut ValueBuf) -> Option<()> {
     let mut n = WStr::<32>::new();
     n.write_str(name).ok()?;
     let mut un = n.unicode();
-    let mut buf = ValueBuf([0; 64]);
     let mut got = 0u32;
     // SAFETY: an open key, a valid name and a writable buffer.
     let st = unsafe {
         ZwQueryValueKey(key, &mut un, KeyValuePartialInformation, buf.0.as_mut_ptr().cast(), buf.0.len() as u32, &mut got)
     };
-    if st < 0 {
-        return None;
+    (st >= 0).then_some(())
+}
+
+fn string(key: HANDLE, name: &str) -> Option<Sddl> {
+    let mut buf = ValueBuf([0; 512]);
+    query(key, name, &mut buf)?;
+    // SAFETY: on success the buffer starts with a KEY_VALUE_PARTIAL_INFORMATION
+    // whose DataLength bytes of data follow in the buffer.
+    unsafe {
+        let info = buf.0.as_ptr() as *const KEY_VALUE_PARTIAL_INFORMATION;
+        let data = ptr::addr_of!((*info).Data) as *const u8;
+        let avail = buf.0.len() - (data as usize - buf.0.as_ptr() as usize);
+        let n = ((*info).DataLength as usize).min(avail);
+        if (*info).Type != REG_SZ {
+            kprint!("registry value {} is not a REG_SZ; ignored", name);
+            return None;
+        }
+        let mut s = Sddl { buf: [0; 192], len: 0 };
+        for i in 0..n / 2 {
+            let c = u16::from_le_bytes([*data.add(2 * i), *data.add(2 * i + 1)]);
+            if c == 0 {
+                break;
+            }
+            if s.len == s.buf.len() {
+                kprint!("registry value {} is too long; ignored", name);
+                return None;
+            }
+            s.buf[s.len] = c;
+            s.len += 1;
+        }
+        Some(s)
     }
+}
+
+fn dword(key: HANDLE, name: &str) -> Option<i32> {
+    let mut buf = ValueBuf([0; 512]);
+    query(key, name, &mut buf)?;
     // SAFETY: on success the buffer starts with a KEY_VALUE_PARTIAL_INFORMATION.
     unsafe {
         let info = buf.0.as_ptr() as *const KEY_VALUE_PARTIAL_INFORMATION;

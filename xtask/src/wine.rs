@@ -110,9 +110,14 @@ impl Wine {
 
     /// Waits until the log holds a line containing `needle`; returns it.
     fn wait_log(&self, needle: &str, secs: u64) -> Option<String> {
+        self.wait_log_nth(needle, 1, secs)
+    }
+
+    /// Waits until the log holds `n` lines containing `needle`; returns the n-th.
+    fn wait_log_nth(&self, needle: &str, n: usize, secs: u64) -> Option<String> {
         let end = Instant::now() + Duration::from_secs(secs);
         loop {
-            if let Some(l) = self.log_text().lines().find(|l| l.contains(needle)) {
+            if let Some(l) = self.log_text().lines().filter(|l| l.contains(needle)).nth(n - 1) {
                 return Some(l.to_string());
             }
             if Instant::now() > end {
@@ -200,13 +205,52 @@ fn setup() -> Result<Wine> {
 
 /// Stops and deletes the service; returns the unload line's block count.
 fn teardown(w: &Wine) -> Result<Option<i64>> {
-    step("wine: sc stop / sc delete scull");
-    let stopped = w.wine(60, &["sc", "stop", "scull"]);
-    let line = w.wait_log("outstanding 'lucS' blocks:", 30);
+    let n = stop(w, 1);
+    step("wine: sc delete scull");
     let _ = w.wine(60, &["sc", "delete", "scull"]);
     w.kill_server();
+    n
+}
+
+/// `sc stop scull` (the `load`-th load); returns its unload line's block count.
+fn stop(w: &Wine, load: usize) -> Result<Option<i64>> {
+    step("wine: sc stop scull");
+    let stopped = w.wine(60, &["sc", "stop", "scull"]);
+    let line = w.wait_log_nth("unload: outstanding 'lucS' blocks:", load, 30);
     stopped?;
     Ok(line.and_then(|l| l.rsplit(':').next().and_then(|n| n.trim().parse().ok())))
+}
+
+/// Sets REG_DWORD `name` under the service's Parameters key.
+fn set_param(w: &Wine, name: &str, value: u32) -> Result {
+    let key = r"HKLM\System\CurrentControlSet\Services\scull\Parameters";
+    let v = value.to_string();
+    if !w.wine(60, &["reg", "add", key, "/v", name, "/t", "REG_DWORD", "/d", &v, "/f"])? {
+        return Err(format!("reg add {name} failed"));
+    }
+    Ok(())
+}
+
+/// `sc start scull` for the `load`-th time; waits for its `loaded:` line.
+fn start(w: &Wine, load: usize) -> Result {
+    step("wine: sc start scull");
+    let _ = w.wine(90, &["sc", "start", "scull"])?;
+    match w.wait_log_nth("scull: loaded:", load, 30) {
+        Some(l) => {
+            eprintln!("wine: {}", l.split("scull: ").nth(1).unwrap_or(&l));
+            Ok(())
+        }
+        None => Err(format!("load {load}: no `scull: loaded:` line in {}", w.log.display())),
+    }
+}
+
+/// Lines of the log that show a crash in a Wine process (winedevice runs the driver).
+fn crash_lines(w: &Wine) -> Vec<String> {
+    w.log_text()
+        .lines()
+        .filter(|l| l.contains("Unhandled exception") || l.contains("Unhandled page fault") || l.contains("err:seh") || l.contains("winedevice") && l.contains("err:"))
+        .map(str::to_string)
+        .collect()
 }
 
 /// Parses `wine: N passed, M failed, K skipped`.
@@ -240,11 +284,66 @@ fn tool(w: &Wine, secs: u32, args: &[&str]) -> Result<(bool, Vec<String>)> {
     Ok((st.success(), lines))
 }
 
-/// `cargo xtask wine`: the conformance suite against scull.sys in Wine.
-/// `cargo xtask wine demo`: the demo instead.
+/// The fixed fuzz seed of `cargo xtask wine` (printed by the fuzzer).
+const FUZZ_SEED: &str = "20261121";
+
+/// Cases counted in the closing line.
+#[derive(Default)]
+struct Tally {
+    passed: usize,
+    failed: usize,
+    skipped: usize,
+}
+
+impl Tally {
+    fn case(&mut self, name: &str, r: std::result::Result<(), String>) {
+        match r {
+            Ok(()) => {
+                self.passed += 1;
+                println!("ok   {name}");
+            }
+            Err(msg) => {
+                self.failed += 1;
+                println!("FAIL {name}: {msg}");
+            }
+        }
+    }
+
+    /// Adds a conformance run's own closing line.
+    fn suite(&mut self, what: &str, ok: bool, lines: &[String]) -> (usize, usize, usize) {
+        match lines.iter().rev().find_map(|l| tally(l)) {
+            Some((p, f, k)) => {
+                self.passed += p;
+                self.failed += f;
+                self.skipped += k;
+                if !ok && f == 0 {
+                    self.case(what, Err("scull-tool.exe exited with failure".into()));
+                }
+                (p, f, k)
+            }
+            None => {
+                self.case(what, Err("no closing line".into()));
+                (0, 1, 0)
+            }
+        }
+    }
+}
+
+/// `cargo xtask wine`: scull.sys in Wine, two loads:
+/// 1. defaults: the conformance suite, stress (8 writer + 8 reader threads,
+///    30 s per part), the fixed-seed fuzz (60 s), then `sc stop` while a read
+///    is pended (it must complete, cancelled) and the zero-leak check;
+/// 2. `scull_test_identity=1` and `scull_fail_at=0` (test-only switches): the
+///    identity cases again with a second identity (a child process), the
+///    fault-injection sweep, and the zero-leak check.
+///
+/// `cargo xtask wine demo`: the demo instead; `cargo xtask wine bench`:
+/// reference figures (scull0 against a plain file in the prefix).
 pub fn run_suite(args: &[String]) -> Result {
-    if args.first().map(String::as_str) == Some("demo") {
-        return demo();
+    match args.first().map(String::as_str) {
+        Some("demo") => return demo(),
+        Some("bench") => return bench(),
+        _ => {}
     }
     let started = Instant::now();
     let w = match setup() {
@@ -256,39 +355,151 @@ pub fn run_suite(args: &[String]) -> Result {
             return Err(e);
         }
     };
-    step("wine: scull-tool.exe conformance --target wine");
-    let suite = tool(&w, 900, &["conformance", "--target", "wine"]);
-    let leaks = teardown(&w);
-    let (ok, lines) = suite?;
-    let (mut passed, mut failed, skipped) = match lines.iter().rev().find_map(|l| tally(l)) {
-        Some(t) => t,
-        None => {
-            println!("wine: 0 passed, 1 failed");
-            return Err("the suite printed no closing line".into());
-        }
-    };
-    if !ok && failed == 0 {
-        failed += 1;
-        println!("FAIL scull-tool.exe exited with failure");
+    let mut t = Tally::default();
+    if let Err(e) = body(&w, &mut t) {
+        t.case("harness", Err(e));
     }
-    match leaks? {
-        Some(0) => {
-            passed += 1;
-            println!("ok   unload_reports_zero_outstanding_blocks");
-        }
-        Some(n) => {
-            failed += 1;
-            println!("FAIL unload_reports_zero_outstanding_blocks: {n} 'lucS' blocks outstanding at unload");
-        }
-        None => {
-            failed += 1;
-            println!("FAIL unload_reports_zero_outstanding_blocks: no unload line in {}", w.log.display());
-        }
-    }
+    let _ = w.wine(60, &["sc", "delete", "scull"]);
+    w.kill_server();
     eprintln!("wine: log {}; {:.0} s", w.log.display(), started.elapsed().as_secs_f64());
-    println!("wine: {passed} passed, {failed} failed, {skipped} skipped");
-    if failed > 0 {
-        return Err(format!("{failed} failed"));
+    println!("wine: {} passed, {} failed, {} skipped", t.passed, t.failed, t.skipped);
+    if t.failed > 0 {
+        return Err(format!("{} failed", t.failed));
+    }
+    Ok(())
+}
+
+fn leak_case(t: &mut Tally, name: &str, w: &Wine, leaks: Result<Option<i64>>) {
+    t.case(
+        name,
+        match leaks {
+            Ok(Some(0)) => Ok(()),
+            Ok(Some(n)) => Err(format!("{n} 'lucS' blocks outstanding at unload")),
+            Ok(None) => Err(format!("no unload line in {}", w.log.display())),
+            Err(e) => Err(e),
+        },
+    );
+}
+
+fn no_crash(w: &Wine) -> std::result::Result<(), String> {
+    let c = crash_lines(w);
+    if c.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} crash line(s) in the log, first: {}", c.len(), c[0]))
+    }
+}
+
+fn body(w: &Wine, t: &mut Tally) -> Result {
+    // ---- load 1: defaults.
+    step("wine: scull-tool.exe conformance --target wine");
+    let (ok, lines) = tool(w, 600, &["conformance", "--target", "wine"])?;
+    t.suite("conformance", ok, &lines);
+
+    step("wine: scull-tool.exe stress --target wine --writers 8 --readers 8 --seconds 30");
+    let (ok, lines) = tool(w, 200, &["--target", "wine", "stress", "--writers", "8", "--readers", "8", "--seconds", "30"])?;
+    t.case(
+        "stress_8_writers_8_readers_threads",
+        if ok && lines.iter().any(|l| l == "stress: 0 lost, 0 corrupt") { Ok(()) } else { Err("see the stress report above".into()) },
+    );
+
+    step(&format!("wine: scull-tool.exe fuzz --target wine --seconds 60 --seed {FUZZ_SEED}"));
+    let (ok, lines) = tool(w, 200, &["--target", "wine", "fuzz", "--seconds", "60", "--seed", FUZZ_SEED])?;
+    let survived = lines.iter().any(|l| l.starts_with("fuzz: devices still work"));
+    t.case(
+        &format!("fuzz_60s_seed_{FUZZ_SEED}"),
+        if ok && survived { no_crash(w) } else { Err("the fuzzer failed (see above)".into()) },
+    );
+
+    step("wine: sc stop while a read is pended on scullpipe0");
+    let pended = pend_read_then_stop(w, 1)?;
+    t.case("unload_completes_pended_read", pended.0);
+    leak_case(t, "unload_reports_zero_outstanding_blocks", w, Ok(pended.1));
+    t.case("winedevice_alive_after_load_1", no_crash(w));
+
+    // ---- load 2: test identity mode and fault injection.
+    set_param(w, "scull_test_identity", 1)?;
+    set_param(w, "scull_fail_at", 0)?;
+    start(w, 2)?;
+    let mode = w.wait_log_nth("test identity mode (scull_test_identity):", 2, 5).unwrap_or_default();
+    t.case(
+        "test_modes_announced_at_load",
+        if mode.contains("test identity mode (scull_test_identity): ON") && mode.contains("fault injection (scull_fail_at): ON") {
+            Ok(())
+        } else {
+            Err(format!("load line: {mode:?}"))
+        },
+    );
+    for filter in ["uid", "privileged_commands_refused", "priv_private_per_key"] {
+        step(&format!("wine: identity pass: conformance --filter {filter} (scull_test_identity=1)"));
+        let (ok, lines) = tool(w, 300, &["conformance", "--target", "wine", "--filter", filter])?;
+        let (p, _, k) = t.suite(&format!("identity pass {filter}"), ok, &lines);
+        if k > 0 || p == 0 {
+            t.case(&format!("identity_pass_{filter}_runs_every_case"), Err(format!("{p} passed, {k} skipped: test identity mode not in effect?")));
+        }
+    }
+    step("wine: fault-injection sweep (scull_fail_at)");
+    let (ok, lines) = tool(w, 300, &["win-fault-sweep", "wine", "100"])?;
+    t.case(
+        "fault_injection_sweep",
+        if ok && lines.iter().any(|l| l.starts_with("fault sweep:")) { Ok(()) } else { Err("see the sweep above".into()) },
+    );
+    let leaks = stop(w, 2);
+    leak_case(t, "unload_reports_zero_outstanding_blocks_test_mode", w, leaks);
+    t.case("winedevice_alive_after_load_2", no_crash(w));
+    Ok(())
+}
+
+/// Starts `win-pend-read` on scullpipe0, waits until its read is pended in
+/// the driver, then `sc stop`s the driver. Returns whether the read ended
+/// cancelled (ERROR_OPERATION_ABORTED) and the unload's block count.
+fn pend_read_then_stop(w: &Wine, load: usize) -> Result<(std::result::Result<(), String>, Option<i64>)> {
+    use std::sync::mpsc;
+    let mut c = w.cmd(90, WINE64);
+    c.args([r"C:\scull\scull-tool.exe", "win-pend-read", "wine", "scullpipe0"]).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    eprintln!("+ wine scull-tool.exe win-pend-read wine scullpipe0 (background)");
+    let mut child = c.spawn().map_err(|e| format!("win-pend-read: {e}"))?;
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(|l| l.ok()) {
+            println!("  pend-read: {l}");
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_default();
+    if first != "pending" {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Ok((Err(format!("win-pend-read did not start: {first:?}")), stop(w, load)?));
+    }
+    // The read is issued right after `pending`; give it time to reach the driver.
+    std::thread::sleep(Duration::from_millis(1500));
+    let leaks = stop(w, load)?;
+    let end = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+    let _ = child.wait();
+    let r = if end == "read ended: error 995" {
+        Ok(())
+    } else {
+        Err(format!("after sc stop the pended read ended with {end:?}, want `read ended: error 995` (ERROR_OPERATION_ABORTED)"))
+    };
+    Ok((r, leaks))
+}
+
+/// `cargo xtask wine bench`: scull-tool bench against scull0 and a plain file
+/// in the prefix (C:\scull\bench). Reference figures only, never pass/fail.
+pub fn bench() -> Result {
+    let w = setup().inspect_err(|_| Wine::new().kill_server())?;
+    std::fs::create_dir_all(w.drive_c().join("scull").join("bench")).map_err(|e| e.to_string())?;
+    step("wine: scull-tool.exe bench --target wine (reference figures, not pass/fail)");
+    let r = tool(&w, 900, &["--target", "wine", "bench", "--mib", "64", "--scale-mib", "256", "--baseline-dir", r"C:\scull\bench"]);
+    let leaks = teardown(&w);
+    let (ok, _) = r?;
+    println!("wine bench: unload reports {:?} outstanding 'lucS' blocks", leaks?);
+    if !ok {
+        return Err("bench failed".into());
     }
     Ok(())
 }

@@ -44,6 +44,48 @@ use windows_sys::Win32::System::IO::{CancelIoEx, DeviceIoControl, OVERLAPPED};
 
 /// The hidden subcommand of a spawned writer.
 const CHILD_WRITER: &str = "__scull_child_writer";
+/// The hidden subcommand of `Who::Other`: a child process that holds one
+/// handle and runs the parent's requests on it (see [`proxy`]).
+const CHILD_PROXY: &str = "__scull_child_proxy";
+
+/// scull.sys's test IOCTL (scull-wdm/src/testmode.rs): present only while the
+/// driver was loaded with `scull_test_identity=1` or `scull_fail_at`.
+/// Input `[op: u32, arg: i32]`; output 32 bytes: modes u32, pad, outstanding
+/// 'lucS' blocks i64, allocations u64, injected failures u64.
+pub const WIN_IOCTL_TEST: u32 = ioctl::ctl_code(0x8000, 0x860, 0, 0);
+pub const TEST_OP_QUERY: u32 = 0;
+pub const TEST_OP_DEMOTE: u32 = 1;
+pub const TEST_OP_FAIL_AT: u32 = 2;
+pub const MODE_IDENTITY: u32 = 1;
+pub const MODE_FAULTS: u32 = 2;
+
+/// What `WIN_IOCTL_TEST` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestReport {
+    pub modes: u32,
+    pub outstanding: i64,
+    pub allocs: u64,
+    pub injected: u64,
+}
+
+/// One test op on a fresh handle of scull0.
+pub fn test_op(wine: bool, op: u32, arg: i32) -> Result<TestReport, Error> {
+    let h = open_raw(Dev::Scull(0), OpenOpts::R, wine, false)?;
+    let mut input = [0u8; 8];
+    input[..4].copy_from_slice(&op.to_le_bytes());
+    input[4..].copy_from_slice(&arg.to_le_bytes());
+    let out = device_io_control(h.0, WIN_IOCTL_TEST, &input, 32)?;
+    if out.len() != 32 {
+        return Err(Error::Invalid);
+    }
+    let u = |r: std::ops::Range<usize>| u64::from_le_bytes(out[r].try_into().unwrap_or([0; 8]));
+    Ok(TestReport {
+        modes: u32::from_le_bytes(out[..4].try_into().unwrap_or([0; 4])),
+        outstanding: u(8..16) as i64,
+        allocs: u(16..24),
+        injected: u(24..32),
+    })
+}
 
 /// Win32 error → scull error (scull-core's table; anything else is `Invalid`).
 fn map(code: u32) -> Error {
@@ -87,6 +129,29 @@ impl Drop for Owned {
 }
 
 fn open_raw(dev: Dev, o: OpenOpts, wine: bool, overlapped: bool) -> Result<Owned, Error> {
+    let h = create_raw(dev, o, wine, overlapped)?;
+    // Wine does not wait for IRP_MJ_CREATE, so a refused open still yields a
+    // handle: the bridge IOCTL, sent on every open, returns the refusal (and
+    // waits while a scullwuid create is pended).
+    if wine {
+        send_open_flags(&h, o)?;
+    }
+    Ok(h)
+}
+
+fn send_open_flags(h: &Owned, o: OpenOpts) -> Result<(), Error> {
+    let mut bits = 0u32;
+    if o.nonblock {
+        bits |= ioctl::WIN_OPEN_NONBLOCK;
+    }
+    if o.truncate {
+        bits |= ioctl::WIN_OPEN_TRUNCATE;
+    }
+    device_io_control(h.0, ioctl::WIN_IOCTL_OPEN_FLAGS, &bits.to_le_bytes(), 0).map(drop)
+}
+
+/// CreateFileW alone (no bridge call).
+fn create_raw(dev: Dev, o: OpenOpts, wine: bool, overlapped: bool) -> Result<Owned, Error> {
     let mut access = 0;
     if o.read {
         access |= GENERIC_READ;
@@ -104,20 +169,7 @@ fn open_raw(dev: Dev, o: OpenOpts, wine: bool, overlapped: bool) -> Result<Owned
     if h == INVALID_HANDLE_VALUE {
         return Err(last_error());
     }
-    let h = Owned(h);
-    // Wine does not wait for IRP_MJ_CREATE, so a refused open still yields a
-    // handle: the bridge IOCTL, sent on every open, returns the refusal.
-    if wine {
-        let mut bits = 0u32;
-        if o.nonblock {
-            bits |= ioctl::WIN_OPEN_NONBLOCK;
-        }
-        if o.truncate {
-            bits |= ioctl::WIN_OPEN_TRUNCATE;
-        }
-        device_io_control(h.0, ioctl::WIN_IOCTL_OPEN_FLAGS, &bits.to_le_bytes(), 0)?;
-    }
-    Ok(h)
+    Ok(Owned(h))
 }
 
 /// DeviceIoControl on a synchronous handle. ERROR_MORE_DATA keeps the data
@@ -364,6 +416,8 @@ pub struct WinTarget {
     nr_devs: u8,
     p_nr_devs: u8,
     privileged: bool,
+    /// `WIN_IOCTL_TEST` modes (0 when the driver has none on).
+    modes: u32,
 }
 
 impl WinTarget {
@@ -383,7 +437,8 @@ impl WinTarget {
                 w.ioctl(Cmd::HQuantum, q).ok()
             })
             .is_some();
-        WinTarget { wine, nr_devs, p_nr_devs, privileged }
+        let modes = test_op(wine, TEST_OP_QUERY, 0).map_or(0, |r| r.modes);
+        WinTarget { wine, nr_devs, p_nr_devs, privileged, modes }
     }
 }
 
@@ -399,7 +454,9 @@ impl Target for WinTarget {
     fn caps(&self) -> Caps {
         Caps {
             privileged: self.privileged,
-            other_user: false,
+            // Test identity mode: every process is its own user, and a
+            // proxy child process that gave up the override is `Who::Other`.
+            other_user: self.modes & MODE_IDENTITY != 0,
             poll: false,
             cancel: true,
             processes: true,
@@ -415,7 +472,12 @@ impl Target for WinTarget {
 
     fn open_as(&self, who: Who, dev: Dev, opts: OpenOpts) -> Result<Box<dyn Handle>, Error> {
         if who == Who::Other {
-            return Err(Error::NotTty);
+            if self.modes & MODE_IDENTITY == 0 {
+                return Err(Error::NotTty);
+            }
+            let mut p = proxy::Proxy::spawn(self.wine, dev, opts)?;
+            p.opened(Duration::from_secs(60))?;
+            return Ok(Box::new(p));
         }
         let h = open_raw(dev, opts, self.wine, false)?;
         Ok(Box::new(WinHandle { h, dev, wine: self.wine, pos: 0 }))
@@ -485,8 +547,13 @@ pub fn by_name(name: &str) -> Option<Box<dyn Target>> {
 /// stdin (looping on partial writes), prints the count and exits 0; on error
 /// prints `error <win32>` and exits 1.
 pub fn child_main(args: &[String]) -> Option<u8> {
-    if args.first().map(String::as_str) != Some(CHILD_WRITER) {
-        return None;
+    match args.first().map(String::as_str) {
+        Some(CHILD_WRITER) => {}
+        Some(CHILD_PROXY) => return Some(proxy::child(&args[1..])),
+        Some("win-fault-sweep") => return Some(harness::fault_sweep(&args[1..])),
+        Some("win-pend-read") => return Some(harness::pend_read(&args[1..])),
+        Some("win-test") => return Some(harness::test_cmd(&args[1..])),
+        _ => return None,
     }
     let wine = args.get(1).map(String::as_str) == Some("wine");
     let dev = args.get(2).and_then(|s| Dev::parse(s));
@@ -594,14 +661,46 @@ mod extra {
             case!(unknown_path_suffix_refused),
             case!(scullpriv_per_process),
             Case { name: "win_wuid_pended_create_completed_by_owner_close", needs: second_user, run: wuid_pend },
+            Case { name: "win_wuid_pended_create_cancelled", needs: second_user, run: wuid_cancel_pended },
         ]
     }
 
-    /// A pended IRP_MJ_CREATE needs an opener with another user SID. The
-    /// targets have no second identity (Wine runs every process as one
-    /// administrator, and does not wait for IRP_MJ_CREATE at all).
+    /// A pended IRP_MJ_CREATE needs an opener with another identity: the
+    /// driver's test identity mode (`scull_test_identity=1`) gives each
+    /// process its own, and `Who::Other` is a child process (see [`proxy`]).
+    /// Under Wine, which does not wait for IRP_MJ_CREATE, the wait shows in
+    /// the bridge call that follows CreateFile.
     fn second_user(c: &Caps) -> Option<&'static str> {
-        (!c.other_user).then_some("needs a second, unprivileged user SID (and an I/O manager that waits for IRP_MJ_CREATE)")
+        (!c.other_user).then_some("needs a second identity (load the driver with scull_test_identity=1)")
+    }
+
+    fn wuid_cancel_pended(t: &dyn Target) -> R {
+        let wine = t.name() == "wine";
+        let owner = ok(t.open(Dev::Wuid, OpenOpts::RW), "owner opens scullwuid")?;
+        let base = ok(test_op(wine, TEST_OP_QUERY, 0), "test query")?;
+        let mut p = ok(proxy::Proxy::spawn(wine, Dev::Wuid, OpenOpts::R), "spawn the other user")?;
+        match p.opened(Duration::from_millis(700)) {
+            Err(Error::WouldBlock) => {}
+            other => return Err(format!("the other user's open did not wait: {other:?}")),
+        }
+        ok(p.cancel_open(), "send cancel")?;
+        match p.opened(Duration::from_secs(10)) {
+            Err(Error::Interrupted) => {}
+            // Real Windows: CreateFile itself blocks; the child exits to cancel it.
+            Err(Error::Invalid) if !wine => {}
+            other => return Err(format!("the cancelled open: {other:?}, want ERROR_OPERATION_ABORTED")),
+        }
+        drop(p);
+        let now = ok(test_op(wine, TEST_OP_QUERY, 0), "test query")?;
+        check!(now.outstanding == base.outstanding, "the waiter's record leaked: {} blocks, {} before", now.outstanding, base.outstanding);
+        drop(owner);
+        // The cancelled waiter was not admitted: the device is free for anyone.
+        let started = Instant::now();
+        let q = ok(t.open_as(Who::Other, Dev::Wuid, OpenOpts::R), "another user opens the freed scullwuid")?;
+        check!(started.elapsed() < Duration::from_secs(5), "the freed device made a new user wait");
+        drop(q);
+        drop(ok(t.open(Dev::Wuid, OpenOpts::R), "the first user reopens")?);
+        Ok(())
     }
 
     fn wuid_pend(t: &dyn Target) -> R {
@@ -788,5 +887,519 @@ mod extra {
         check!(privs.len() >= 2, "two scullpriv instances expected:\n{text}");
         check!(privs.iter().any(|l| field(l, "size") == Some("7")), "the child's instance (size=7) is missing:\n{text}");
         Ok(())
+    }
+}
+
+/// `Who::Other` under test identity mode: a child process of this tool that
+/// gives up the administrator override (`TEST_OP_DEMOTE`), opens one device
+/// and then runs the parent's requests on that handle, one line each:
+/// `read N`, `write HEX`, `seek s|c|e OFF`, `setlen N`, `ioctl CODE VALUE`,
+/// `raw CODE HEX|- OUTLEN`, `stats`; answers `ok [VALUE]` or `error WIN32`.
+/// The first answer is the open's. `cancel` (while the open waits) cancels
+/// the pending open: CancelIoEx on the handle (wine: the bridge call waits),
+/// or, where CreateFile itself blocks (windows), the process exits, which
+/// cancels its I/O. End of input closes the handle and ends the child.
+pub mod proxy {
+    use super::*;
+    use std::io::BufRead;
+    use std::process::ChildStdin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::mpsc;
+
+    pub fn hex(b: &[u8]) -> String {
+        if b.is_empty() {
+            return "-".into();
+        }
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    pub fn unhex(s: &str) -> Option<Vec<u8>> {
+        if s == "-" {
+            return Some(Vec::new());
+        }
+        if s.len() % 2 != 0 {
+            return None;
+        }
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect()
+    }
+
+    pub struct Proxy {
+        child: Child,
+        stdin: Option<ChildStdin>,
+        lines: mpsc::Receiver<String>,
+        open: Option<Result<(), Error>>,
+    }
+
+    fn parse_reply(l: &str) -> Result<String, Error> {
+        if let Some(rest) = l.strip_prefix("ok") {
+            return Ok(rest.trim().to_string());
+        }
+        let code = l.strip_prefix("error ").and_then(|c| c.trim().parse::<u32>().ok());
+        Err(code.map(map).unwrap_or(Error::Invalid))
+    }
+
+    impl Proxy {
+        pub fn spawn(wine: bool, dev: Dev, o: OpenOpts) -> Result<Proxy, Error> {
+            let exe = std::env::current_exe().map_err(|_| Error::Invalid)?;
+            let mut name = String::new();
+            let _ = dev.windows_name(&mut name);
+            let bits = u8::from(o.read) | (u8::from(o.write) << 1) | (u8::from(o.nonblock) << 2) | (u8::from(o.truncate) << 3);
+            let mut child = Command::new(exe)
+                .args([CHILD_PROXY, if wine { "wine" } else { "windows" }, &name, &bits.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .map_err(|_| Error::Invalid)?;
+            let stdin = child.stdin.take();
+            let out = child.stdout.take().ok_or(Error::Invalid)?;
+            let (tx, lines) = mpsc::channel();
+            std::thread::spawn(move || {
+                for l in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+            });
+            Ok(Proxy { child, stdin, lines, open: None })
+        }
+
+        /// The open's outcome, waiting up to `timeout`; `Err(WouldBlock)`
+        /// while it is still pending.
+        pub fn opened(&mut self, timeout: Duration) -> Result<(), Error> {
+            if let Some(r) = self.open {
+                return r;
+            }
+            match self.lines.recv_timeout(timeout) {
+                Ok(l) => {
+                    let r = parse_reply(&l).map(drop);
+                    self.open = Some(r);
+                    r
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::WouldBlock),
+                Err(_) => {
+                    self.open = Some(Err(Error::Invalid));
+                    Err(Error::Invalid)
+                }
+            }
+        }
+
+        /// Asks the child to cancel its pending open.
+        pub fn cancel_open(&mut self) -> Result<(), Error> {
+            self.send("cancel")
+        }
+
+        fn send(&mut self, line: &str) -> Result<(), Error> {
+            let s = self.stdin.as_mut().ok_or(Error::Invalid)?;
+            writeln!(s, "{line}").and_then(|_| s.flush()).map_err(|_| Error::Invalid)
+        }
+
+        fn request(&mut self, line: &str) -> Result<String, Error> {
+            self.opened(Duration::from_secs(60))?;
+            self.send(line)?;
+            let l = self.lines.recv_timeout(Duration::from_secs(60)).map_err(|_| Error::Invalid)?;
+            parse_reply(&l)
+        }
+    }
+
+    impl Drop for Proxy {
+        fn drop(&mut self) {
+            // End of input: the child closes its handle and exits. Wait for
+            // that, so that the close has happened when the drop returns.
+            self.stdin = None;
+            let end = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < end {
+                if let Ok(Some(_)) = self.child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    impl Handle for Proxy {
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize, Error> {
+            let got = unhex(&self.request(&format!("read {}", buf.len()))?).ok_or(Error::Invalid)?;
+            let n = got.len().min(buf.len());
+            buf[..n].copy_from_slice(&got[..n]);
+            Ok(n)
+        }
+
+        fn write(&mut self, buf: &[u8]) -> Result<usize, Error> {
+            self.request(&format!("write {}", hex(buf)))?.parse().map_err(|_| Error::Invalid)
+        }
+
+        fn seek(&mut self, whence: Whence, off: i64) -> Result<u64, Error> {
+            let w = match whence {
+                Whence::Set => "s",
+                Whence::Cur => "c",
+                Whence::End => "e",
+            };
+            self.request(&format!("seek {w} {off}"))?.parse().map_err(|_| Error::Invalid)
+        }
+
+        fn set_len(&mut self, len: u64) -> Result<(), Error> {
+            self.request(&format!("setlen {len}")).map(drop)
+        }
+
+        fn ioctl(&mut self, cmd: Cmd, value: i32) -> Result<i32, Error> {
+            self.request(&format!("ioctl {} {value}", cmd.windows_code()))?.parse().map_err(|_| Error::Invalid)
+        }
+
+        fn ioctl_raw(&mut self, code: u32, input: &[u8], out_len: usize) -> Result<Vec<u8>, Error> {
+            unhex(&self.request(&format!("raw {code} {} {out_len}", hex(input)))?).ok_or(Error::Invalid)
+        }
+
+        fn stats(&mut self) -> Result<String, Error> {
+            let b = unhex(&self.request("stats")?).ok_or(Error::Invalid)?;
+            Ok(String::from_utf8_lossy(&b).into_owned())
+        }
+    }
+
+    /// The handle value, for a `cancel` from the input thread.
+    static OPENING: AtomicUsize = AtomicUsize::new(0);
+
+    fn reply(r: Result<String, Error>) {
+        match r {
+            Ok(v) if v.is_empty() => println!("ok"),
+            Ok(v) => println!("ok {v}"),
+            Err(e) => println!("error {}", e.win32()),
+        }
+        let _ = std::io::stdout().flush();
+    }
+
+    fn exec(h: &mut WinHandle, line: &str) -> Result<String, Error> {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let num = |i: usize| w.get(i).and_then(|s| s.parse::<i64>().ok()).ok_or(Error::Invalid);
+        match w.first().copied() {
+            Some("read") => {
+                let mut b = vec![0u8; num(1)? as usize];
+                let n = h.read(&mut b)?;
+                Ok(hex(&b[..n]))
+            }
+            Some("write") => h.write(&unhex(w.get(1).ok_or(Error::Invalid)?).ok_or(Error::Invalid)?).map(|n| n.to_string()),
+            Some("seek") => {
+                let wh = match w.get(1).copied() {
+                    Some("s") => Whence::Set,
+                    Some("c") => Whence::Cur,
+                    Some("e") => Whence::End,
+                    _ => return Err(Error::Invalid),
+                };
+                h.seek(wh, num(2)?).map(|p| p.to_string())
+            }
+            Some("setlen") => h.set_len(num(1)? as u64).map(|_| String::new()),
+            Some("ioctl") => {
+                let cmd = Cmd::from_windows_code(num(1)? as u32)?;
+                h.ioctl(cmd, num(2)? as i32).map(|v| v.to_string())
+            }
+            Some("raw") => {
+                let input = unhex(w.get(2).ok_or(Error::Invalid)?).ok_or(Error::Invalid)?;
+                h.ioctl_raw(num(1)? as u32, &input, num(3)? as usize).map(|b| hex(&b))
+            }
+            Some("stats") => h.stats().map(|t| hex(t.as_bytes())),
+            _ => Err(Error::Invalid),
+        }
+    }
+
+    /// `__scull_child_proxy <wine|windows> <Dev> <bits>`.
+    pub fn child(args: &[String]) -> u8 {
+        let wine = args.first().map(String::as_str) == Some("wine");
+        let dev = args.get(1).and_then(|s| Dev::parse(s));
+        let bits: u8 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let Some(dev) = dev else {
+            reply(Err(Error::Invalid));
+            return 1;
+        };
+        let o = OpenOpts { read: bits & 1 != 0, write: bits & 2 != 0, nonblock: bits & 4 != 0, truncate: bits & 8 != 0 };
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for l in std::io::stdin().lock().lines().map_while(|l| l.ok()) {
+                if l.trim() == "cancel" {
+                    let h = OPENING.load(Ordering::SeqCst);
+                    if h == 0 {
+                        // CreateFile itself is blocked (an I/O manager that
+                        // waits for IRP_MJ_CREATE): exiting cancels it.
+                        std::process::exit(3);
+                    }
+                    // SAFETY: the handle stays open until the open has finished
+                    // and OPENING is cleared.
+                    unsafe { CancelIoEx(h as HANDLE, null_mut()) };
+                    continue;
+                }
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        // Another user: no administrator override for this process.
+        if let Err(e) = test_op(wine, TEST_OP_DEMOTE, 0) {
+            reply(Err(e));
+            return 1;
+        }
+        let h = match create_raw(dev, o, wine, false) {
+            Ok(h) => h,
+            Err(e) => {
+                reply(Err(e));
+                return 1;
+            }
+        };
+        OPENING.store(h.0 as usize, Ordering::SeqCst);
+        let r = if wine { send_open_flags(&h, o) } else { Ok(()) };
+        OPENING.store(0, Ordering::SeqCst);
+        if let Err(e) = r {
+            reply(Err(e));
+            return 1;
+        }
+        reply(Ok(String::new()));
+        let mut h = WinHandle { h, dev, wine, pos: 0 };
+        for line in rx {
+            reply(exec(&mut h, &line));
+        }
+        0
+    }
+}
+
+/// Windows-only harness commands that `cargo xtask wine` runs (target first):
+/// - `win-test <wine|windows> query | fail-at K`: the test IOCTL; prints
+///   `modes=M outstanding=N allocs=A injected=I`.
+/// - `win-pend-read <wine|windows> <dev>`: opens `dev` for reading, prints
+///   `pending`, blocks in ReadFile, then prints `read ended: ok N` or
+///   `read ended: error WIN32` (for unloading with an IRP pended).
+/// - `win-fault-sweep <wine|windows> [max_k]`: the fault-injection sweep
+///   (driver loaded with `scull_fail_at`), see [`fault_sweep`].
+pub mod harness {
+    use super::*;
+
+    fn wine_arg(args: &[String]) -> bool {
+        args.first().map(String::as_str) == Some("wine")
+    }
+
+    pub fn test_cmd(args: &[String]) -> u8 {
+        let wine = wine_arg(args);
+        let (op, arg) = match (args.get(1).map(String::as_str), args.get(2).and_then(|s| s.parse::<i32>().ok())) {
+            (Some("query"), _) => (TEST_OP_QUERY, 0),
+            (Some("fail-at"), Some(k)) => (TEST_OP_FAIL_AT, k),
+            _ => {
+                eprintln!("usage: win-test <wine|windows> query | fail-at K");
+                return 2;
+            }
+        };
+        match test_op(wine, op, arg) {
+            Ok(r) => {
+                println!("modes={} outstanding={} allocs={} injected={}", r.modes, r.outstanding, r.allocs, r.injected);
+                0
+            }
+            Err(e) => {
+                println!("error {} ({e})", e.win32());
+                1
+            }
+        }
+    }
+
+    pub fn pend_read(args: &[String]) -> u8 {
+        let wine = wine_arg(args);
+        let Some(dev) = args.get(1).and_then(|s| Dev::parse(s)) else {
+            eprintln!("usage: win-pend-read <wine|windows> <dev>");
+            return 2;
+        };
+        let mut h = match open_raw(dev, OpenOpts::R, wine, false) {
+            Ok(h) => WinHandle { h, dev, wine, pos: 0 },
+            Err(e) => {
+                println!("open failed: error {}", e.win32());
+                return 1;
+            }
+        };
+        println!("pending");
+        let _ = std::io::stdout().flush();
+        let mut b = [0u8; 64];
+        match h.read(&mut b) {
+            Ok(n) => println!("read ended: ok {n}"),
+            // SAFETY: reads the thread's last error, set by the failed ReadFile.
+            Err(_) => println!("read ended: error {}", unsafe { GetLastError() }),
+        }
+        let _ = std::io::stdout().flush();
+        0
+    }
+
+    /// Bytes the driver acknowledged at an offset of scull1.
+    struct Acked {
+        off: u64,
+        data: Vec<u8>,
+    }
+
+    #[derive(Default)]
+    struct Outcome {
+        nomem: u32,
+        short: u32,
+    }
+
+    fn pattern(k: i32, rec: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|j| (k as usize * 31 + rec * 7 + j) as u8 | 1).collect()
+    }
+
+    /// One workload run while the k-th allocation fails. A contract breach
+    /// (an error other than NoMemory, a count larger than asked) is `Err`.
+    fn workload(wine: bool, k: i32, acked: &mut Vec<Acked>, o: &mut Outcome) -> Result<(), String> {
+        let mut note = |r: Result<usize, Error>, want: usize, what: &str| -> Result<usize, String> {
+            match r {
+                Ok(n) if n > want => Err(format!("{what}: {n} bytes acknowledged, {want} asked")),
+                Ok(n) => {
+                    if n < want {
+                        o.short += 1;
+                    }
+                    Ok(n)
+                }
+                Err(Error::NoMemory) => {
+                    o.nomem += 1;
+                    Ok(0)
+                }
+                Err(e) => Err(format!("{what}: {e} (want success, a short count or NoMemory)")),
+            }
+        };
+        // Store: records that span quanta (4000) and a far one (a new qset).
+        let dev = Dev::Scull(1);
+        let mut h = match open_raw(dev, OpenOpts::RW, wine, false) {
+            Ok(h) => WinHandle { h, dev, wine, pos: 0 },
+            Err(e) => {
+                note(Err(e), 0, "open scull1")?;
+                return Ok(());
+            }
+        };
+        let recs: [(u64, usize); 5] = [(0, 3000), (3000, 3000), (6000, 5000), (11_000, 2000), (8_000_000 + 5, 300)];
+        for (i, &(off, len)) in recs.iter().enumerate() {
+            let data = pattern(k, i, len);
+            h.seek(Whence::Set, off as i64).map_err(|e| format!("seek: {e}"))?;
+            let n = note(h.write(&data), len, &format!("write record {i}"))?;
+            if n > 0 {
+                acked.push(Acked { off, data: data[..n].to_vec() });
+            }
+        }
+        drop(h);
+        // Pipe: the first open allocates the buffer.
+        let dev = Dev::Pipe(1);
+        match open_raw(dev, OpenOpts::RW, wine, false) {
+            Ok(p) => {
+                let mut p = WinHandle { h: p, dev, wine, pos: 0 };
+                let data = pattern(k, 99, 100);
+                let n = note(p.write(&data), 100, "pipe write")?;
+                let mut b = vec![0u8; 200];
+                let got = if n > 0 { p.read(&mut b).map_err(|e| format!("pipe read: {e}"))? } else { 0 };
+                if b[..got] != data[..n] {
+                    return Err(format!("pipe: read back {got} bytes that differ from the {n} acknowledged"));
+                }
+            }
+            Err(e) => {
+                note(Err(e), 0, "open scullpipe1")?;
+            }
+        }
+        Ok(())
+    }
+
+    fn verify(wine: bool, acked: &[Acked]) -> Result<(), String> {
+        let dev = Dev::Scull(1);
+        let mut h = WinHandle { h: open_raw(dev, OpenOpts::R, wine, false).map_err(|e| format!("reopen: {e}"))?, dev, wine, pos: 0 };
+        let size = h.seek(Whence::End, 0).map_err(|e| format!("size: {e}"))?;
+        for a in acked {
+            let end = a.off + a.data.len() as u64;
+            if size < end {
+                return Err(format!("size {size} < end {end} of acknowledged bytes"));
+            }
+            h.seek(Whence::Set, a.off as i64).map_err(|e| format!("seek: {e}"))?;
+            let mut b = vec![0u8; a.data.len()];
+            let mut got = 0;
+            while got < b.len() {
+                match h.read(&mut b[got..]) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) => return Err(format!("read back at {}: {e}", a.off)),
+                }
+            }
+            if b[..got] != a.data[..] {
+                return Err(format!("acknowledged bytes at {} ({} bytes) read back different", a.off, a.data.len()));
+            }
+        }
+        Ok(())
+    }
+
+    /// For k = 1, 2, ...: arm "the k-th allocation fails", run the workload,
+    /// disarm, check every acknowledged byte, trim, and check the outstanding
+    /// block count is back at its baseline. Ends at the first k the workload
+    /// never reaches (no failure injected), or at max_k. Exit 0 when every
+    /// run kept the contract and at least one failure was injected.
+    pub fn fault_sweep(args: &[String]) -> u8 {
+        let wine = wine_arg(args);
+        let max_k: i32 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(100);
+        let q = |op, arg| test_op(wine, op, arg);
+        match q(TEST_OP_QUERY, 0) {
+            Ok(r) if r.modes & MODE_FAULTS != 0 => {}
+            other => {
+                println!("FAIL fault sweep: the driver has no fault injection (load it with scull_fail_at): {other:?}");
+                return 1;
+            }
+        }
+        let _ = open_raw(Dev::Scull(1), OpenOpts::TRUNC, wine, false);
+        let (mut runs, mut injected, mut nomem, mut short) = (0, 0u64, 0, 0);
+        let mut reached_end = false;
+        for k in 1..=max_k {
+            let before = match q(TEST_OP_QUERY, 0) {
+                Ok(r) => r,
+                Err(e) => {
+                    println!("FAIL fault k={k}: query: {e}");
+                    return 1;
+                }
+            };
+            if let Err(e) = q(TEST_OP_FAIL_AT, k) {
+                println!("FAIL fault k={k}: arm: {e}");
+                return 1;
+            }
+            let mut acked = Vec::new();
+            let mut o = Outcome::default();
+            let r = workload(wine, k, &mut acked, &mut o);
+            let disarm = q(TEST_OP_FAIL_AT, 0);
+            let r = r.and_then(|_| disarm.map(drop).map_err(|e| format!("disarm: {e}"))).and_then(|_| verify(wine, &acked));
+            let _ = open_raw(Dev::Scull(1), OpenOpts::TRUNC, wine, false);
+            let after = match q(TEST_OP_QUERY, 0) {
+                Ok(a) => a,
+                Err(e) => {
+                    println!("FAIL fault k={k}: query: {e}");
+                    return 1;
+                }
+            };
+            runs += 1;
+            let hit = after.injected - before.injected;
+            injected += hit;
+            nomem += o.nomem;
+            short += o.short;
+            let bytes: usize = acked.iter().map(|a| a.data.len()).sum();
+            println!(
+                "fault k={k}: injected={hit} nomem={} short={} acknowledged={bytes} B, outstanding {} -> {}",
+                o.nomem, o.short, before.outstanding, after.outstanding
+            );
+            if let Err(msg) = r {
+                println!("FAIL fault k={k}: {msg}");
+                return 1;
+            }
+            if after.outstanding != before.outstanding {
+                println!("FAIL fault k={k}: outstanding blocks {} after trim, {} before", after.outstanding, before.outstanding);
+                return 1;
+            }
+            if hit > 0 && o.nomem + o.short == 0 {
+                println!("FAIL fault k={k}: an allocation failed but no request reported it");
+                return 1;
+            }
+            if hit == 0 {
+                reached_end = true;
+                break;
+            }
+        }
+        if !reached_end || injected == 0 {
+            println!("FAIL fault sweep: injected={injected} over {runs} runs; the workload never ran clean before k={max_k}");
+            return 1;
+        }
+        println!(
+            "fault sweep: {runs} runs (k=1..{runs}), {injected} injected failures, {nomem} NoMemory errors, {short} short counts, 0 corrupted, outstanding back to baseline after every trim"
+        );
+        0
     }
 }
