@@ -182,11 +182,21 @@ pub unsafe fn create(driver: *mut DRIVER_OBJECT, dev: Dev) -> NTSTATUS {
         ptr::write(ext, DevExt { magic: MAGIC, dev, linked: false, kind: kind_for(dev) });
         init_in_place(&(*ext).kind);
         (*d).Flags |= DO_BUFFERED_IO;
-        (*d).Flags &= !DO_DEVICE_INITIALIZING;
     }
     let n = NDEVICES.load(Ordering::Relaxed);
     DEVICES[n].store(d, Ordering::Relaxed);
     NDEVICES.store(n + 1, Ordering::Relaxed);
+    // The ACL before anything can open it (initialising, no link yet).
+    // SAFETY: the device just created.
+    match unsafe { crate::acl::apply(d) } {
+        Ok(aces) => ktrace!("{}: ACL applied, {} ACEs read back", dev_name(dev).as_str(), aces),
+        Err(st) => {
+            kprint!("setting the ACL of {} failed: {:#x}", dev_name(dev).as_str(), st);
+            return st;
+        }
+    }
+    // SAFETY: our new device; nothing else touches its flags yet.
+    unsafe { (*d).Flags &= !DO_DEVICE_INITIALIZING };
     // SAFETY: valid counted strings on our stack.
     let st = unsafe { IoCreateSymbolicLink(&mut ulink, &mut uname) };
     if st < 0 {

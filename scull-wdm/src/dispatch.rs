@@ -353,10 +353,28 @@ unsafe extern "C" fn wuid_cancel(d: *mut DEVICE_OBJECT, irp: *mut IRP) {
 /// A device-control IRP in dispatch on scullwuid, owned by the caller.
 unsafe fn wuid_bridge_wait(ext: &DevExt, w: &SpinLock<WuidState>, irp: *mut IRP, fo: *mut FILE_OBJECT, buf: *mut u8, in_len: usize) -> NTSTATUS {
     let mut done = Done::new();
+    let nonblock = in_len >= 4 && read_i32(buf) as u32 & sioctl::WIN_OPEN_NONBLOCK != 0;
     let mut g = w.lock();
     // SAFETY: the queues are guarded by the held lock.
-    let waiting = unsafe { irpq::find_file(&mut g.waiters, fo).is_some() };
-    if !waiting {
+    let waiting = unsafe { irpq::find_file(&mut g.waiters, fo) };
+    if let (Some(create), true) = (waiting, nonblock) {
+        // A non-blocking open (O_NONBLOCK): it must not wait. The create ends
+        // with STATUS_CANT_WAIT (EAGAIN), and so does this call.
+        // SAFETY: `create` is on the queue guarded by the held lock.
+        let ours = unsafe { irpq::take(create) };
+        drop(g);
+        // SAFETY: we own `create` when `take` said so (else its cancel
+        // routine completes it), and this IRP.
+        unsafe {
+            if ours {
+                take_waiter(create);
+                refuse(fo, STATUS_CANT_WAIT);
+                finish(create, STATUS_CANT_WAIT, 0);
+            }
+            return finish(irp, STATUS_CANT_WAIT, 0);
+        }
+    }
+    if waiting.is_none() {
         // The create finished in the meantime: answer as for any handle.
         drop(g);
         // SAFETY: we own the IRP; the file object is valid during dispatch.

@@ -39,6 +39,29 @@ pub unsafe fn enqueue(head: *mut LIST_ENTRY, irp: *mut IRP, cancel: CancelFn) ->
     }
 }
 
+/// Puts an IRP taken with [`take`] back at the head of `head` (it could not
+/// make progress after all: e.g. a pipe write of up to PIPE_ATOMIC bytes that
+/// needs more room than is free). Returns false when it was cancelled in the
+/// meantime: the caller then completes it as cancelled.
+///
+/// # Safety
+/// As for [`enqueue`]; the IRP is already marked pending.
+pub unsafe fn requeue_front(head: *mut LIST_ENTRY, irp: *mut IRP, cancel: CancelFn) -> bool {
+    // SAFETY: caller contract.
+    unsafe {
+        IoSetCancelRoutine(irp, Some(cancel));
+        if (*irp).Cancel != 0 && IoSetCancelRoutine(irp, None).is_some() {
+            return false;
+        }
+        let e = irp_list_entry(irp);
+        (*e).Flink = (*head).Flink;
+        (*e).Blink = head;
+        (*(*head).Flink).Blink = e;
+        (*head).Flink = e;
+        true
+    }
+}
+
 /// Takes `irp` off its queue if the cancel routine can be taken back. Returns
 /// false if a cancel is in progress (the IRP is then unlinked, and the cancel
 /// routine completes it).

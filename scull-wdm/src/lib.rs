@@ -17,6 +17,7 @@ static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
 
 #[macro_use]
 mod log;
+mod acl;
 mod ddk;
 mod dev;
 mod dispatch;
@@ -55,6 +56,24 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
         pool::FAIL_AT.store(k.max(0) as i64, Ordering::Relaxed);
         pool::FAULTS_ENABLED.store(true, Ordering::Relaxed);
     }
+    // The device ACL (registry scull_sddl, else SYSTEM + Administrators only).
+    let mut default = [0u16; 64];
+    for (d, c) in default.iter_mut().zip(acl::DEFAULT_SDDL.bytes()) {
+        *d = c as u16;
+    }
+    let sddl: &[u16] = match &p.sddl {
+        Some(s) => s.as_slice(),
+        None => &default[..acl::DEFAULT_SDDL.len()],
+    };
+    let Some(dacl) = acl::parse(sddl) else {
+        kprint!("bad registry parameter scull_sddl (supported: D:[P](A;;rights;;;sid)...); not loading");
+        return STATUS_INVALID_PARAMETER;
+    };
+    if let Err(st) = acl::build(&dacl) {
+        kprint!("building the device ACL failed: {:#x}; not loading", st);
+        return st;
+    }
+    show_acl(sddl, p.sddl.is_some());
     // SAFETY: the I/O manager passes a valid driver object; the dispatch
     // routines and unload have the required signatures.
     unsafe {
@@ -73,6 +92,7 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
         if st < 0 {
             // SAFETY: nothing else runs yet; no IRP can be queued.
             unsafe { dev::delete_all() };
+            acl::release();
             report_leaks("DriverEntry failed");
             return st;
         }
@@ -82,6 +102,7 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
         if testmode::identity_mode() { "ON, every process is its own user (tests only)" } else { "off" },
         if pool::FAULTS_ENABLED.load(Ordering::Relaxed) { "ON (tests only)" } else { "off" }
     );
+    acl::release();
     kprint!(
         "loaded: scull_nr_devs={} scull_p_nr_devs={} scull_quantum={} scull_qset={} scull_p_buffer={}",
         nr,
@@ -91,6 +112,19 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
         dev::PARAMS.p_buffer()
     );
     STATUS_SUCCESS
+}
+
+#[inline(never)]
+fn show_acl(sddl: &[u16], from_registry: bool) {
+    let mut shown = log::LineBuf::new();
+    for c in char::decode_utf16(sddl.iter().copied()) {
+        let _ = core::fmt::Write::write_char(&mut shown, c.unwrap_or('?'));
+    }
+    kprint!(
+        "device ACL ({}): {}",
+        if from_registry { "scull_sddl" } else { "default, scull_sddl absent" },
+        core::str::from_utf8(&shown.buf[..shown.len]).unwrap_or("?")
+    );
 }
 
 /// Validates the registry values and installs them as the global defaults.

@@ -144,4 +144,11 @@ const _: () = {
     arity!(windows_sys::Wdk::System::Registry::ZwQueryValueKey, b::ZwQueryValueKey, _, _, _, _, _, _);
     arity!(wss::ZwClose, b::ZwClose, _);
     arity!(wss::PsGetCurrentProcessId, b::PsGetCurrentProcessId,);
+    // The device ACL (acl.rs).
+    arity!(wss::RtlCreateSecurityDescriptor, b::RtlCreateSecurityDescriptor, _, _);
+    arity!(wss::RtlSetDaclSecurityDescriptor, b::RtlSetDaclSecurityDescriptor, _, _, _, _);
+    arity!(wfs::RtlCreateAcl, b::RtlCreateAcl, _, _, _);
+    arity!(wfs::RtlAddAccessAllowedAce, b::RtlAddAccessAllowedAce, _, _, _, _);
+    arity!(wfs::ZwSetSecurityObject, b::ZwSetSecurityObject, _, _, _);
+    arity!(wfs::ZwQuerySecurityObject, b::ZwQuerySecurityObject, _, _, _, _, _);
 };

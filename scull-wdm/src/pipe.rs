@@ -109,10 +109,19 @@ unsafe fn service(g: &mut SpinGuard<'_, PipeState>, done: &mut Done) {
                     continue; // being cancelled: its cancel routine completes it
                 }
                 // SAFETY: we own the IRP now (cancel routine taken back), and
-                // hold the lock; it goes to `done` either way.
+                // hold the lock; it is completed or goes back to the head.
                 unsafe {
                     match try_io(g, irp, write) {
                         Ok(n) => done.push(irp, STATUS_SUCCESS, n),
+                        // Room for part of it only (an atomic write of up to
+                        // PIPE_ATOMIC bytes waits for all of its room): it
+                        // stays first in line.
+                        Err(Error::WouldBlock) => {
+                            if !irpq::requeue_front(head, irp, cancel_routine) {
+                                done.push(irp, STATUS_CANCELLED, 0);
+                            }
+                            break;
+                        }
                         Err(e) => done.push(irp, e.ntstatus(), 0),
                     }
                 }

@@ -300,6 +300,16 @@ impl QsetList for QsetNodes {
             // SAFETY: `node` is on this list.
             unsafe { self.drop_node(node) };
         }
+        // An emptied list gives its head block back too, so that a trimmed
+        // device holds no pool at all (the fault sweep checks the count).
+        if self.len == 0 {
+            if let Some(h) = NonNull::new(self.head) {
+                // SAFETY: the head block from `alloc`; no node links to it any more.
+                unsafe { free(h.cast()) };
+                self.head = ptr::null_mut();
+                self.cursor = ptr::null_mut();
+            }
+        }
     }
 
     fn for_each(&self, f: &mut dyn FnMut(u64, &Slots<Block>)) {

@@ -40,6 +40,8 @@ impl Sddl {
 }
 
 /// Reads the values; any failure (no Parameters key...) leaves them unset.
+// Its own frame: DriverEntry must stay under a page of stack (no __chkstk in a driver).
+#[inline(never)]
 pub fn read(registry_path: *mut UNICODE_STRING) -> Values {
     let mut v = Values::default();
     let mut path = WStr::<512>::new();
@@ -89,6 +91,8 @@ pub fn read(registry_path: *mut UNICODE_STRING) -> Values {
 struct ValueBuf([u8; 512]);
 
 /// KEY_VALUE_PARTIAL_INFORMATION of `name`, or None (absent, too big...).
+// Its own frame: DriverEntry must stay under a page of stack (no __chkstk in a driver).
+#[inline(never)]
 fn query(key: HANDLE, name: &str, buf: &mut ValueBuf) -> Option<()> {
     let mut n = WStr::<32>::new();
     n.write_str(name).ok()?;
@@ -101,6 +105,8 @@ fn query(key: HANDLE, name: &str, buf: &mut ValueBuf) -> Option<()> {
     (st >= 0).then_some(())
 }
 
+// Its own frame: DriverEntry must stay under a page of stack (no __chkstk in a driver).
+#[inline(never)]
 fn string(key: HANDLE, name: &str) -> Option<Sddl> {
     let mut buf = ValueBuf([0; 512]);
     query(key, name, &mut buf)?;
@@ -132,6 +138,8 @@ fn string(key: HANDLE, name: &str) -> Option<Sddl> {
     }
 }
 
+// Its own frame: DriverEntry must stay under a page of stack (no __chkstk in a driver).
+#[inline(never)]
 fn dword(key: HANDLE, name: &str) -> Option<i32> {
     let mut buf = ValueBuf([0; 512]);
     query(key, name, &mut buf)?;

@@ -476,8 +476,12 @@ impl Target for WinTarget {
                 return Err(Error::NotTty);
             }
             let mut p = proxy::Proxy::spawn(self.wine, dev, opts)?;
-            p.opened(Duration::from_secs(60))?;
-            return Ok(Box::new(p));
+            match p.opened(Duration::from_secs(60)) {
+                Ok(()) => return Ok(Box::new(p)),
+                // Still pending after a minute: not an outcome any case expects.
+                Err(Error::WouldBlock) if p.open.is_none() => return Err(Error::Invalid),
+                Err(e) => return Err(e),
+            }
         }
         let h = open_raw(dev, opts, self.wine, false)?;
         Ok(Box::new(WinHandle { h, dev, wine: self.wine, pos: 0 }))
@@ -927,7 +931,8 @@ pub mod proxy {
         child: Child,
         stdin: Option<ChildStdin>,
         lines: mpsc::Receiver<String>,
-        open: Option<Result<(), Error>>,
+        /// The open's outcome once the child reported it.
+        pub open: Option<Result<(), Error>>,
     }
 
     fn parse_reply(l: &str) -> Result<String, Error> {
@@ -964,7 +969,7 @@ pub mod proxy {
         }
 
         /// The open's outcome, waiting up to `timeout`; `Err(WouldBlock)`
-        /// while it is still pending.
+        /// while it is still pending (then `open` is still None).
         pub fn opened(&mut self, timeout: Duration) -> Result<(), Error> {
             if let Some(r) = self.open {
                 return r;
@@ -994,7 +999,10 @@ pub mod proxy {
         }
 
         fn request(&mut self, line: &str) -> Result<String, Error> {
-            self.opened(Duration::from_secs(60))?;
+            if self.opened(Duration::from_secs(60)).is_err() && self.open.is_none() {
+                return Err(Error::Invalid);
+            }
+            self.opened(Duration::ZERO)?;
             self.send(line)?;
             let l = self.lines.recv_timeout(Duration::from_secs(60)).map_err(|_| Error::Invalid)?;
             parse_reply(&l)
