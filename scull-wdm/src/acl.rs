@@ -110,7 +110,7 @@ fn parse_rights(s: &[u8]) -> Option<u32> {
     if s.starts_with(b"0x") || s.starts_with(b"0X") {
         return num(s)?.try_into().ok();
     }
-    if s.is_empty() || s.len() % 2 != 0 {
+    if s.is_empty() || !s.len().is_multiple_of(2) {
         return None;
     }
     let mut m = 0u32;

@@ -11,11 +11,15 @@
 //!    ProcessPrng, which Wine 8 lacks. It sits next to scull-tool.exe.
 //! 4. A fresh private prefix under `target/wine/prefix` (never ~/.wine).
 //! 5. `sc create scull type= kernel start= demand binPath= C:\scull\scull.sys`,
-//!    `sc start scull`, `scull-tool.exe conformance --target wine`,
-//!    `sc stop scull`, `sc delete scull`, then `wineserver -k`.
+//!    then three loads (`sc start` ... `sc stop`), see [`body`]: defaults
+//!    (conformance, stress, fixed-seed fuzz, unload with a pended read); the
+//!    test switches `scull_test_identity=1` + `scull_fail_at=0` (identity
+//!    cases with a second identity, fault-injection sweep); the ACL value
+//!    (a bad SDDL refuses to load, the relaxed one applies). Then
+//!    `sc delete scull` and `wineserver -k`.
 //! 6. The driver's DbgPrint lines (channel warn+debugstr) land in
-//!    `target/wine/wine.log`; the unload line must report 0 outstanding
-//!    'lucS' blocks. That check is one more case in the tally.
+//!    `target/wine/wine.log`; every unload line must report 0 outstanding
+//!    'lucS' blocks, and no Wine process may have crashed. Each is a case.
 //!
 //! The last line printed is `wine: N passed, M failed, K skipped`; any
 //! failure makes the command exit non-zero.
@@ -447,6 +451,43 @@ fn body(w: &Wine, t: &mut Tally) -> Result {
     let leaks = stop(w, 2);
     leak_case(t, "unload_reports_zero_outstanding_blocks_test_mode", w, leaks);
     t.case("winedevice_alive_after_load_2", no_crash(w));
+
+    // ---- the device ACL value (Wine does not enforce DACLs on devices: the
+    // driver's SetSecurity + read-back is what shows here).
+    set_param(w, "scull_test_identity", 0)?;
+    set_param_sz(w, "scull_sddl", "D:P(A;;GA;;;SY)(A;;GA;;;XX)")?;
+    let _ = w.wine(60, &["sc", "start", "scull"]);
+    let refused = w.wait_log("bad registry parameter scull_sddl", 10).is_some();
+    let loaded3 = w.wait_log_nth("scull: loaded:", 3, 1).is_some();
+    t.case(
+        "acl_unknown_sddl_sid_refuses_to_load",
+        if refused && !loaded3 { Ok(()) } else { Err(format!("refusal line: {refused}, loaded anyway: {loaded3}")) },
+    );
+    const RELAXED: &str = "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;AU)";
+    set_param_sz(w, "scull_sddl", RELAXED)?;
+    start(w, 3)?;
+    let line = w.wait_log_nth("device ACL (", 3, 5).unwrap_or_default();
+    let (ok, out) = tool(w, 60, &["--target", "wine", "write", "scull0", "acl"])?;
+    t.case(
+        "acl_relaxed_sddl_applied_and_read_back",
+        if line.ends_with(&format!("device ACL (scull_sddl): {RELAXED}")) && ok && out.iter().any(|l| l.starts_with("wrote 3 bytes")) {
+            Ok(())
+        } else {
+            Err(format!("ACL line {line:?}, write ok={ok}"))
+        },
+    );
+    let leaks = stop(w, 3);
+    leak_case(t, "unload_reports_zero_outstanding_blocks_relaxed_acl", w, leaks);
+    t.case("winedevice_alive_after_load_3", no_crash(w));
+    Ok(())
+}
+
+/// Sets REG_SZ `name` under the service's Parameters key.
+fn set_param_sz(w: &Wine, name: &str, value: &str) -> Result {
+    let key = r"HKLM\System\CurrentControlSet\Services\scull\Parameters";
+    if !w.wine(60, &["reg", "add", key, "/v", name, "/t", "REG_SZ", "/d", value, "/f"])? {
+        return Err(format!("reg add {name} failed"));
+    }
     Ok(())
 }
 
