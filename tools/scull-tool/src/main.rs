@@ -16,6 +16,8 @@
 //!                                     concurrent pipe and store traffic, every record checked
 //!   fuzz [--seconds S] [--seed X]     hostile input; the devices must survive
 //!   fault-sweep [--max-k N]           (Linux, root) scull.ko's scull_fail_at swept over a workload
+//!   scale-reference [--baseline-dir D] [--scale-mib N]
+//!                                     (Linux) tmpfs and plain-memory 256M-vs-1M, for bench's scaling
 //! ```
 //! Targets: `model` (in-process host model), plus the kernels this build
 //! supports (`windows`/`wine` on Windows, `linux`/`qemu` on Linux).
@@ -145,6 +147,11 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
                 return Ok(ExitCode::FAILURE);
             }
         }
+        #[cfg(target_os = "linux")]
+        ["scale-reference"] => scull_tool::target::linux::scale_reference::run(
+            &a.opts.get("baseline-dir").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir),
+            a.num("scale-mib", 256)?,
+        )?,
         ["conformance"] => {
             let s = scull_tool::conformance::run(t, a.filter.as_deref());
             return Ok(if s.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
