@@ -6,13 +6,14 @@ mod kmod;
 mod qemu;
 mod util;
 
-use util::Result;
+use util::{step, Result};
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
   demo        run the demo end to end (model device)
-  test        run every test (unit, property, fault injection, loom, conformance)
+  test        run every test (unit, property, fault injection, loom, conformance
+              on the model, the Linux module in QEMU)
   bench-core  scull-core store vs memcpy benchmark (prints ratio lines)
   bench       every benchmark (core, and the devices on each target)
   conformance run the conformance suite against the host model
@@ -56,5 +57,7 @@ fn bench(_args: &[String]) -> Result {
 }
 
 fn test(_args: &[String]) -> Result {
-    host::test()
+    host::test()?;
+    step("test: the Linux module in QEMU");
+    qemu::qemu(&[])
 }
