@@ -310,6 +310,27 @@ pub fn execute(params: &Params, cmd: Cmd, value: i32, privileged: bool) -> Resul
 /// mode, the counterpart of `O_NONBLOCK`: `\\.\ScullPipe0\nonblock`.
 pub const WIN_NONBLOCK_SUFFIX: &str = "nonblock";
 
+/// Windows only: a bridge for I/O managers that deliver to a driver neither
+/// the create disposition, nor a path suffix, nor file-information IRPs
+/// (Wine 8 delivers none of them: `Parameters.Create.Options` lacks the
+/// disposition, `\\.\Dev\suffix` fails before the driver, and
+/// NtQuery/SetInformationFile return STATUS_OBJECT_TYPE_MISMATCH). Each runs
+/// the same driver code as the native request. They are outside the scull
+/// command range, so [`Cmd::from_windows_code`] rejects them.
+///
+/// `WIN_IOCTL_OPEN_FLAGS`: input a `u32` of [`WIN_OPEN_NONBLOCK`] and
+/// [`WIN_OPEN_TRUNCATE`], applied to the handle right after CreateFile
+/// (the `\nonblock` suffix; CREATE_ALWAYS/TRUNCATE_EXISTING).
+pub const WIN_IOCTL_OPEN_FLAGS: u32 = ctl_code(WIN_DEVICE_TYPE, WIN_FUNCTION_BASE + 0x40, WIN_METHOD_BUFFERED, WIN_FILE_ANY_ACCESS);
+/// Output an `i64` (little endian): FileStandardInformation's EndOfFile.
+pub const WIN_IOCTL_GET_EOF: u32 = ctl_code(WIN_DEVICE_TYPE, WIN_FUNCTION_BASE + 0x41, WIN_METHOD_BUFFERED, WIN_FILE_ANY_ACCESS);
+/// Input an `i64` (little endian): FileEndOfFileInformation (SetEndOfFile).
+pub const WIN_IOCTL_SET_EOF: u32 = ctl_code(WIN_DEVICE_TYPE, WIN_FUNCTION_BASE + 0x42, WIN_METHOD_BUFFERED, WIN_FILE_ANY_ACCESS);
+/// [`WIN_IOCTL_OPEN_FLAGS`] bit: non-blocking handle.
+pub const WIN_OPEN_NONBLOCK: u32 = 1;
+/// [`WIN_IOCTL_OPEN_FLAGS`] bit: trim now, as a truncating open does.
+pub const WIN_OPEN_TRUNCATE: u32 = 2;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,6 +378,9 @@ mod tests {
         assert_eq!(Cmd::from_windows_code(Cmd::Stats.windows_code() + 4), Err(Error::NotTty));
         assert_eq!(Cmd::from_windows_code(ctl_code(0x8000, 0x7ff, 0, 0)), Err(Error::NotTty));
         assert_eq!(Cmd::from_windows_code(0), Err(Error::NotTty));
+        for code in [WIN_IOCTL_OPEN_FLAGS, WIN_IOCTL_GET_EOF, WIN_IOCTL_SET_EOF] {
+            assert_eq!(Cmd::from_windows_code(code), Err(Error::NotTty));
+        }
         assert_eq!(Cmd::from_linux_code(0), Err(Error::NotTty));
         assert_eq!(Cmd::from_nr(16), None);
         assert_eq!(Cmd::parse("bogus"), None);

@@ -5,6 +5,8 @@ mod inf;
 mod kmod;
 mod qemu;
 mod util;
+mod wdm;
+mod wine;
 
 use util::{step, Result};
 
@@ -13,10 +15,12 @@ usage: cargo xtask <command>
 
   demo        run the demo end to end (model device)
   test        run every test (unit, property, fault injection, loom, conformance
-              on the model, the Linux module in QEMU)
+              on the model, scull.sys under Wine, the Linux module in QEMU)
   bench-core  scull-core store vs memcpy benchmark (prints ratio lines)
   bench       every benchmark (core, and the devices on each target)
   conformance run the conformance suite against the host model
+  wdm         cross-build scull.sys (+ scull.pdb) into target/wdm/
+  wine        load scull.sys in Wine and run the conformance suite there (`wine demo`: the demo)
   inf-check   check inf/scull.inx (sections, keys, isolation rules) [FILE]
   kmod        build scull.ko for Debian's 7.3.4 kernel (trixie chroot, cached)
   qemu        boot Debian's 7.3.4 kernel in QEMU and run the suite against scull.ko
@@ -32,6 +36,8 @@ fn main() {
         "bench-core" => host::bench_core(),
         "bench" => bench(rest),
         "conformance" => host::conformance(),
+        "wdm" => wdm::run(rest),
+        "wine" => wine::run_suite(rest),
         "inf-check" => inf::main(rest),
         "kmod" => kmod::kmod(rest),
         "qemu" => qemu::qemu(rest),
@@ -48,7 +54,9 @@ fn main() {
 }
 
 fn demo(_args: &[String]) -> Result {
-    host::demo()
+    host::demo()?;
+    step("demo: scull.sys under Wine");
+    wine::demo()
 }
 
 fn bench(_args: &[String]) -> Result {
@@ -58,6 +66,8 @@ fn bench(_args: &[String]) -> Result {
 
 fn test(_args: &[String]) -> Result {
     host::test()?;
+    step("test: the Windows driver under Wine");
+    wine::run_suite(&[])?;
     step("test: the Linux module in QEMU");
     qemu::qemu(&[])
 }

@@ -16,6 +16,8 @@ use std::time::Duration;
 #[cfg(target_os = "linux")]
 pub mod linux;
 pub mod model;
+#[cfg(windows)]
+pub mod windows;
 
 /// How to open a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -181,6 +183,8 @@ pub fn target_by_name(name: &str) -> Option<Box<dyn Target>> {
         "linux" => Some(Box::new(linux::LinuxTarget::new("linux"))),
         #[cfg(target_os = "linux")]
         "qemu" => Some(Box::new(linux::LinuxTarget::new("qemu"))),
+        #[cfg(windows)]
+        "windows" | "wine" => windows::by_name(name),
         _ => None,
     }
 }
@@ -199,5 +203,9 @@ pub fn default_target() -> &'static str {
 /// Hidden child-process entry points (e.g. a writer spawned by
 /// `Target::spawn_writer`). Returns the exit code if `args` asked for one.
 pub fn child_main(_args: &[String]) -> Option<u8> {
+    #[cfg(windows)]
+    if let Some(code) = windows::child_main(_args) {
+        return Some(code);
+    }
     None
 }

@@ -1,0 +1,266 @@
+//! The device objects and what their extensions hold.
+//!
+//! Each `\Device\Scull*` object's extension is a [`DevExt`]: the scull-core
+//! [`Dev`] it is, and the state of that kind of device. Locks and list heads
+//! are initialised in place after the extension is written, and the extension
+//! never moves (the I/O manager owns its memory).
+
+use crate::ddk::*;
+use crate::ident::Sid;
+use crate::pool::Pool;
+use crate::sync::{SemLock, SpinLock};
+use core::fmt::Write;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use scull_core::access::{OwnerUid, PrivTable, SingleOpen, WaitUid};
+use scull_core::devices::Dev;
+use scull_core::geometry::{Params, MAX_NR_DEVS};
+use scull_core::pipe::Pipe;
+use scull_core::store::Store;
+
+/// scullpriv keeps at most this many private devices (one per process id).
+pub const MAX_PRIV: usize = 32;
+const MAGIC: u32 = u32::from_le_bytes(*b"scul");
+/// Scull0..N-1, ScullPipe0..P-1, and the four access devices.
+pub const MAX_DEVICES: usize = 2 * MAX_NR_DEVS as usize + 4;
+
+/// The global defaults (LDD3's scull_quantum, scull_qset, scull_p_buffer).
+pub static PARAMS: Params = Params::new();
+
+/// Every device object, in creation order (the order of the STATS report).
+/// Written only by DriverEntry and DriverUnload, which nothing runs beside.
+pub static DEVICES: [AtomicPtr<DEVICE_OBJECT>; MAX_DEVICES] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_DEVICES];
+pub static NDEVICES: AtomicUsize = AtomicUsize::new(0);
+
+pub type StoreLock = SemLock<Store<Pool>>;
+
+/// A scull pipe: the core's state machine plus the queues of pended IRPs.
+pub struct PipeState {
+    pub pipe: Pipe<Pool>,
+    /// Pended reads (pipe empty).
+    pub readq: LIST_ENTRY,
+    /// Pended writes (pipe full).
+    pub writeq: LIST_ENTRY,
+}
+
+/// scullwuid: the policy plus the pended IRP_MJ_CREATEs waiting for it.
+pub struct WuidState {
+    pub policy: WaitUid<Sid>,
+    pub waiters: LIST_ENTRY,
+}
+
+#[allow(clippy::large_enum_variant)] // lives in place in a device extension, never moved
+pub enum Kind {
+    Store(StoreLock),
+    Pipe(SpinLock<PipeState>),
+    Single(SingleOpen, StoreLock),
+    Uid(SemLock<OwnerUid<Sid>>, StoreLock),
+    Wuid(SpinLock<WuidState>, StoreLock),
+    /// Keyed by the opener's process id.
+    Priv(SemLock<PrivTable<u64, Store<Pool>, MAX_PRIV>>),
+}
+
+pub struct DevExt {
+    magic: u32,
+    pub dev: Dev,
+    linked: bool,
+    pub kind: Kind,
+}
+
+impl DevExt {
+    /// The extension of one of our devices.
+    ///
+    /// # Safety
+    /// `d` is a device object this driver created and has not deleted.
+    pub unsafe fn of<'a>(d: *mut DEVICE_OBJECT) -> &'a DevExt {
+        // SAFETY: caller contract; `create` wrote a DevExt there.
+        let e = unsafe { &*((*d).DeviceExtension as *const DevExt) };
+        debug_assert!(e.magic == MAGIC);
+        e
+    }
+
+    /// The store behind a store device, for a file whose scullpriv slot is
+    /// `priv_slot` (ignored by other devices). None for pipes.
+    pub fn store_lock(&self) -> Option<&StoreLock> {
+        match &self.kind {
+            Kind::Store(s) | Kind::Single(_, s) | Kind::Uid(_, s) | Kind::Wuid(_, s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+fn new_store() -> Store<Pool> {
+    Store::new(Pool, PARAMS.geometry())
+}
+
+fn kind_for(dev: Dev) -> Kind {
+    let empty = LIST_ENTRY { Flink: ptr::null_mut(), Blink: ptr::null_mut() };
+    match dev {
+        Dev::Scull(_) => Kind::Store(SemLock::new(new_store())),
+        Dev::Pipe(_) => Kind::Pipe(SpinLock::new(PipeState { pipe: Pipe::new(), readq: empty, writeq: empty })),
+        Dev::Single => Kind::Single(SingleOpen::new(), SemLock::new(new_store())),
+        Dev::Uid => Kind::Uid(SemLock::new(OwnerUid::new()), SemLock::new(new_store())),
+        Dev::Wuid => Kind::Wuid(SpinLock::new(WuidState { policy: WaitUid::new(), waiters: empty }), SemLock::new(new_store())),
+        Dev::Priv => Kind::Priv(SemLock::new(PrivTable::new())),
+    }
+}
+
+/// Initialises the locks and list heads of an extension where it lives.
+///
+/// # Safety
+/// `k` is in its final place and not yet shared.
+unsafe fn init_in_place(k: &Kind) {
+    // SAFETY: caller contract: each lock is initialised once, in place.
+    unsafe {
+        match k {
+            Kind::Store(s) | Kind::Single(_, s) => s.init(),
+            Kind::Pipe(p) => {
+                p.init();
+                let st = p.get_unlocked();
+                InitializeListHead(&mut st.readq);
+                InitializeListHead(&mut st.writeq);
+            }
+            Kind::Uid(u, s) => {
+                u.init();
+                s.init();
+            }
+            Kind::Wuid(w, s) => {
+                w.init();
+                InitializeListHead(&mut w.get_unlocked().waiters);
+                s.init();
+            }
+            Kind::Priv(t) => t.init(),
+        }
+    }
+}
+
+fn names(dev: Dev) -> (WStr<48>, WStr<48>) {
+    let mut n = WStr::<48>::new();
+    let mut l = WStr::<48>::new();
+    let _ = n.write_str("\\Device\\");
+    let _ = dev.windows_name(&mut n);
+    let _ = l.write_str("\\DosDevices\\");
+    let _ = dev.windows_name(&mut l);
+    (n, l)
+}
+
+/// Creates one device and its DOS link, and records it in [`DEVICES`].
+///
+/// # Safety
+/// Called from DriverEntry with a valid driver object.
+pub unsafe fn create(driver: *mut DRIVER_OBJECT, dev: Dev) -> NTSTATUS {
+    let (mut name, mut link) = names(dev);
+    let mut uname = name.unicode();
+    let mut ulink = link.unicode();
+    let mut d: *mut DEVICE_OBJECT = ptr::null_mut();
+    // SAFETY: valid driver object and name; the extension is sized for DevExt.
+    let st = unsafe {
+        IoCreateDevice(
+            driver,
+            core::mem::size_of::<DevExt>() as u32,
+            &mut uname,
+            FILE_DEVICE_UNKNOWN,
+            FILE_DEVICE_SECURE_OPEN,
+            0,
+            &mut d,
+        )
+    };
+    if st < 0 {
+        kprint!("IoCreateDevice {} failed: {:#x}", dev_name(dev).as_str(), st);
+        return st;
+    }
+    // SAFETY: a new device whose extension (zeroed, suitably aligned, at
+    // least size_of::<DevExt>() bytes) nobody else sees yet.
+    unsafe {
+        let ext = (*d).DeviceExtension as *mut DevExt;
+        ptr::write(ext, DevExt { magic: MAGIC, dev, linked: false, kind: kind_for(dev) });
+        init_in_place(&(*ext).kind);
+        (*d).Flags |= DO_BUFFERED_IO;
+        (*d).Flags &= !DO_DEVICE_INITIALIZING;
+    }
+    let n = NDEVICES.load(Ordering::Relaxed);
+    DEVICES[n].store(d, Ordering::Relaxed);
+    NDEVICES.store(n + 1, Ordering::Relaxed);
+    // SAFETY: valid counted strings on our stack.
+    let st = unsafe { IoCreateSymbolicLink(&mut ulink, &mut uname) };
+    if st < 0 {
+        kprint!("IoCreateSymbolicLink {} failed: {:#x}", dev_name(dev).as_str(), st);
+        return st;
+    }
+    // SAFETY: our extension, still unshared (DriverEntry has not returned).
+    unsafe { (*((*d).DeviceExtension as *mut DevExt)).linked = true };
+    let _ = &mut name;
+    let _ = &mut link;
+    st
+}
+
+/// Deletes every device, newest first: its link, its state (freeing every
+/// pool block it holds) and the object. The one cleanup path of DriverEntry
+/// failures and DriverUnload.
+///
+/// # Safety
+/// Nothing else runs in the driver (DriverEntry failure or DriverUnload), and
+/// no IRP is queued any more.
+pub unsafe fn delete_all() {
+    let n = NDEVICES.swap(0, Ordering::Relaxed);
+    for slot in DEVICES[..n].iter().rev() {
+        let d = slot.swap(ptr::null_mut(), Ordering::Relaxed);
+        if d.is_null() {
+            continue;
+        }
+        // SAFETY: a device we created, with a DevExt written by `create`.
+        unsafe {
+            let ext = (*d).DeviceExtension as *mut DevExt;
+            if (*ext).linked {
+                let (_, mut link) = names((*ext).dev);
+                let mut ulink = link.unicode();
+                let _ = IoDeleteSymbolicLink(&mut ulink);
+            }
+            ptr::drop_in_place(ext);
+            IoDeleteDevice(d);
+        }
+    }
+}
+
+/// The Linux-style name (`scull0`, `scullpipe1`...) for logs and reports.
+pub fn dev_name(dev: Dev) -> Name {
+    let mut n = Name { buf: [0; 24], len: 0 };
+    let _ = dev.linux_name(&mut n);
+    n
+}
+
+#[derive(Default)]
+pub struct Name {
+    buf: [u8; 24],
+    len: usize,
+}
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+    }
+}
+
+impl Write for Name {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let b = s.as_bytes();
+        if self.len + b.len() > self.buf.len() {
+            return Err(core::fmt::Error);
+        }
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+        Ok(())
+    }
+}
+
+/// Visits every device extension in creation order.
+pub fn for_each(mut f: impl FnMut(&DevExt)) {
+    let n = NDEVICES.load(Ordering::Relaxed);
+    for slot in &DEVICES[..n] {
+        let d = slot.load(Ordering::Relaxed);
+        if !d.is_null() {
+            // SAFETY: a live device of ours (devices are deleted only at unload).
+            f(unsafe { DevExt::of(d) });
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! scull-core's memory traits over the NT pool: zeroed `'lucS'` blocks from
+//! `ExAllocatePoolWithTag(NonPagedPoolNx)`, and the qset container as a
+//! sorted `LIST_ENTRY` list of qset nodes with a cursor cache.
+//!
+//! Every block the driver allocates goes through [`alloc`]/[`free`], which keep
+//! [`OUTSTANDING`], the count DriverUnload reports (it must be 0).
+
+use crate::ddk::*;
+use core::ops::{Deref, DerefMut};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicIsize, Ordering};
+use scull_core::mem::{Platform, QsetList, Slots};
+use scull_core::{Error, Result};
+
+/// `'lucS'` as the debugger shows it: "Scul" in memory order.
+pub const TAG: u32 = u32::from_le_bytes(*b"Scul");
+
+/// Blocks allocated and not yet freed.
+pub static OUTSTANDING: AtomicIsize = AtomicIsize::new(0);
+
+/// Allocates `len` zeroed bytes of non-paged, non-executable pool.
+/// Callable at IRQL <= DISPATCH_LEVEL.
+pub fn alloc(len: usize) -> Option<NonNull<u8>> {
+    if len == 0 {
+        return None;
+    }
+    // SAFETY: a plain pool allocation; the result is checked for NULL.
+    let p = unsafe { ExAllocatePoolWithTag(NonPagedPoolNx, len as _, TAG) } as *mut u8;
+    let p = NonNull::new(p)?;
+    // SAFETY: `p` points at `len` freshly allocated bytes.
+    unsafe { ptr::write_bytes(p.as_ptr(), 0, len) };
+    OUTSTANDING.fetch_add(1, Ordering::Relaxed);
+    Some(p)
+}
+
+/// Frees a block from [`alloc`].
+///
+/// # Safety
+/// `p` came from [`alloc`] and is not used afterwards.
+pub unsafe fn free(p: NonNull<u8>) {
+    OUTSTANDING.fetch_sub(1, Ordering::Relaxed);
+    // SAFETY: caller contract; same tag as the allocation.
+    unsafe { ExFreePoolWithTag(p.as_ptr().cast(), TAG) }
+}
+
+/// The platform handle: stateless, all state is in the pool and [`OUTSTANDING`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Pool;
+
+/// One zeroed pool block; freed on drop.
+pub struct Block {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a Block exclusively owns its pool memory; pool memory is not tied to a thread.
+unsafe impl Send for Block {}
+
+impl Deref for Block {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `ptr` owns `len` initialised (zeroed at allocation) bytes.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl DerefMut for Block {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, and `&mut self` is exclusive.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // SAFETY: the block came from `alloc` and is dropped once.
+        unsafe { free(self.ptr) }
+    }
+}
+
+impl Platform for Pool {
+    type Block = Block;
+    type List = QsetNodes;
+
+    fn alloc_block(&self, len: usize) -> Result<Block> {
+        alloc(len).map(|ptr| Block { ptr, len }).ok_or(Error::NoMemory)
+    }
+
+    fn new_list(&self) -> QsetNodes {
+        QsetNodes::new()
+    }
+}
+
+/// A qset node: list linkage, its index, and `slots` quantum pointers that
+/// follow the header in the same pool block.
+#[repr(C)]
+struct QsetNode {
+    link: LIST_ENTRY,
+    index: u64,
+    slots: usize,
+}
+
+impl QsetNode {
+    /// The node that owns `entry`.
+    fn from_link(entry: *mut LIST_ENTRY) -> *mut QsetNode {
+        // `link` is the first field of a repr(C) struct.
+        entry.cast()
+    }
+
+    /// Pointer to the slot array that follows the header.
+    fn slots_ptr(node: *mut QsetNode) -> *mut Option<Block> {
+        let off = Self::slots_offset();
+        (node as *mut u8).wrapping_add(off).cast()
+    }
+
+    const fn slots_offset() -> usize {
+        let h = core::mem::size_of::<QsetNode>();
+        let a = core::mem::align_of::<Option<Block>>();
+        h.div_ceil(a) * a
+    }
+}
+
+/// The qsets of one store: a `LIST_ENTRY` list sorted by index, with a cursor
+/// on the node found last, so that sequential look-ups are O(1).
+///
+/// The list head is a pool block of its own, allocated with the first node
+/// and freed on drop. Nothing points back into `QsetNodes` itself: the store
+/// can move, and list surgery through node links never writes memory that a
+/// `&mut self` borrow covers (a head stored inline would be updated through
+/// pointers that the compiler may assume do not alias `self`).
+pub struct QsetNodes {
+    head: *mut LIST_ENTRY,
+    len: usize,
+    cursor: *mut QsetNode,
+}
+
+// SAFETY: the list owns its nodes exclusively; the driver serialises access with a semaphore.
+unsafe impl Send for QsetNodes {}
+
+impl QsetNodes {
+    const fn new() -> Self {
+        QsetNodes { head: ptr::null_mut(), len: 0, cursor: ptr::null_mut() }
+    }
+
+    /// The list head, allocating it on first use.
+    fn head(&mut self) -> Result<*mut LIST_ENTRY> {
+        if self.head.is_null() {
+            let h: *mut LIST_ENTRY = alloc(core::mem::size_of::<LIST_ENTRY>()).ok_or(Error::NoMemory)?.as_ptr().cast();
+            // SAFETY: a fresh block of the right size.
+            unsafe { InitializeListHead(h) };
+            self.head = h;
+        }
+        Ok(self.head)
+    }
+
+    /// The first node whose index is >= `index` (or the head), walking from
+    /// the cursor when that is behind `index`.
+    ///
+    /// # Safety
+    /// `head` is this list's (allocated) head.
+    unsafe fn seek(&self, head: *mut LIST_ENTRY, index: u64) -> *mut LIST_ENTRY {
+        // SAFETY: every entry on the list other than the head is a live QsetNode.
+        unsafe {
+            let mut e = if !self.cursor.is_null() && (*self.cursor).index <= index {
+                ptr::addr_of_mut!((*self.cursor).link)
+            } else {
+                (*head).Flink
+            };
+            while e != head && (*QsetNode::from_link(e)).index < index {
+                e = (*e).Flink;
+            }
+            e
+        }
+    }
+
+    fn slots_of<'a>(node: *mut QsetNode) -> &'a mut [Option<Block>] {
+        // SAFETY: a live node holds `slots` initialised slot values after its header.
+        unsafe { core::slice::from_raw_parts_mut(QsetNode::slots_ptr(node), (*node).slots) }
+    }
+
+    /// Unlinks and frees one node and its quanta.
+    ///
+    /// # Safety
+    /// `node` is on this list.
+    unsafe fn drop_node(&mut self, node: *mut QsetNode) {
+        // SAFETY: caller contract: a live node on our list.
+        unsafe {
+            RemoveEntryList(ptr::addr_of_mut!((*node).link));
+            let slots = QsetNode::slots_ptr(node);
+            for i in 0..(*node).slots {
+                ptr::drop_in_place(slots.add(i));
+            }
+            free(NonNull::new_unchecked(node.cast()));
+        }
+        if self.cursor == node {
+            self.cursor = ptr::null_mut();
+        }
+        self.len -= 1;
+    }
+}
+
+impl QsetList for QsetNodes {
+    type Block = Block;
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get_mut(&mut self, index: u64) -> Option<&mut Slots<Block>> {
+        if self.len == 0 {
+            return None;
+        }
+        // SAFETY: the cursor, when set, is a live node of this list.
+        if !self.cursor.is_null() && unsafe { (*self.cursor).index } == index {
+            return Some(Self::slots_of(self.cursor));
+        }
+        let head = self.head;
+        // SAFETY: len > 0, so the head is allocated.
+        let e = unsafe { self.seek(head, index) };
+        if e == head {
+            return None;
+        }
+        let node = QsetNode::from_link(e);
+        // SAFETY: `e` is not the head, so it is a live node.
+        if unsafe { (*node).index } != index {
+            return None;
+        }
+        self.cursor = node;
+        Some(Self::slots_of(node))
+    }
+
+    fn insert(&mut self, index: u64, slots: usize) -> Result<&mut Slots<Block>> {
+        let bytes = slots
+            .checked_mul(core::mem::size_of::<Option<Block>>())
+            .and_then(|b| b.checked_add(QsetNode::slots_offset()))
+            .ok_or(Error::NoMemory)?;
+        let head = self.head()?;
+        // SAFETY: `head` is this list's head.
+        let next = unsafe { self.seek(head, index) };
+        let mem = alloc(bytes).ok_or(Error::NoMemory)?;
+        let node: *mut QsetNode = mem.as_ptr().cast();
+        // SAFETY: `mem` holds `bytes` bytes, enough for the header and the
+        // slots; `next` is the list position that keeps the list sorted.
+        unsafe {
+            ptr::write(node, QsetNode { link: core::mem::zeroed(), index, slots });
+            let s = QsetNode::slots_ptr(node);
+            for i in 0..slots {
+                ptr::write(s.add(i), None);
+            }
+            InsertBefore(next, ptr::addr_of_mut!((*node).link));
+        }
+        self.len += 1;
+        self.cursor = node;
+        Ok(Self::slots_of(node))
+    }
+
+    fn truncate(&mut self, first: u64) {
+        if self.len == 0 {
+            return;
+        }
+        let head = self.head;
+        loop {
+            // SAFETY: the list is initialised (len > 0 or head set above).
+            let last = unsafe { (*head).Blink };
+            if last == head {
+                break;
+            }
+            let node = QsetNode::from_link(last);
+            // SAFETY: `last` is not the head, so it is a live node.
+            if unsafe { (*node).index } < first {
+                break;
+            }
+            // SAFETY: `node` is on this list.
+            unsafe { self.drop_node(node) };
+        }
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(u64, &Slots<Block>)) {
+        if self.head.is_null() {
+            return;
+        }
+        let head = self.head;
+        // SAFETY: a read-only walk of our own list.
+        unsafe {
+            let mut e = (*head).Flink;
+            while e != head {
+                let node = QsetNode::from_link(e);
+                f((*node).index, Self::slots_of(node));
+                e = (*e).Flink;
+            }
+        }
+    }
+}
+
+impl Drop for QsetNodes {
+    fn drop(&mut self) {
+        self.truncate(0);
+        if let Some(h) = NonNull::new(self.head) {
+            // SAFETY: the head block from `alloc`, now unused.
+            unsafe { free(h.cast()) };
+            self.head = ptr::null_mut();
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! `cargo xtask wdm`: cross-builds scull.sys (and scull.pdb) on Linux.
+//!
+//! The driver crate (scull-wdm, its own workspace) is built for
+//! x86_64-pc-windows-msvc with rust-lld in lld-link mode; its build script
+//! runs bindgen over the mingw-w64 DDK headers and adds the kernel-driver link
+//! flags. A `cargo check --features oracle` then compares the bindings'
+//! layouts with windows-sys's WDK metadata at compile time. The result is
+//! copied to `target/wdm/scull.sys` and checked: native subsystem, only
+//! ntoskrnl.exe imports, and the imports the driver must have.
+
+use crate::util::{apt_install, output, root, rustup_targets, step, target_dir, Result};
+use std::path::PathBuf;
+use std::process::Command;
+
+pub const DRIVER_TARGET: &str = "x86_64-pc-windows-msvc";
+
+/// Debian packages the cross build needs.
+pub const APT: &[&str] = &["mingw-w64-x86-64-dev", "binutils-mingw-w64-x86-64", "libclang-dev", "clang", "lld"];
+
+/// Imports the issue requires scull.sys to have.
+const REQUIRED_IMPORTS: &[&str] = &[
+    "ExAllocatePoolWithTag",
+    "ExFreePoolWithTag",
+    "KeInitializeSemaphore",
+    "KeReleaseSemaphore",
+    "KeAcquireSpinLockRaiseToDpc",
+    "IoCreateDevice",
+    "IoCreateSymbolicLink",
+    "IofCompleteRequest",
+];
+
+/// Where `cargo xtask wdm` puts its output.
+pub fn out_dir() -> PathBuf {
+    target_dir().join("wdm")
+}
+
+/// Installs what the build needs (idempotent).
+pub fn deps() -> Result {
+    apt_install(APT)?;
+    rustup_targets(&[DRIVER_TARGET])
+}
+
+/// Builds and checks scull.sys; returns its path.
+pub fn build() -> Result<PathBuf> {
+    deps()?;
+    step("wdm: cargo build scull-wdm (x86_64-pc-windows-msvc, bindgen over mingw-w64 DDK headers)");
+    let cargo_target = target_dir().join("scull-wdm");
+    let manifest = root().join("scull-wdm").join("Cargo.toml");
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root().join("scull-wdm"))
+        .env("CARGO_TARGET_DIR", &cargo_target)
+        .env("CARGO_TARGET_X86_64_PC_WINDOWS_MSVC_LINKER", "rust-lld")
+        .env(
+            "CARGO_TARGET_X86_64_PC_WINDOWS_MSVC_RUSTFLAGS",
+            "-C linker-flavor=lld-link -C target-feature=+crt-static",
+        )
+        .args(["build", "--release", "--target", DRIVER_TARGET, "--manifest-path"])
+        .arg(&manifest);
+    crate::util::run(&mut c)?;
+    step("wdm: layout oracle (cargo check --features oracle: bindings vs windows-sys WDK metadata)");
+    let mut o = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    o.current_dir(root().join("scull-wdm"))
+        .env("CARGO_TARGET_DIR", &cargo_target)
+        .args(["check", "--release", "--features", "oracle", "--target", DRIVER_TARGET, "--manifest-path"])
+        .arg(&manifest);
+    crate::util::run(&mut o)?;
+    let built = cargo_target.join(DRIVER_TARGET).join("release");
+    let out = out_dir();
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let sys = out.join("scull.sys");
+    let pdb = out.join("scull.pdb");
+    copy(&built.join("scull.dll"), &sys)?;
+    copy(&built.join("scull.pdb"), &pdb)?;
+    check(&sys)?;
+    Ok(sys)
+}
+
+fn copy(from: &std::path::Path, to: &std::path::Path) -> Result {
+    std::fs::copy(from, to).map(|_| ()).map_err(|e| format!("copy {} -> {}: {e}", from.display(), to.display()))
+}
+
+/// Subsystem NATIVE and the required imports, read with objdump.
+fn check(sys: &std::path::Path) -> Result {
+    let dump = output(Command::new("x86_64-w64-mingw32-objdump").arg("-p").arg(sys))?;
+    let native = dump.lines().any(|l| l.starts_with("Subsystem") && l.contains("(NT native)"));
+    if !native {
+        return Err(format!("{}: subsystem is not NATIVE", sys.display()));
+    }
+    let imports: Vec<&str> = dump
+        .lines()
+        .filter_map(|l| {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            // "<hint-rva> <ordinal> <name>" rows of the import table.
+            (w.len() == 3 && w[1].chars().all(|c| c.is_ascii_digit()) && u64::from_str_radix(w[0], 16).is_ok()).then(|| w[2])
+        })
+        .collect();
+    let missing: Vec<&&str> = REQUIRED_IMPORTS.iter().filter(|i| !imports.contains(i)).collect();
+    if !missing.is_empty() {
+        return Err(format!("{}: missing imports {missing:?}", sys.display()));
+    }
+    let dll: Vec<&str> = dump.lines().filter_map(|l| l.trim().strip_prefix("DLL Name: ")).collect();
+    if dll != ["ntoskrnl.exe"] {
+        return Err(format!("{}: imports from {dll:?}; a kernel driver here imports ntoskrnl.exe only", sys.display()));
+    }
+    eprintln!("wdm: subsystem NATIVE; {} imports from {}", imports.len(), dll.join(", "));
+    Ok(())
+}
+
+/// `cargo xtask wdm`: build, then print the path (last line of output).
+pub fn run(_args: &[String]) -> Result {
+    let sys = build()?;
+    println!("{}", sys.display());
+    Ok(())
+}
