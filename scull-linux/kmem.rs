@@ -2,20 +2,19 @@
 //!
 //! Quanta and pipe buffers are `KVVec<u8>` (kvmalloc: kmalloc, falling back
 //! to vmalloc for big quanta), zeroed by the allocator. The qset container is
-//! a vector of qsets sorted by index, with a cache of the last one found, so
+//! a vector (kvmalloc'd too) of qsets sorted by index, with a cache of the last one found, so
 //! the store's sequential look-ups are O(1). Every quantum, pipe buffer and
 //! qset slot array counts in [`OUTSTANDING`], which the module prints at
-//! unload (it must be 0).
+//! unload (it must be 0) and in `scull_outstanding`; each attempt first asks
+//! [`fault::check`] (the debug fault injection).
 
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicIsize, Ordering};
-use kernel::alloc::{flags::GFP_KERNEL, KVVec, KVec};
+use core::sync::atomic::Ordering;
+use kernel::alloc::{flags::GFP_KERNEL, KVVec};
 
 use crate::error::{Error, Result};
+use crate::fault::{self, OUTSTANDING};
 use crate::mem::{Platform, QsetList, Slots};
-
-/// Allocations not yet freed.
-pub(crate) static OUTSTANDING: AtomicIsize = AtomicIsize::new(0);
 
 pub(crate) fn outstanding() -> isize {
     OUTSTANDING.load(Ordering::SeqCst)
@@ -51,6 +50,7 @@ struct Qset {
 
 impl Qset {
     fn new(index: u64, n: usize) -> Result<Qset> {
+        fault::check()?;
         let mut slots = KVVec::with_capacity(n, GFP_KERNEL).map_err(|_| Error::NoMemory)?;
         for _ in 0..n {
             // Within the capacity just reserved: cannot fail.
@@ -67,9 +67,13 @@ impl Drop for Qset {
     }
 }
 
-/// The sparse, sorted qset list.
+/// The sparse, sorted qset list. A `KVVec` too: with a hostile geometry
+/// (quantum=1, qset=1) one 64 KiB write makes 65536 qsets, and a kmalloc'd
+/// vector of them would soon ask the page allocator for an order above
+/// MAX_PAGE_ORDER (a kernel WARNING, found by the fuzzer); kvmalloc falls
+/// back to vmalloc instead.
 pub(crate) struct KList {
-    qsets: KVec<Qset>,
+    qsets: KVVec<Qset>,
     /// Position in `qsets` of the last qset found.
     last: usize,
 }
@@ -112,6 +116,9 @@ impl QsetList for KList {
             Err(at) => at,
         };
         // Reserve first: on failure nothing changed.
+        if self.qsets.len() == self.qsets.capacity() {
+            fault::check()?;
+        }
         self.qsets.reserve(1, GFP_KERNEL).map_err(|_| Error::NoMemory)?;
         let q = Qset::new(index, slots)?;
         self.qsets.insert_within_capacity(at, q).map_err(|_| Error::NoMemory)?;
@@ -143,12 +150,13 @@ impl Platform for KPlat {
     type List = KList;
 
     fn alloc_block(&self, len: usize) -> Result<KBlock> {
+        fault::check()?;
         let v = KVVec::<u8>::zeroed(len, GFP_KERNEL).map_err(|_| Error::NoMemory)?;
         OUTSTANDING.fetch_add(1, Ordering::SeqCst);
         Ok(KBlock(v))
     }
 
     fn new_list(&self) -> KList {
-        KList { qsets: KVec::new(), last: 0 }
+        KList { qsets: KVVec::new(), last: 0 }
     }
 }

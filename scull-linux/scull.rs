@@ -50,6 +50,7 @@ mod store;
 mod sync;
 
 mod chrdev;
+mod fault;
 mod kmem;
 mod procfs;
 
@@ -500,6 +501,7 @@ impl FileOps for Open {
 /// SCULL_IOCSTATS: the report, NUL-terminated, truncated to the buffer.
 fn stats_ioctl(st: &State, out: UserSlice) -> R<i64> {
     let size = ioctl::LINUX_STATS_SIZE as usize;
+    fault::check()?;
     let mut buf = KVec::<u8>::zeroed(size, GFP_KERNEL).map_err(|_| Error::NoMemory)?;
     let len = {
         let mut t = report::TextBuf::new(&mut buf[..size - 1]);

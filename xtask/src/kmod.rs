@@ -261,6 +261,15 @@ pub fn vmlinuz() -> Result<PathBuf> {
     Ok(out)
 }
 
+/// `build/<checkout>`: where this checkout's module builds inside the chroot.
+pub fn build_subdir() -> String {
+    let name: String = root()
+        .file_name()
+        .map(|n| n.to_string_lossy().chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect())
+        .unwrap_or_default();
+    format!("build/{}", if name.is_empty() { "scull" } else { &name })
+}
+
 /// Builds scull.ko and returns its path (target/scull-linux/scull.ko).
 pub fn build() -> Result<PathBuf> {
     let t0 = Instant::now();
@@ -269,23 +278,25 @@ pub fn build() -> Result<PathBuf> {
     step("kmod: building scull.ko");
     let cr = chroot();
     let src = root();
-    // The module and the core are copied (not bind-mounted) into the chroot.
+    let b = build_subdir();
+    // The module and the core are copied (not bind-mounted) into the chroot,
+    // under a directory of this checkout's own, so two worktrees can build.
     sh(&format!(
-        "mkdir -p {c}/build/scull-linux {c}/build/scull-core/src
-cp -p {s}/scull-core/src/*.rs {c}/build/scull-core/src/
-find {c}/build/scull-linux -maxdepth 1 -type f \\( -name '*.rs' -o -name Kbuild -o -name Makefile -o -name '*.c' -o -name '*.h' \\) -delete
-cp -p {s}/scull-linux/*.rs {s}/scull-linux/Kbuild {c}/build/scull-linux/
-for f in {s}/scull-linux/*.c {s}/scull-linux/*.h {s}/scull-linux/Makefile; do [ -e \"$f\" ] && cp -p \"$f\" {c}/build/scull-linux/; done; true",
+        "mkdir -p {c}/{b}/scull-linux {c}/{b}/scull-core/src
+cp -p {s}/scull-core/src/*.rs {c}/{b}/scull-core/src/
+find {c}/{b}/scull-linux -maxdepth 1 -type f \\( -name '*.rs' -o -name Kbuild -o -name Makefile -o -name '*.c' -o -name '*.h' \\) -delete
+cp -p {s}/scull-linux/*.rs {s}/scull-linux/Kbuild {c}/{b}/scull-linux/
+for f in {s}/scull-linux/*.c {s}/scull-linux/*.h {s}/scull-linux/Makefile; do [ -e \"$f\" ] && cp -p \"$f\" {c}/{b}/scull-linux/; done; true",
         c = cr.display(),
         s = src.display()
     ))?;
     let m = Mounted::new(&cr)?;
-    m.run(&format!("make -C {HEADERS} M=/build/scull-linux KERNELRELEASE={KREL} -j2 modules"))?;
+    m.run(&format!("make -C {HEADERS} M=/{b}/scull-linux KERNELRELEASE={KREL} -j2 modules"))?;
     drop(m);
     let out = target_dir().join("scull-linux");
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let ko = out.join("scull.ko");
-    std::fs::copy(cr.join("build/scull-linux/scull.ko"), &ko).map_err(|e| format!("copy scull.ko: {e}"))?;
+    std::fs::copy(cr.join(&b).join("scull-linux/scull.ko"), &ko).map_err(|e| format!("copy scull.ko: {e}"))?;
     eprintln!("kmod: done in {:.0} s", t0.elapsed().as_secs_f64());
     Ok(ko)
 }

@@ -56,12 +56,16 @@ fn main() {
 fn demo(_args: &[String]) -> Result {
     host::demo()?;
     step("demo: scull.sys under Wine");
-    wine::demo()
+    wine::demo()?;
+    step("demo: scull.ko in QEMU");
+    qemu::qemu(&["--demo".into()])
 }
 
 fn bench(_args: &[String]) -> Result {
     host::bench_core()?;
-    host::bench_model()
+    host::bench_model()?;
+    step("bench: the Linux module in QEMU");
+    qemu::qemu(&["--bench".into()])
 }
 
 fn test(_args: &[String]) -> Result {

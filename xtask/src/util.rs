@@ -62,15 +62,6 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// True if `prog` is on PATH.
-pub fn have(prog: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {prog} >/dev/null 2>&1")])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
 /// Installs Debian packages that are not installed yet (idempotent).
 pub fn apt_install(pkgs: &[&str]) -> Result {
     let missing: Vec<&str> = pkgs

@@ -15,6 +15,9 @@
 //!   stress [--writers N] [--readers M] [--seconds S] [--processes] [--seed X]
 //!                                     concurrent pipe and store traffic, every record checked
 //!   fuzz [--seconds S] [--seed X]     hostile input; the devices must survive
+//!   fault-sweep [--max-k N]           (Linux, root) scull.ko's scull_fail_at swept over a workload
+//!   scale-reference [--baseline-dir D] [--scale-mib N]
+//!                                     (Linux) tmpfs and plain-memory 256M-vs-1M, for bench's scaling
 //! ```
 //! Targets: `model` (in-process host model), plus the kernels this build
 //! supports (`windows`/`wine` on Windows, `linux`/`qemu` on Linux).
@@ -63,7 +66,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--len" => a.len = Some(val("--len")?.parse().map_err(|e| format!("--len: {e}"))?),
             "--filter" => a.filter = Some(val("--filter")?),
             "--processes" => a.processes = true,
-            "--mib" | "--scale-mib" | "--baseline-dir" | "--writers" | "--readers" | "--seconds" | "--seed" | "--slots" | "--pipe" => {
+            "--mib" | "--scale-mib" | "--baseline-dir" | "--writers" | "--readers" | "--seconds" | "--seed" | "--slots" | "--pipe" | "--max-k" => {
                 let v = val(&w)?;
                 a.opts.insert(w[2..].to_string(), v);
             }
@@ -138,6 +141,17 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
             let o = scull_tool::fuzz::Options { seconds: a.num("seconds", 10.0)?, seed: a.num("seed", 1)? };
             scull_tool::fuzz::run(t, &o)?;
         }
+        #[cfg(target_os = "linux")]
+        ["fault-sweep"] => {
+            if !scull_tool::target::linux::fault_sweep::run(a.num("max-k", 2000)?)? {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        #[cfg(target_os = "linux")]
+        ["scale-reference"] => scull_tool::target::linux::scale_reference::run(
+            &a.opts.get("baseline-dir").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir),
+            a.num("scale-mib", 256)?,
+        )?,
         ["conformance"] => {
             let s = scull_tool::conformance::run(t, a.filter.as_deref());
             return Ok(if s.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });

@@ -189,7 +189,9 @@ impl<T> Worker<T> {
     }
 }
 
-fn progress_bar(label: &str, seconds: f64, counter: &AtomicU64, done: &std::sync::atomic::AtomicBool) {
+/// A progress bar on a terminal. Records are counted only by thread workers
+/// (child processes report at the end), so with processes it shows time only.
+fn progress_bar(label: &str, seconds: f64, counter: Option<&AtomicU64>, done: &std::sync::atomic::AtomicBool) {
     if !std::io::stderr().is_terminal() {
         return;
     }
@@ -197,7 +199,8 @@ fn progress_bar(label: &str, seconds: f64, counter: &AtomicU64, done: &std::sync
     while !done.load(Ordering::Relaxed) {
         let f = (start.elapsed().as_secs_f64() / seconds).min(1.0);
         let bar: String = (0..30).map(|i| if (i as f64) < f * 30.0 { '#' } else { ' ' }).collect();
-        eprint!("\r{label} [{bar}] {:5.1}s {} records", start.elapsed().as_secs_f64(), counter.load(Ordering::Relaxed));
+        let records = counter.map(|c| format!(" {} records", c.load(Ordering::Relaxed))).unwrap_or_default();
+        eprint!("\r{label} [{bar}] {:5.1}s{records}", start.elapsed().as_secs_f64());
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!();
@@ -243,8 +246,8 @@ pub fn run_pipe(t: &'static dyn Target, o: &Options) -> Result<PipeSummary, Stri
     }
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let bar = {
-        let (p, d, s) = (progress.clone(), done.clone(), o.seconds);
-        std::thread::spawn(move || progress_bar("stress pipe", s, &p, &d))
+        let (p, d, s, procs) = (progress.clone(), done.clone(), o.seconds, o.processes);
+        std::thread::spawn(move || progress_bar("stress pipe", s, (!procs).then_some(&*p), &d))
     };
     let mut written = BTreeMap::new();
     let mut first_err = None;
