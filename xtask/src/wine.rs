@@ -424,6 +424,8 @@ fn body(w: &Wine, t: &mut Tally) -> Result {
     // ---- load 2: test identity mode and fault injection.
     set_param(w, "scull_test_identity", 1)?;
     set_param(w, "scull_fail_at", 0)?;
+    set_param(w, "scull_debug_level", 3)?;
+    let load1_log = w.log_text();
     start(w, 2)?;
     let mode = w.wait_log_nth("test identity mode (scull_test_identity):", 2, 5).unwrap_or_default();
     t.case(
@@ -450,6 +452,22 @@ fn body(w: &Wine, t: &mut Tally) -> Result {
     );
     let leaks = stop(w, 2);
     leak_case(t, "unload_reports_zero_outstanding_blocks_test_mode", w, leaks);
+    // DbgPrintEx levels: Wine prints the level as a mask (error 1, warning 2,
+    // trace 4, info 8). Load 1 (scull_debug_level absent) formats no trace or
+    // info line; load 2 (scull_debug_level=3) does, at those levels.
+    let load2_log = w.log_text();
+    let load2_log = &load2_log[load1_log.len().min(load2_log.len())..];
+    let at = |text: &str, mask: &str, what: &str| text.lines().any(|l| l.contains(&format!(":{mask}: scull: {what}")));
+    let quiet1 = !load1_log.lines().any(|l| l.contains(":00000004: scull:") || l.contains(":00000008: scull:"));
+    let levels2 = at(load2_log, "00000004", "open scull0")
+        && at(load2_log, "00000008", "ioctl ")
+        && at(load2_log, "00000002", "fault injection: allocation")
+        && at(load2_log, "00000001", "unload: outstanding");
+    t.case(
+        "dbgprintex_levels",
+        if quiet1 && levels2 { Ok(()) } else { Err(format!("load 1 without trace/info lines: {quiet1}; load 2 error/warning/trace/info lines at their levels: {levels2}")) },
+    );
+    set_param(w, "scull_debug_level", 1)?;
     t.case("winedevice_alive_after_load_2", no_crash(w));
 
     // ---- the device ACL value (Wine does not enforce DACLs on devices: the
