@@ -331,6 +331,83 @@ pub const WIN_OPEN_NONBLOCK: u32 = 1;
 /// [`WIN_IOCTL_OPEN_FLAGS`] bit: trim now, as a truncating open does.
 pub const WIN_OPEN_TRUNCATE: u32 = 2;
 
+/// Windows only, test builds of the harness: scull.sys's test IOCTL. It exists
+/// only while the driver was loaded with `scull_test_identity=1` or
+/// `scull_fail_at` (otherwise it is an unknown code). Input: [`TestRequest`]
+/// (8 bytes); output: [`TestReport`] (32 bytes).
+pub const WIN_IOCTL_TEST: u32 = ctl_code(WIN_DEVICE_TYPE, WIN_FUNCTION_BASE + 0x60, WIN_METHOD_BUFFERED, WIN_FILE_ANY_ACCESS);
+/// Report only.
+pub const TEST_OP_QUERY: u32 = 0;
+/// Test identity mode: the calling process gives up its administrator override.
+pub const TEST_OP_DEMOTE: u32 = 1;
+/// Fault injection: fail the arg-th pool allocation from now on (0 disarms).
+pub const TEST_OP_FAIL_AT: u32 = 2;
+/// [`TestReport::modes`] bit: test identity mode is on.
+pub const TEST_MODE_IDENTITY: u32 = 1;
+/// [`TestReport::modes`] bit: fault injection is on.
+pub const TEST_MODE_FAULTS: u32 = 2;
+
+/// The input of [`WIN_IOCTL_TEST`]: `op: u32, arg: i32`, little endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestRequest {
+    pub op: u32,
+    pub arg: i32,
+}
+
+impl TestRequest {
+    pub const LEN: usize = 8;
+
+    pub fn encode(&self) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&self.op.to_le_bytes());
+        b[4..].copy_from_slice(&self.arg.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<TestRequest> {
+        if b.len() < Self::LEN {
+            return Err(Error::BufferTooSmall);
+        }
+        Ok(TestRequest { op: u32::from_le_bytes([b[0], b[1], b[2], b[3]]), arg: i32::from_le_bytes([b[4], b[5], b[6], b[7]]) })
+    }
+}
+
+/// The output of [`WIN_IOCTL_TEST`]: modes u32, 4 bytes of padding, then
+/// outstanding 'lucS' blocks i64, allocations u64 and injected failures u64,
+/// little endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TestReport {
+    pub modes: u32,
+    pub outstanding: i64,
+    pub allocs: u64,
+    pub injected: u64,
+}
+
+impl TestReport {
+    pub const LEN: usize = 32;
+
+    pub fn encode(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[0..4].copy_from_slice(&self.modes.to_le_bytes());
+        b[8..16].copy_from_slice(&self.outstanding.to_le_bytes());
+        b[16..24].copy_from_slice(&self.allocs.to_le_bytes());
+        b[24..32].copy_from_slice(&self.injected.to_le_bytes());
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Result<TestReport> {
+        if b.len() != Self::LEN {
+            return Err(Error::Invalid);
+        }
+        let u = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[at..at + 8]);
+            u64::from_le_bytes(w)
+        };
+        Ok(TestReport { modes: u32::from_le_bytes([b[0], b[1], b[2], b[3]]), outstanding: u(8) as i64, allocs: u(16), injected: u(24) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,7 +455,14 @@ mod tests {
         assert_eq!(Cmd::from_windows_code(Cmd::Stats.windows_code() + 4), Err(Error::NotTty));
         assert_eq!(Cmd::from_windows_code(ctl_code(0x8000, 0x7ff, 0, 0)), Err(Error::NotTty));
         assert_eq!(Cmd::from_windows_code(0), Err(Error::NotTty));
-        for code in [WIN_IOCTL_OPEN_FLAGS, WIN_IOCTL_GET_EOF, WIN_IOCTL_SET_EOF] {
+        assert_eq!(WIN_IOCTL_TEST, ctl_code(0x8000, 0x860, 0, 0));
+        let r = TestReport { modes: 3, outstanding: -1, allocs: 7, injected: 2 };
+        assert_eq!(TestReport::decode(&r.encode()), Ok(r));
+        assert_eq!(TestReport::decode(&[0u8; 31]), Err(Error::Invalid));
+        let q = TestRequest { op: TEST_OP_FAIL_AT, arg: -3 };
+        assert_eq!(TestRequest::decode(&q.encode()), Ok(q));
+        assert_eq!(TestRequest::decode(&[0u8; 7]), Err(Error::BufferTooSmall));
+        for code in [WIN_IOCTL_OPEN_FLAGS, WIN_IOCTL_GET_EOF, WIN_IOCTL_SET_EOF, WIN_IOCTL_TEST] {
             assert_eq!(Cmd::from_windows_code(code), Err(Error::NotTty));
         }
         assert_eq!(Cmd::from_linux_code(0), Err(Error::NotTty));

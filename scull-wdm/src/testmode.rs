@@ -21,18 +21,10 @@ use crate::pool;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use scull_core::Error;
 
-/// `CTL_CODE(0x8000, 0x860, METHOD_BUFFERED, FILE_ANY_ACCESS)`; outside the
-/// scull command range and the 0x840.. bridge codes.
-pub const WIN_IOCTL_TEST: u32 = CTL_CODE(0x8000, 0x860, 0, 0);
-/// Report only.
-pub const TEST_OP_QUERY: u32 = 0;
-/// Test identity mode: the calling process loses the administrator override.
-pub const TEST_OP_DEMOTE: u32 = 1;
-/// Fault injection: fail the arg-th allocation from now (0 disarms).
-pub const TEST_OP_FAIL_AT: u32 = 2;
-/// Bits of `TestReport::modes`.
-pub const MODE_IDENTITY: u32 = 1;
-pub const MODE_FAULTS: u32 = 2;
+pub use scull_core::ioctl::{
+    TestReport, TestRequest, TEST_MODE_FAULTS as MODE_FAULTS, TEST_MODE_IDENTITY as MODE_IDENTITY, TEST_OP_DEMOTE, TEST_OP_FAIL_AT,
+    TEST_OP_QUERY, WIN_IOCTL_TEST,
+};
 
 pub static IDENTITY: AtomicBool = AtomicBool::new(false);
 
@@ -88,10 +80,7 @@ pub unsafe fn ioctl(buf: *mut u8, in_len: usize, out_len: usize) -> Result<usize
         return Err(Error::BufferTooSmall);
     }
     // SAFETY: caller contract: 8 readable bytes.
-    let (op, arg) = unsafe {
-        let b = &*(buf as *const [u8; 8]);
-        (u32::from_le_bytes([b[0], b[1], b[2], b[3]]), i32::from_le_bytes([b[4], b[5], b[6], b[7]]))
-    };
+    let TestRequest { op, arg } = TestRequest::decode(unsafe { &*(buf as *const [u8; TestRequest::LEN]) })?;
     match op {
         TEST_OP_QUERY => {}
         TEST_OP_DEMOTE if m & MODE_IDENTITY != 0 => {
@@ -102,11 +91,13 @@ pub unsafe fn ioctl(buf: *mut u8, in_len: usize, out_len: usize) -> Result<usize
         TEST_OP_FAIL_AT if m & MODE_FAULTS != 0 && arg >= 0 => pool::FAIL_AT.store(arg as i64, Ordering::Release),
         _ => return Err(Error::Invalid),
     }
-    let mut out = [0u8; 32];
-    out[0..4].copy_from_slice(&m.to_le_bytes());
-    out[8..16].copy_from_slice(&(pool::OUTSTANDING.load(Ordering::Relaxed) as i64).to_le_bytes());
-    out[16..24].copy_from_slice(&pool::ALLOCS.load(Ordering::Relaxed).to_le_bytes());
-    out[24..32].copy_from_slice(&pool::INJECTED.load(Ordering::Relaxed).to_le_bytes());
+    let out = TestReport {
+        modes: m,
+        outstanding: pool::OUTSTANDING.load(Ordering::Relaxed) as i64,
+        allocs: pool::ALLOCS.load(Ordering::Relaxed),
+        injected: pool::INJECTED.load(Ordering::Relaxed),
+    }
+    .encode();
     // SAFETY: caller contract: 32 writable bytes.
     unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), buf, 32) };
     Ok(32)

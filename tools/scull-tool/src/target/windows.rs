@@ -48,43 +48,17 @@ const CHILD_WRITER: &str = "__scull_child_writer";
 /// handle and runs the parent's requests on it (see [`proxy`]).
 const CHILD_PROXY: &str = "__scull_child_proxy";
 
-/// scull.sys's test IOCTL (scull-wdm/src/testmode.rs): present only while the
-/// driver was loaded with `scull_test_identity=1` or `scull_fail_at`.
-/// Input `[op: u32, arg: i32]`; output 32 bytes: modes u32, pad, outstanding
-/// 'lucS' blocks i64, allocations u64, injected failures u64.
-pub const WIN_IOCTL_TEST: u32 = ioctl::ctl_code(0x8000, 0x860, 0, 0);
-pub const TEST_OP_QUERY: u32 = 0;
-pub const TEST_OP_DEMOTE: u32 = 1;
-pub const TEST_OP_FAIL_AT: u32 = 2;
-pub const MODE_IDENTITY: u32 = 1;
-pub const MODE_FAULTS: u32 = 2;
-
-/// What `WIN_IOCTL_TEST` reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TestReport {
-    pub modes: u32,
-    pub outstanding: i64,
-    pub allocs: u64,
-    pub injected: u64,
-}
+pub use scull_core::ioctl::{
+    TestReport, TestRequest, TEST_MODE_FAULTS as MODE_FAULTS, TEST_MODE_IDENTITY as MODE_IDENTITY, TEST_OP_DEMOTE, TEST_OP_FAIL_AT,
+    TEST_OP_QUERY, WIN_IOCTL_TEST,
+};
 
 /// One test op on a fresh handle of scull0.
 pub fn test_op(wine: bool, op: u32, arg: i32) -> Result<TestReport, Error> {
     let h = open_raw(Dev::Scull(0), OpenOpts::R, wine, false)?;
-    let mut input = [0u8; 8];
-    input[..4].copy_from_slice(&op.to_le_bytes());
-    input[4..].copy_from_slice(&arg.to_le_bytes());
-    let out = device_io_control(h.0, WIN_IOCTL_TEST, &input, 32)?;
-    if out.len() != 32 {
-        return Err(Error::Invalid);
-    }
-    let u = |r: std::ops::Range<usize>| u64::from_le_bytes(out[r].try_into().unwrap_or([0; 8]));
-    Ok(TestReport {
-        modes: u32::from_le_bytes(out[..4].try_into().unwrap_or([0; 4])),
-        outstanding: u(8..16) as i64,
-        allocs: u(16..24),
-        injected: u(24..32),
-    })
+    let input = TestRequest { op, arg }.encode();
+    let out = device_io_control(h.0, WIN_IOCTL_TEST, &input, TestReport::LEN)?;
+    TestReport::decode(&out)
 }
 
 /// Win32 error → scull error (scull-core's table; anything else is `Invalid`).
