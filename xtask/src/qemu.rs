@@ -44,7 +44,15 @@ poweroff -f
 "#;
 
 /// Test mode: conformance, stress, fuzz, fault sweep, unload.
-const TEST: &str = r#"echo "== insmod"
+const TEST: &str = r#"echo "== insmod with invalid parameters (must be refused)"
+insmod /scull.ko scull_quantum=0
+echo "HARNESS badparam-quantum rc=$?"
+insmod /scull.ko scull_qset=1000 scull_quantum=4000000
+echo "HARNESS badparam-product rc=$?"
+insmod /scull.ko scull_p_buffer=1
+echo "HARNESS badparam-pbuffer rc=$?"
+echo "HARNESS badparam-loaded $(grep -c '^scull ' /proc/modules)"
+echo "== insmod"
 insmod /scull.ko scull_quantum=1000 scull_qset=50 scull_p_buffer=1024 scull_nr_devs=4 scull_p_nr_devs=4
 echo "HARNESS insmod rc=$?"
 sleep 1
@@ -262,6 +270,11 @@ pub fn qemu(args: &[String]) -> Result {
 fn test(c: &mut Checks) -> Result {
     let console = boot(Mode::Test, TEST, 1024, 420, c)?;
     let h = |k: &str| harness(&console, k);
+    c.check(
+        ["badparam-quantum rc=", "badparam-product rc=", "badparam-pbuffer rc="].iter().all(|k| h(k).is_some_and(|v| v != "0"))
+            && h("badparam-loaded").as_deref() == Some("0"),
+        "insmod refuses quantum=0, a quantum*qset overflowing int, and a 1-byte pipe",
+    );
     c.check(h("nodes").and_then(|n| n.parse::<u32>().ok()) == Some(12), "devtmpfs made the 12 /dev/scull* nodes");
     c.check(h("params").as_deref() == Some("scullmem v1 quantum=1000 qset=50"), "module parameters in effect (/proc/scullmem header)");
     c.check(
