@@ -142,9 +142,8 @@ fn state() -> R<&'static State> {
     if p.is_null() {
         return Err(Error::NoDevice);
     }
-    // SAFETY: STATE points into the module's boxed State from before the first cdev_add until
-    // after the last cdev_del and the removal of the /proc files; every caller runs inside a file
-    // operation or a /proc read, which (through fops.owner / proc removal) ends before that.
+    // SAFETY: STATE points at the module's boxed State from before the first cdev_add until after the
+    // last cdev_del and /proc removal; callers are file operations or /proc reads, which end before.
     Ok(unsafe { &*p })
 }
 
@@ -321,9 +320,8 @@ fn open_store(st: &'static State, minor: u32, file: &FileRef<'_>) -> R<Open> {
             let i = t.lookup_or_create(key, || new_store(g))?;
             let d: &StoreDev = t.get(i).ok_or(Error::NoDevice)?;
             let p: *const StoreDev = d;
-            // SAFETY: scullpriv devices are pinned boxes that stay in the table until State is
-            // dropped at module exit (entries are never removed before), so the device outlives
-            // every open file.
+            // SAFETY: scullpriv devices are pinned boxes kept in the table until State drops at module
+            // exit (never removed before), so the device outlives every open file.
             (unsafe { &*p }, Access::Priv)
         }
         Some(_) => return Err(Error::NoDevice),

@@ -276,9 +276,8 @@ unsafe fn wuid_open(ext: &DevExt, w: &SpinLock<WuidState>, irp: *mut IRP, fo: *m
                 // SAFETY: we own the IRP.
                 return unsafe { finish(irp, Error::NoMemory.ntstatus(), 0) };
             };
-            // SAFETY: the record block is big enough and aligned (pool
-            // blocks are 16-byte aligned); the IRP's driver context is ours
-            // while it is queued; the queue is guarded by the held lock.
+            // SAFETY: the pool block is big enough and 16-byte aligned; the IRP's driver
+            // context is ours while it is queued; the held lock guards the queue.
             unsafe {
                 ptr::write(p.as_ptr() as *mut Waiter, Waiter { caller: c, flags: f });
                 (*irp_driver_context(irp))[0] = p.as_ptr().cast();

@@ -248,3 +248,48 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     println!("ratio scale_256m_vs_1m = {:.2}", big_rate / small_best);
     Ok(())
 }
+
+/// `scull-tool scale-reference`: how the machine itself scales from a 1 MiB to
+/// a `big_mib` working set, measured the way [`run`] measures scull0 (64 KiB
+/// writes then reads, one big run, best of 8 small runs), for a file in `dir`
+/// and for a plain user-space buffer. Reference figures only: they tell what
+/// part of `scale_256m_vs_1m` is the memory hierarchy (under QEMU TCG, also its
+/// software TLB) rather than the driver.
+pub fn scale_reference(dir: &std::path::Path, big_mib: usize) -> Result<(), String> {
+    fn memory_once(big: &mut [u8]) -> Duration {
+        let src = vec![0x5Au8; BUF];
+        let mut dst = vec![0u8; BUF];
+        let start = Instant::now();
+        for c in big.chunks_mut(BUF) {
+            c.copy_from_slice(&src[..c.len()]);
+        }
+        for c in big.chunks(BUF) {
+            dst[..c.len()].copy_from_slice(c);
+            std::hint::black_box(&dst);
+        }
+        start.elapsed()
+    }
+    fn report(name: &str, big_mib: usize, big: f64, small: f64) {
+        println!("reference {name}: {big_mib} MiB write+read {big:.1} MB/s, 1 MiB write+read {small:.1} MB/s (best of 8)");
+        println!("reference {name}_256m_vs_1m = {:.2}", big / small);
+    }
+    let big = big_mib << 20;
+    let (w, r) = file_io(dir, big)?;
+    let f_big = mbps(2 * big, w + r);
+    let mut f_small = 0f64;
+    for _ in 0..8 {
+        let (w, r) = file_io(dir, 1 << 20)?;
+        f_small = f_small.max(mbps(2 << 20, w + r));
+    }
+    report(if cfg!(windows) { "file" } else { "tmpfs" }, big_mib, f_big, f_small);
+    let mut buf = vec![1u8; big];
+    let m_big = mbps(2 * big, memory_once(&mut buf));
+    drop(buf);
+    let mut small = vec![1u8; 1 << 20];
+    let mut m_small = 0f64;
+    for _ in 0..8 {
+        m_small = m_small.max(mbps(2 << 20, memory_once(&mut small)));
+    }
+    report("memory", big_mib, m_big, m_small);
+    Ok(())
+}

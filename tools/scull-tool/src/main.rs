@@ -147,8 +147,7 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        #[cfg(target_os = "linux")]
-        ["scale-reference"] => scull_tool::target::linux::scale_reference::run(
+        ["scale-reference"] => scull_tool::bench::scale_reference(
             &a.opts.get("baseline-dir").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir),
             a.num("scale-mib", 256)?,
         )?,
