@@ -65,7 +65,9 @@ fn bench(_args: &[String]) -> Result {
     host::bench_core()?;
     host::bench_model()?;
     step("bench: the Linux module in QEMU");
-    qemu::qemu(&["--bench".into()])
+    qemu::qemu(&["--bench".into()])?;
+    step("bench: scull.sys under Wine (reference figures only)");
+    wine::bench()
 }
 
 fn test(_args: &[String]) -> Result {
