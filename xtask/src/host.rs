@@ -24,12 +24,6 @@ pub fn conformance() -> Result {
     run(cargo().args(["run", "--quiet", "-p", "scull-tool", "--", "conformance", "--target", "model"]))
 }
 
-/// The device benchmark on the model (in-process: a smoke run of the bench
-/// code; its ratios say nothing about a kernel).
-pub fn bench_model() -> Result {
-    step("bench: scull-tool bench on the model (smoke run; kernel figures come from qemu/wine)");
-    run(cargo().args(["run", "--quiet", "--release", "-p", "scull-tool", "--", "--target", "model", "bench", "--mib", "16", "--scale-mib", "32"]))
-}
 
 pub fn demo() -> Result {
     step("demo: the model device");

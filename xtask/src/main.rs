@@ -63,7 +63,6 @@ fn demo(_args: &[String]) -> Result {
 
 fn bench(_args: &[String]) -> Result {
     host::bench_core()?;
-    host::bench_model()?;
     step("bench: the Linux module in QEMU");
     qemu::qemu(&["--bench".into()])?;
     step("bench: scull.sys under Wine (reference figures only)");

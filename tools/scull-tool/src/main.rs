@@ -10,7 +10,7 @@
 //!   pipe-demo                         a blocked reader woken by a writer
 //!   demo                              all of the above, on one device set
 //!   conformance [--filter S]          the conformance suite
-//!   bench [--mib N] [--scale-mib N] [--baseline-dir D]
+//!   bench [--mib N] [--scale-mib N] [--baseline-dir D] [--reference]
 //!                                     throughput vs tmpfs, pipe(2); scaling
 //!   stress [--writers N] [--readers M] [--seconds S] [--processes] [--seed X]
 //!                                     concurrent pipe and store traffic, every record checked
@@ -36,6 +36,7 @@ struct Args {
     len: Option<usize>,
     filter: Option<String>,
     processes: bool,
+    reference: bool,
     opts: std::collections::BTreeMap<String, String>,
 }
 
@@ -56,6 +57,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
         len: None,
         filter: None,
         processes: false,
+        reference: false,
         opts: Default::default(),
     };
     while let Some(w) = it.next() {
@@ -66,6 +68,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--len" => a.len = Some(val("--len")?.parse().map_err(|e| format!("--len: {e}"))?),
             "--filter" => a.filter = Some(val("--filter")?),
             "--processes" => a.processes = true,
+            "--reference" => a.reference = true,
             "--mib" | "--scale-mib" | "--baseline-dir" | "--writers" | "--readers" | "--seconds" | "--seed" | "--slots" | "--pipe" | "--max-k" => {
                 let v = val(&w)?;
                 a.opts.insert(w[2..].to_string(), v);
@@ -117,6 +120,7 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
         ["__bench-pipe-writer", n] => scull_tool::bench::pipe_writer_child(Some(t), n.parse().map_err(|_| "bytes")?)?,
         ["bench"] => {
             let o = scull_tool::bench::Options {
+                reference: a.reference,
                 mib: a.num("mib", 64)?,
                 scale_mib: a.num("scale-mib", 256)?,
                 baseline_dir: a.opts.get("baseline-dir").map(std::path::PathBuf::from),
