@@ -81,20 +81,8 @@ pub(crate) struct KList {
 impl KList {
     /// Position of `index` in `qsets`: `Ok(pos)` if present, else where it goes.
     fn position(&mut self, index: u64) -> core::result::Result<usize, usize> {
-        // The cache and its successor cover sequential access.
-        for p in [self.last, self.last.wrapping_add(1)] {
-            if let Some(q) = self.qsets.get(p) {
-                if q.index == index {
-                    self.last = p;
-                    return Ok(p);
-                }
-            }
-        }
-        let r = self.qsets.binary_search_by(|q| q.index.cmp(&index));
-        if let Ok(p) = r {
-            self.last = p;
-        }
-        r
+        let qsets = &self.qsets;
+        crate::mem::cached_position(qsets.len(), &mut self.last, index, |i| qsets[i].index)
     }
 }
 

@@ -134,20 +134,8 @@ pub struct HostList {
 
 impl HostList {
     fn position(&mut self, index: u64) -> core::result::Result<usize, usize> {
-        // The cache and its successor answer sequential walks in O(1).
-        for at in [self.cache, self.cache + 1] {
-            if let Some(n) = self.nodes.get(at) {
-                if n.index == index {
-                    self.cache = at;
-                    return Ok(at);
-                }
-            }
-        }
-        let r = self.nodes.binary_search_by_key(&index, |n| n.index);
-        if let Ok(at) = r {
-            self.cache = at;
-        }
-        r
+        let nodes = &self.nodes;
+        crate::mem::cached_position(nodes.len(), &mut self.cache, index, |i| nodes[i].index)
     }
 }
 

@@ -65,3 +65,53 @@ pub trait QsetList {
         self.truncate(0)
     }
 }
+
+/// Where qset `index` is in a list sorted by qset index: `Ok(pos)` if present,
+/// else `Err(pos)` where it would be inserted. Checks the cached position and
+/// its successor first, so repeated and sequential look-ups are O(1), then
+/// falls back to a binary search; a hit updates `cache`. `key(i)` is the qset
+/// index at position `i` (`i < len`). Vector-backed [`QsetList`]s share this.
+pub fn cached_position(len: usize, cache: &mut usize, index: u64, key: impl Fn(usize) -> u64) -> core::result::Result<usize, usize> {
+    for at in [*cache, cache.wrapping_add(1)] {
+        if at < len && key(at) == index {
+            *cache = at;
+            return Ok(at);
+        }
+    }
+    let (mut lo, mut hi) = (0usize, len);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match key(mid).cmp(&index) {
+            core::cmp::Ordering::Less => lo = mid + 1,
+            core::cmp::Ordering::Greater => hi = mid,
+            core::cmp::Ordering::Equal => {
+                *cache = mid;
+                return Ok(mid);
+            }
+        }
+    }
+    Err(lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_position_finds_inserts_and_caches() {
+        let keys = [2u64, 5, 9, 40];
+        let k = |i: usize| keys[i];
+        let mut cache = 0;
+        assert_eq!(cached_position(4, &mut cache, 9, k), Ok(2));
+        assert_eq!(cache, 2);
+        assert_eq!(cached_position(4, &mut cache, 40, k), Ok(3), "the successor of the cache");
+        assert_eq!(cache, 3);
+        assert_eq!(cached_position(4, &mut cache, 0, k), Err(0));
+        assert_eq!(cached_position(4, &mut cache, 6, k), Err(2));
+        assert_eq!(cached_position(4, &mut cache, 41, k), Err(4));
+        assert_eq!(cache, 3, "a miss leaves the cache");
+        assert_eq!(cached_position(0, &mut cache, 1, k), Err(0));
+        let mut stale = usize::MAX;
+        assert_eq!(cached_position(4, &mut stale, 2, k), Ok(0), "a stale cache is harmless");
+    }
+}
