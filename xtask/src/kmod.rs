@@ -96,27 +96,29 @@ fn remove_dir(p: &Path) -> Result {
     run(Command::new("rm").args(["-rf", "--one-file-system"]).arg(p))
 }
 
-/// /proc mounted inside the chroot for as long as this value lives
-/// (rustc finds its sysroot through /proc/self/exe).
+/// Runs commands in the chroot, each in a private mount namespace of its own
+/// (`unshare --mount --propagation private`) in which /proc is mounted for
+/// rustc (it finds its sysroot through /proc/self/exe). The mount lives and
+/// dies with that one command and is invisible to every other process, so
+/// concurrent runs in the shared chroot (two worktrees, or a kernel build
+/// beside a module build) never unmount each other's /proc, and nothing is
+/// left mounted under the cache if a run is killed.
 pub struct Mounted(PathBuf);
 
 impl Mounted {
     pub fn new(root: &Path) -> Result<Self> {
-        unmount_all(root)?;
-        run(Command::new("mount").args(["-t", "proc", "proc"]).arg(root.join("proc")))?;
         Ok(Mounted(root.to_path_buf()))
     }
     pub fn run(&self, script: &str) -> Result {
-        run(Command::new("chroot")
+        let proc_dir = self.0.join("proc");
+        run(Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(r#"mount -t proc proc "$1" && shift && exec chroot "$@""#)
+            .arg("sh")
+            .arg(&proc_dir)
             .arg(&self.0)
             .args(["/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"])
             .args(["bash", "-euo", "pipefail", "-c", script]))
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = unmount_all(&self.0);
     }
 }
 
