@@ -10,6 +10,15 @@
 //!   Linux); writer and reader are separate processes when the target allows.
 //! - scale_256m_vs_1m: `scull0` write+read throughput of one 256 MiB file
 //!   against a 1 MiB file (best of several).
+//! - scull_vs_memory: `scull0`'s 256 MiB write+read (fresh write after a
+//!   trim, then read) against the same 64 KiB copies into and out of an
+//!   already-touched 256 MiB user-space buffer, in the same process: the limit.
+//! - scale_vs_memory: scull0's 256M/1M against plain memory's 256M/1M.
+//!
+//! Also printed, for docs/performance.md: the fresh write, overwrite (a
+//! second write over allocated quanta) and read rates of each size, and the
+//! rate of null ioctl round trips (SCULL_IOCQQUANTUM), the per-call cost that
+//! bounds small transfers (under Wine, the wineserver round trip per IRP).
 
 use crate::target::{OpenOpts, Target};
 use scull_core::devices::Dev;
@@ -43,19 +52,39 @@ fn fill(buf: &mut [u8], seed: usize) {
     }
 }
 
-/// Writes then reads `bytes` through `scull0`; returns (write, read) durations.
-fn scull_io(t: &dyn Target, bytes: usize) -> Result<(Duration, Duration), String> {
-    let mut buf = vec![0u8; BUF];
-    fill(&mut buf, 1);
-    let mut h = t.open(Dev::Scull(0), OpenOpts::TRUNC).map_err(|e| format!("open scull0: {e}"))?;
+/// Writes `bytes` to `scull0` from its start through a handle opened with `o`.
+fn scull_write(t: &dyn Target, o: OpenOpts, buf: &[u8], bytes: usize) -> Result<Duration, String> {
+    let mut h = t.open(Dev::Scull(0), o).map_err(|e| format!("open scull0: {e}"))?;
     let start = Instant::now();
     let mut done = 0;
     while done < bytes {
         let n = (bytes - done).min(BUF);
         done += h.write(&buf[..n]).map_err(|e| format!("write scull0: {e}"))?;
     }
-    let w = start.elapsed();
-    drop(h);
+    Ok(start.elapsed())
+}
+
+/// Writes then reads `bytes` through `scull0`; returns (write, read) durations.
+fn scull_io(t: &dyn Target, bytes: usize) -> Result<(Duration, Duration), String> {
+    let p = scull_phases(t, bytes, false)?;
+    Ok((p.fresh, p.read))
+}
+
+/// The phases of one scull0 run: a fresh write (after the trim), optionally an
+/// overwrite of the same bytes (quanta already allocated), then the read.
+#[derive(Clone, Copy)]
+struct Phases {
+    fresh: Duration,
+    over: Duration,
+    read: Duration,
+}
+
+fn scull_phases(t: &dyn Target, bytes: usize, overwrite: bool) -> Result<Phases, String> {
+    let mut buf = vec![0u8; BUF];
+    fill(&mut buf, 1);
+    let w = scull_write(t, OpenOpts::TRUNC, &buf, bytes)?;
+    // Read-write opens never trim, on either OS.
+    let over = if overwrite { scull_write(t, OpenOpts::RW, &buf, bytes)? } else { Duration::ZERO };
     let mut h = t.open(Dev::Scull(0), OpenOpts::R).map_err(|e| format!("open scull0: {e}"))?;
     let start = Instant::now();
     let mut done = 0;
@@ -69,7 +98,82 @@ fn scull_io(t: &dyn Target, bytes: usize) -> Result<(Duration, Duration), String
     let r = start.elapsed();
     drop(h);
     drop(t.open(Dev::Scull(0), OpenOpts::TRUNC).map_err(|e| format!("trim scull0: {e}"))?);
-    Ok((w, r))
+    Ok(Phases { fresh: w, over, read: r })
+}
+
+/// 64 KiB writes filling `big` from a source buffer, then 64 KiB reads out of
+/// it: what scull0's write+read does, minus the driver. `big` is already
+/// touched (its pages exist), as an allocated scull0 is not.
+fn memory_once(big: &mut [u8]) -> (Duration, Duration) {
+    let src = vec![0x5Au8; BUF];
+    let mut dst = vec![0u8; BUF];
+    let start = Instant::now();
+    for c in big.chunks_mut(BUF) {
+        c.copy_from_slice(&src[..c.len()]);
+    }
+    let w = start.elapsed();
+    let start = Instant::now();
+    for c in big.chunks(BUF) {
+        dst[..c.len()].copy_from_slice(c);
+        std::hint::black_box(&dst);
+    }
+    (w, start.elapsed())
+}
+
+/// Plain memory, measured as [`run`] measures scull0: one `big`-byte run and
+/// the best of 8 runs over 1 MiB. Returns write+read MB/s (big, small) and
+/// the big run's (write, read).
+fn memory_scale(big: usize) -> (f64, f64, (Duration, Duration)) {
+    let mut buf = vec![1u8; big];
+    let (w, r) = memory_once(&mut buf);
+    drop(buf);
+    let mut small = vec![1u8; 1 << 20];
+    let mut best = 0f64;
+    for _ in 0..8 {
+        let (w, r) = memory_once(&mut small);
+        best = best.max(mbps(2 << 20, w + r));
+    }
+    (mbps(2 * big, w + r), best, (w, r))
+}
+
+/// Seek-to-0 plus 1-byte read pairs per second, on scull0 and on a file in
+/// `dir`: the per-call cost of the driver path against the OS's own file path.
+fn small_read_rates(t: &dyn Target, dir: &std::path::Path, calls: usize) -> Result<(f64, f64), String> {
+    use std::io::Seek;
+    drop(t.open(Dev::Scull(0), OpenOpts::TRUNC).map_err(|e| format!("open scull0: {e}"))?.write(b"x").map_err(|e| format!("write scull0: {e}"))?);
+    let mut h = t.open(Dev::Scull(0), OpenOpts::R).map_err(|e| format!("open scull0: {e}"))?;
+    let mut b = [0u8; 1];
+    let start = Instant::now();
+    for _ in 0..calls {
+        h.seek(scull_core::store::Whence::Set, 0).map_err(|e| format!("seek scull0: {e}"))?;
+        h.read(&mut b).map_err(|e| format!("read scull0: {e}"))?;
+    }
+    let scull = calls as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    drop(h);
+    drop(t.open(Dev::Scull(0), OpenOpts::TRUNC).map_err(|e| format!("trim scull0: {e}"))?);
+    let path = dir.join(format!("scull-bench-small-{}", std::process::id()));
+    std::fs::write(&path, b"x").map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut f = std::fs::File::open(&path).map_err(|e| e.to_string())?;
+    let start = Instant::now();
+    for _ in 0..calls {
+        f.seek(std::io::SeekFrom::Start(0)).map_err(|e| e.to_string())?;
+        f.read(&mut b).map_err(|e| e.to_string())?;
+    }
+    let file = calls as f64 / start.elapsed().as_secs_f64().max(1e-9);
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    Ok((scull, file))
+}
+
+/// Null ioctl round trips per second (SCULL_IOCQQUANTUM: no data, one value
+/// back), over about `calls` calls.
+fn ioctl_rate(t: &dyn Target, calls: usize) -> Result<f64, String> {
+    let mut h = t.open(Dev::Scull(0), OpenOpts::R).map_err(|e| format!("open scull0: {e}"))?;
+    let start = Instant::now();
+    for _ in 0..calls {
+        h.ioctl(Cmd::QQuantum, 0).map_err(|e| format!("SCULL_IOCQQUANTUM: {e}"))?;
+    }
+    Ok(calls as f64 / start.elapsed().as_secs_f64().max(1e-9))
 }
 
 fn file_io(dir: &std::path::Path, bytes: usize) -> Result<(Duration, Duration), String> {
@@ -241,15 +345,41 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     println!("{tag} pipe_vs_pipe2 = {:.2}", sp / op);
 
     let big = o.scale_mib << 20;
-    let (bw, br) = scull_io(t, big)?;
-    let big_rate = mbps(2 * big, bw + br);
+    let bp = scull_phases(t, big, true)?;
+    let big_rate = mbps(2 * big, bp.fresh + bp.read);
     let mut small_best = 0f64;
+    let mut sp = Phases { fresh: Duration::MAX, over: Duration::MAX, read: Duration::MAX };
     for _ in 0..8 {
-        let (w, r) = scull_io(t, 1 << 20)?;
-        small_best = small_best.max(mbps(2 << 20, w + r));
+        let p = scull_phases(t, 1 << 20, true)?;
+        small_best = small_best.max(mbps(2 << 20, p.fresh + p.read));
+        sp = Phases { fresh: sp.fresh.min(p.fresh), over: sp.over.min(p.over), read: sp.read.min(p.read) };
     }
     println!("scull0 {} MiB write+read {big_rate:.1} MB/s, 1 MiB write+read {small_best:.1} MB/s (best of 8)", o.scale_mib);
     println!("{tag} scale_256m_vs_1m = {:.2}", big_rate / small_best);
+    for (name, bytes, p) in [(format!("{} MiB", o.scale_mib), big, bp), ("1 MiB (best of 8 each)".to_string(), 1 << 20, sp)] {
+        println!(
+            "scull0 {name}: fresh write {:.1} MB/s, overwrite {:.1} MB/s, read {:.1} MB/s",
+            mbps(bytes, p.fresh),
+            mbps(bytes, p.over),
+            mbps(bytes, p.read)
+        );
+    }
+
+    let (m_big, m_small, (mw, mr)) = memory_scale(big);
+    println!("memory {} MiB write+read {m_big:.1} MB/s (write {:.1}, read {:.1}), 1 MiB write+read {m_small:.1} MB/s (best of 8)", o.scale_mib, mbps(big, mw), mbps(big, mr));
+    println!("{tag} scull_vs_memory = {:.2} ({big_rate:.1} / {m_big:.1} MB/s)", big_rate / m_big);
+    println!("{tag} scale_vs_memory = {:.2} (scull0 {:.2} = {big_rate:.1} / {small_best:.1} MB/s, memory {:.2} = {m_big:.1} / {m_small:.1} MB/s)", (big_rate / small_best) / (m_big / m_small), big_rate / small_best, m_big / m_small);
+    let over_rate = mbps(2 * big, bp.over + bp.read);
+    println!("info: scull0 overwrite+read {over_rate:.1} MB/s = {:.2} of memory (quanta already allocated)", over_rate / m_big);
+
+    let rate = ioctl_rate(t, 20_000)?;
+    println!(
+        "null ioctl (SCULL_IOCQQUANTUM) round trips {rate:.0}/s = {:.2} us each; per 64 KiB call that alone caps a stream at {:.0} MB/s",
+        1e6 / rate,
+        rate * BUF as f64 / 1e6
+    );
+    let (scull_small, file_small) = small_read_rates(t, &dir, 20_000)?;
+    println!("1-byte seek+read round trips: scull0 {scull_small:.0}/s, {FILE_LABEL} {file_small:.0}/s");
     Ok(())
 }
 
@@ -260,19 +390,6 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
 /// part of `scale_256m_vs_1m` is the memory hierarchy (under QEMU TCG, also its
 /// software TLB) rather than the driver.
 pub fn scale_reference(dir: &std::path::Path, big_mib: usize) -> Result<(), String> {
-    fn memory_once(big: &mut [u8]) -> Duration {
-        let src = vec![0x5Au8; BUF];
-        let mut dst = vec![0u8; BUF];
-        let start = Instant::now();
-        for c in big.chunks_mut(BUF) {
-            c.copy_from_slice(&src[..c.len()]);
-        }
-        for c in big.chunks(BUF) {
-            dst[..c.len()].copy_from_slice(c);
-            std::hint::black_box(&dst);
-        }
-        start.elapsed()
-    }
     fn report(name: &str, big_mib: usize, big: f64, small: f64) {
         println!("reference {name}: {big_mib} MiB write+read {big:.1} MB/s, 1 MiB write+read {small:.1} MB/s (best of 8)");
         println!("reference {name}_256m_vs_1m = {:.2}", big / small);
@@ -286,14 +403,7 @@ pub fn scale_reference(dir: &std::path::Path, big_mib: usize) -> Result<(), Stri
         f_small = f_small.max(mbps(2 << 20, w + r));
     }
     report(if cfg!(windows) { "file" } else { "tmpfs" }, big_mib, f_big, f_small);
-    let mut buf = vec![1u8; big];
-    let m_big = mbps(2 * big, memory_once(&mut buf));
-    drop(buf);
-    let mut small = vec![1u8; 1 << 20];
-    let mut m_small = 0f64;
-    for _ in 0..8 {
-        m_small = m_small.max(mbps(2 << 20, memory_once(&mut small)));
-    }
+    let (m_big, m_small, _) = memory_scale(big);
     report("memory", big_mib, m_big, m_small);
     Ok(())
 }
