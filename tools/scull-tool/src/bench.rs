@@ -20,7 +20,7 @@
 //! rate of null ioctl round trips (SCULL_IOCQQUANTUM), the per-call cost that
 //! bounds small transfers (under Wine, the wineserver round trip per IRP).
 
-use crate::target::{OpenOpts, Target};
+use crate::backend::{OpenOpts, Target};
 use scull_core::devices::Dev;
 use scull_core::ioctl::Cmd;
 use std::io::{Read, Write};
