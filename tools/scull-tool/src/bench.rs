@@ -140,7 +140,9 @@ fn memory_scale(big: usize) -> (f64, f64, (Duration, Duration)) {
 /// `dir`: the per-call cost of the driver path against the OS's own file path.
 fn small_read_rates(t: &dyn Target, dir: &std::path::Path, calls: usize) -> Result<(f64, f64), String> {
     use std::io::Seek;
-    drop(t.open(Dev::Scull(0), OpenOpts::TRUNC).map_err(|e| format!("open scull0: {e}"))?.write(b"x").map_err(|e| format!("write scull0: {e}"))?);
+    let mut w = t.open(Dev::Scull(0), OpenOpts::TRUNC).map_err(|e| format!("open scull0: {e}"))?;
+    w.write(b"x").map_err(|e| format!("write scull0: {e}"))?;
+    drop(w);
     let mut h = t.open(Dev::Scull(0), OpenOpts::R).map_err(|e| format!("open scull0: {e}"))?;
     let mut b = [0u8; 1];
     let start = Instant::now();
