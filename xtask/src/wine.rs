@@ -553,7 +553,7 @@ pub fn bench() -> Result {
     let w = setup().inspect_err(|_| Wine::new().kill_server())?;
     std::fs::create_dir_all(w.drive_c().join("scull").join("bench")).map_err(|e| e.to_string())?;
     step("wine: scull-tool.exe bench --target wine (reference figures, not pass/fail)");
-    let r = tool(&w, 900, &["--target", "wine", "bench", "--reference", "--mib", "64", "--scale-mib", "256", "--baseline-dir", r"C:\scull\bench"]);
+    let r = tool(&w, 900, &["--target", "wine", "bench", "--reference", "--size", "64M", "--scale-size", "256M", "--baseline-dir", r"C:\scull\bench"]);
     let leaks = teardown(&w);
     let (ok, _) = r?;
     println!("wine bench: unload reports {:?} outstanding 'lucS' blocks", leaks?);
