@@ -4,5 +4,6 @@ pub mod backend;
 pub mod bench;
 pub mod conformance;
 pub mod fuzz;
+pub mod hint;
 pub mod rng;
 pub mod stress;

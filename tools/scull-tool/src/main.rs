@@ -274,6 +274,7 @@ fn checked(clean: bool) -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
     let t = target(cli.target.as_deref())?;
+    scull_tool::hint::preflight(t)?;
     match cli.cmd {
         Command::Write { dev, text, offset } => cmd_write(t, dev, text.as_bytes(), offset)?,
         Command::Read { dev, offset, len } => cmd_read(t, dev, offset, len as usize)?,
@@ -317,7 +318,7 @@ fn usage(msg: String) -> String {
 }
 
 fn open(t: &dyn Target, d: Dev, o: OpenOpts) -> Result<Box<dyn Handle>, String> {
-    t.open(d, o).map_err(|err| format!("open {d:?}: {err}"))
+    t.open(d, o).map_err(|err| scull_tool::hint::open_failure(t, d, o, err))
 }
 
 fn cmd_write(t: &dyn Target, d: Dev, data: &[u8], offset: Option<i64>) -> Result<(), String> {
