@@ -5,5 +5,6 @@ pub mod bench;
 pub mod conformance;
 pub mod fuzz;
 pub mod hint;
+pub mod progress;
 pub mod rng;
 pub mod stress;
