@@ -11,7 +11,10 @@ mod wine;
 use util::{step, Result};
 
 const USAGE: &str = "\
-usage: cargo xtask <command>
+usage: cargo xtask [-v] <command>
+
+  -v, --verbose  stream every command's output (default: one line per step,
+                 the output in target/logs/<step>.log, shown when it fails)
 
   demo        run the demo end to end (model device)
   test        run every test (unit, property, fault injection, loom, conformance
@@ -27,7 +30,11 @@ usage: cargo xtask <command>
 ";
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "-v" || a == "--verbose") {
+        args.remove(i);
+        util::set_verbose(true);
+    }
     let cmd = args.first().map(String::as_str).unwrap_or("help");
     let rest = if args.is_empty() { &[][..] } else { &args[1..] };
     let r: Result = match cmd {
@@ -47,6 +54,7 @@ fn main() {
         }
         other => Err(format!("unknown command `{other}`\n{USAGE}")),
     };
+    util::end_step(r.is_ok());
     if let Err(e) = r {
         eprintln!("xtask {cmd}: error: {e}");
         std::process::exit(1);
