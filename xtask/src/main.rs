@@ -8,7 +8,7 @@ mod util;
 mod wdm;
 mod wine;
 
-use util::{step, Result};
+use util::Result;
 
 const USAGE: &str = "\
 usage: cargo xtask [-v] <command>
@@ -62,25 +62,26 @@ fn main() {
 }
 
 fn demo(_args: &[String]) -> Result {
+    util::section("demo: the model device (scull-core on the host, no driver)");
     host::demo()?;
-    step("demo: scull.sys under Wine");
+    util::section("demo: scull.sys under Wine");
     wine::demo()?;
-    step("demo: scull.ko in QEMU");
+    util::section("demo: scull.ko in QEMU");
     qemu::qemu(&["--demo".into()])
 }
 
 fn bench(_args: &[String]) -> Result {
     host::bench_core()?;
-    step("bench: the Linux module in QEMU");
+    util::section("bench: the Linux module in QEMU");
     qemu::qemu(&["--bench".into()])?;
-    step("bench: scull.sys under Wine (reference figures only)");
+    util::section("bench: scull.sys under Wine (reference figures only)");
     wine::bench()
 }
 
 fn test(_args: &[String]) -> Result {
     host::test()?;
-    step("test: the Windows driver under Wine");
+    util::section("test: the Windows driver under Wine");
     wine::run_suite(&[])?;
-    step("test: the Linux module in QEMU");
+    util::section("test: the Linux module in QEMU");
     qemu::qemu(&[])
 }

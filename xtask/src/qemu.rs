@@ -258,7 +258,7 @@ pub fn qemu(args: &[String]) -> Result {
         Mode::Demo => demo(&mut c)?,
     }
     let _ = root();
-    eprintln!("qemu: {:.0} s in all", t0.elapsed().as_secs_f64());
+    crate::util::note(&format!("qemu: {:.0} s in all", t0.elapsed().as_secs_f64()));
     println!("qemu: {} passed, {} failed", c.pass, c.fail);
     if c.fail == 0 {
         Ok(())

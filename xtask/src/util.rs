@@ -113,6 +113,14 @@ pub fn step(msg: &str) {
     *STEP.lock().unwrap_or_else(|e| e.into_inner()) = Some(Step { what: msg.to_string(), started: Instant::now(), log });
 }
 
+/// A heading over the steps that follow (e.g. `demo: scull.sys under
+/// Wine`): ends the current step and prints the heading line; it is not a
+/// step itself.
+pub fn section(msg: &str) {
+    end_step(true);
+    eprintln!("\n== {msg}");
+}
+
 /// Ends the current step, if any, with its one line; on failure also the
 /// log's path and its last 30 lines.
 pub fn end_step(ok: bool) {

@@ -105,7 +105,8 @@ impl Wine {
     }
 
     fn kill_server(&self) {
-        let _ = self.cmd(30, WINESERVER).arg("-k").status();
+        // Quiet: with no prefix yet it only says it cannot chdir there.
+        let _ = self.cmd(30, WINESERVER).arg("-k").stderr(Stdio::null()).status();
     }
 
     fn log_text(&self) -> String {
@@ -576,6 +577,7 @@ pub fn demo() -> Result {
         &["--target", "wine", "stats"][..],
         &["--target", "wine", "pipe-demo"][..],
     ] {
+        println!("$ scull-tool.exe {}", args.join(" "));
         let (ok, _) = tool(&w, 120, args)?;
         all_ok &= ok;
     }

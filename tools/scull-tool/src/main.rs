@@ -334,7 +334,9 @@ fn cmd_write(t: &dyn Target, d: Dev, data: &[u8], offset: Option<i64>) -> Result
     while at < data.len() {
         at += h.write(&data[at..]).map_err(e("write"))?;
     }
-    println!("wrote {} bytes to {d:?}", data.len());
+    let mut name = String::new();
+    let _ = d.linux_name(&mut name);
+    println!("wrote {} bytes to {name}", data.len());
     Ok(())
 }
 
