@@ -182,6 +182,9 @@ fn cargo_wdk(sub: &[&str], patched: &Path, croot: &Path, tail: &[&str]) -> Resul
     c.current_dir(root().join("scull-wdm"))
         .env("CARGO_TARGET_DIR", cargo_target())
         .env("WDKContentRoot", croot)
+        // As windows.yml (windows-drivers-rs's CI convention): the SDK/WDK
+        // version named, not guessed.
+        .env("Version_Number", SDK_VERSION)
         // Only the linker: `-C linker-flavor=lld-link` in the target's
         // rustflags would also reach the `cargo metadata` that wdk-build runs.
         .env("CARGO_TARGET_X86_64_PC_WINDOWS_MSVC_LINKER", "rust-lld")
