@@ -1,8 +1,9 @@
 //! The one place that knows which DDK binding is in use.
 //!
-//! - Feature `wdk` (a Windows host with the WDK): Microsoft's `wdk-sys`, whose
-//!   types and constants live at the crate root and functions in `ntddk`.
-//! - Feature `mingw` (default; Linux): bindgen over the mingw-w64 DDK headers
+//! - Feature `wdk` (the default: a Windows host with the WDK, or
+//!   `cargo xtask wdk-check` on Linux): Microsoft's `wdk-sys`, whose types and
+//!   constants live at the crate root and functions in `ntddk`.
+//! - Feature `mingw` (Linux, `cargo xtask wdm`): bindgen over the mingw-w64 DDK headers
 //!   (`build.rs`), generated with the same naming settings as wdk-build
 //!   (module-constant enums, `STATUS_*` typed `NTSTATUS`, `core` types). Every
 //!   function is a raw-dylib import of `ntoskrnl.exe`.

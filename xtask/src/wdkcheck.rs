@@ -208,6 +208,10 @@ pub fn run_check(_args: &[String]) -> Result {
     let t0 = Instant::now();
     wdm::deps()?;
     apt_install(&["patch"])?;
+    // clippy is in rustup's default profile, not in the minimal one.
+    if !cargo_cmd().args(["clippy", "--version"]).output().is_ok_and(|o| o.status.success()) {
+        run(Command::new("rustup").args(["component", "add", "clippy"]))?;
+    }
     let registry = registry_wdk_build()?;
     let patched = patched_wdk_build(&registry)?;
     let croot = layout_content_root()?;
