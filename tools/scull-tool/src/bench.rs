@@ -342,12 +342,16 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     let dir = o.baseline_dir.clone().unwrap_or_else(default_baseline_dir);
     println!("bench on target `{}`: {} MiB, {} KiB buffers, baseline dir {}", t.name(), o.mib, BUF >> 10, dir.display());
 
+    // Progress: the measurements below (stderr only).
+    let bar = crate::progress::Progress::start("bench", crate::progress::Goal::Steps(3 * ROUNDS as u64 + 10), "measurements");
     let (mut sw, mut sr, mut fw, mut fr) = (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
     for _ in 0..ROUNDS {
         let (w, r) = scull_io(t, bytes)?;
         (sw, sr) = (sw.min(w), sr.min(r));
+        bar.inc();
         let (w, r) = file_io(&dir, bytes)?;
         (fw, fr) = (fw.min(w), fr.min(r));
+        bar.inc();
     }
     let (sw, sr, fw, fr) = (mbps(bytes, sw), mbps(bytes, sr), mbps(bytes, fw), mbps(bytes, fr));
     println!("scull0 write {sw:.1} MB/s, {FILE_LABEL} write {fw:.1} MB/s (best of {ROUNDS} alternating rounds)");
@@ -356,7 +360,9 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     println!("{tag} scull_vs_tmpfs_read = {:.2}", sr / fr);
 
     let sp = mbps(bytes, scull_pipe(t, bytes)?);
+    bar.inc();
     let op = mbps(bytes, os_pipe(bytes)?);
+    bar.inc();
     println!("scullpipe0 {sp:.1} MB/s, {PIPE_LABEL} {op:.1} MB/s ({} writer)", if t.caps().processes { "process" } else { "thread" });
     println!("{tag} pipe_vs_pipe2 = {:.2}", sp / op);
 
@@ -368,6 +374,7 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     for _ in 0..ROUNDS {
         let p = scull_phases(t, big, true)?;
         let m = memory_once(&mut mem_buf);
+        bar.inc();
         best = Some(match best {
             None => (p, m),
             Some((bp, bm)) => (
@@ -385,7 +392,9 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
         let p = scull_phases(t, 1 << 20, true)?;
         small_best = small_best.max(mbps(2 << 20, p.fresh + p.read));
         sp = Phases { fresh: sp.fresh.min(p.fresh), over: sp.over.min(p.over), read: sp.read.min(p.read) };
+        bar.inc();
     }
+    drop(bar);
     println!("scull0 {} MiB write+read {big_rate:.1} MB/s (best of {ROUNDS}), 1 MiB write+read {small_best:.1} MB/s (best of 8)", o.scale_mib);
     println!("{tag} scale_256m_vs_1m = {:.2}", big_rate / small_best);
     for (name, bytes, p) in [(format!("{} MiB", o.scale_mib), big, bp), ("1 MiB (best of 8 each)".to_string(), 1 << 20, sp)] {
