@@ -180,7 +180,7 @@ fn main() {
     let (s256, m256) = results[1];
     println!("info: fresh 1 MiB store / memcpy into a new buffer = {:.2} ({fresh:.0} / {fresh_m:.0} MB/s)", fresh / fresh_m);
     println!("info: fresh 1 MiB / 256 MiB = {:.2} (cache vs DRAM, not the store)", fresh / s256);
-    println!("ratio core_hot_vs_memcpy = {:.2} ({hs:.0} / {hm:.0} MB/s)", hs / hm);
+    println!("ratio core_hot_vs_memcpy = {:.2} ({hs:.0} / {hm:.0} MB/s; a fresh 1 MiB store: {fresh:.0} MB/s, {:.2} of memcpy into a new buffer)", hs / hm, fresh / fresh_m);
     println!("ratio core_vs_memcpy = {:.2} ({s256:.0} / {m256:.0} MB/s)", s256 / m256);
     println!("ratio core_scale_256m_vs_1m = {:.2} ({s256:.0} / {s1:.0} MB/s)", s256 / s1);
 }

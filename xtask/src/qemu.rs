@@ -96,8 +96,9 @@ echo "HARNESS insmod rc=$?"
 mkdir -p /bench && mount -t tmpfs -o size=320m tmpfs /bench
 echo "HARNESS tmpfs rc=$?"
 echo "== bench"
-timeout 1500 /scull-tool --target qemu bench --baseline-dir /bench
+timeout 1500 /scull-tool --target qemu bench --baseline-dir /bench 2>/tmp/bench.err
 echo "HARNESS bench rc=$?"
+tr '\r' '\n' </tmp/bench.err | grep -v '\[[-#>]*\]' | tail -5
 timeout 600 /scull-tool --target qemu scale-reference --baseline-dir /bench
 echo "HARNESS scale-reference rc=$?"
 echo "== default-geometry data checks (page-backed quanta)"
