@@ -351,3 +351,24 @@ pub unsafe fn process_object_type() -> POBJECT_TYPE {
         *PsProcessType
     }
 }
+
+/// `*SeTokenObjectType`: the token object type (ident.rs opens the create's
+/// subject-context token by pointer). The same kind of data import as
+/// `PsProcessType`, reached the same way on each path (see
+/// [`process_object_type`]).
+///
+/// # Safety
+/// Reads an exported kernel variable.
+#[inline]
+pub unsafe fn token_object_type() -> POBJECT_TYPE {
+    #[cfg(feature = "mingw")]
+    // SAFETY: the raw-dylib import is the variable itself, a POBJECT_TYPE.
+    unsafe {
+        core::ptr::addr_of!(SeTokenObjectType).cast::<POBJECT_TYPE>().read()
+    }
+    #[cfg(feature = "wdk")]
+    // SAFETY: as the DDK's C code does.
+    unsafe {
+        *SeTokenObjectType
+    }
+}
