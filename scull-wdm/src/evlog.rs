@@ -39,7 +39,7 @@ const STRING_OFFSET: usize = size_of::<IO_ERROR_LOG_PACKET>();
 /// UTF-16 units of the insertion string, its terminating NUL included.
 const MAX_UNITS: usize = (MAX_ENTRY - STRING_OFFSET) / 2;
 
-const _: () = assert!(STRING_OFFSET % 2 == 0 && MAX_UNITS >= 32);
+const _: () = assert!(STRING_OFFSET & 1 == 0 && MAX_UNITS >= 32);
 
 /// Writes the event-log entry of a refused load. Never fails the caller: an
 /// entry that cannot be allocated is reported on the debug output only.
