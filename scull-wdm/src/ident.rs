@@ -146,7 +146,13 @@ fn create_subject(irp: *mut IRP) -> Option<(Option<PVOID>, Option<PVOID>)> {
 /// ObOpenObjectByPointer with the token object type, not
 /// SeQuerySubjectContextToken/SeQueryInformationToken: the same handle-based
 /// query then serves both token sources, and the Se* routines crash in Wine
-/// (the path must at least link and load there).
+/// (the path must at least link and load there). Measured under Wine 8 with
+/// a token object from ObReferenceObjectByHandle: this call passes the object
+/// type check and then fails with STATUS_INVALID_HANDLE (Wine's kernel token
+/// objects have no server object behind them), while the process type gives
+/// STATUS_OBJECT_TYPE_MISMATCH; so `token_object_type` reads the right type,
+/// and the rest of this path runs on Windows only (Wine never passes a
+/// subject context).
 fn open_token_object(token: PVOID) -> Result<KHandle, NTSTATUS> {
     let mut h: HANDLE = ptr::null_mut();
     // SAFETY: `token` is a referenced token object of the create's subject
