@@ -65,9 +65,10 @@ struct CriticalRegion(core::marker::PhantomData<*mut ()>);
 
 impl CriticalRegion {
     fn enter() -> CriticalRegion {
-        // SAFETY: callable at IRQL <= APC_LEVEL; it only increments the current
-        // thread's KernelApcDisable count, which `drop` decrements on the same
-        // thread (the type is !Send).
+        // SAFETY: callable at IRQL <= APC_LEVEL (the SemLock is taken at
+        // PASSIVE_LEVEL only); it only adjusts the current thread's
+        // kernel-APC-disable count, which `drop` restores on the same thread
+        // (the type is !Send).
         unsafe { KeEnterCriticalRegion() };
         CriticalRegion(core::marker::PhantomData)
     }
