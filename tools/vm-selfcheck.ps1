@@ -163,7 +163,10 @@ function Get-VerifierState {
 }
 
 # Runs scull-tool.exe with the given arguments; returns its exit code and output lines.
+# Its stderr is part of the output: with 'Stop', Windows PowerShell 5.1 would
+# turn the first stderr line of a native command into a terminating error.
 function Invoke-ScullTool([string[]]$Arguments) {
+    $ErrorActionPreference = 'Continue'
     $exe = Join-Path $Package 'scull-tool.exe'
     Write-Host "> scull-tool.exe $($Arguments -join ' ')"
     $lines = @(& $exe @Arguments 2>&1 | ForEach-Object { "$_" })
@@ -181,6 +184,7 @@ function Invoke-Script([string]$Name, [string[]]$Arguments = @()) {
 
 # verifier.exe's exit codes are not documented; its settings are checked instead.
 function Set-Verifier([string[]]$Arguments, [bool]$WantScull) {
+    $ErrorActionPreference = 'Continue'
     Write-Host "> verifier.exe $($Arguments -join ' ')"
     $out = & verifier.exe @Arguments 2>&1 | Out-String
     if ($out.Trim()) { Write-Host $out.TrimEnd() }
