@@ -32,8 +32,11 @@ pub enum Refused {
     Sddl = 2,
 }
 
-/// The largest entry IoAllocateErrorLogEntry accepts.
-const MAX_ENTRY: usize = ERROR_LOG_MAXIMUM_SIZE as usize;
+/// The largest entry IoAllocateErrorLogEntry accepts: the WDK's
+/// ERROR_LOG_MAXIMUM_SIZE, which on x64 (PORT_MAXIMUM_MESSAGE_LENGTH 512)
+/// comes to ERROR_LOG_LIMIT_SIZE, 240. wdk-sys does not emit that computed
+/// macro, so both paths use the plain one.
+const MAX_ENTRY: usize = ERROR_LOG_LIMIT_SIZE as usize;
 /// The insertion string follows the packet (no dump data).
 const STRING_OFFSET: usize = size_of::<IO_ERROR_LOG_PACKET>();
 /// UTF-16 units of the insertion string, its terminating NUL included.
