@@ -5,6 +5,7 @@ mod inf;
 mod kmod;
 mod qemu;
 mod util;
+mod wdkcheck;
 mod wdm;
 mod wine;
 
@@ -23,6 +24,8 @@ usage: cargo xtask [-v] <command>
   bench       every benchmark (core, and the devices on each target)
   conformance run the conformance suite against the host model
   wdm         cross-build scull.sys (+ scull.pdb) into target/wdm/
+  wdk-check   build, clippy and link the wdk-sys path of scull.sys on Linux (patched
+              wdk-build copy, mingw-w64 headers as the WDK); last line: wdk-check: ok
   wine        load scull.sys in Wine and run the conformance suite there (`wine demo`: the demo)
   inf-check   check inf/scull.inx (sections, keys, isolation rules) [FILE]
   kmod        build scull.ko for Debian's 7.3.4 kernel (trixie chroot, cached)
@@ -44,6 +47,7 @@ fn main() {
         "bench" => bench(rest),
         "conformance" => host::conformance(),
         "wdm" => wdm::run(rest),
+        "wdk-check" => wdkcheck::run_check(rest),
         "wine" => wine::run_suite(rest),
         "inf-check" => inf::main(rest),
         "kmod" => kmod::kmod(rest),
@@ -80,6 +84,8 @@ fn bench(_args: &[String]) -> Result {
 
 fn test(_args: &[String]) -> Result {
     host::test()?;
+    util::section("test: the wdk-sys path of the Windows driver (wdk-check)");
+    wdkcheck::run_check(&[])?;
     util::section("test: the Windows driver under Wine");
     wine::run_suite(&[])?;
     util::section("test: the Linux module in QEMU");
