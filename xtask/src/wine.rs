@@ -181,7 +181,7 @@ fn setup() -> Result<Wine> {
     let _ = std::fs::remove_file(&w.log);
     let prng = build_prng(&w.dir)?;
     // Keep wineserver (and services.exe with the driver) alive between commands.
-    let _ = w.cmd(30, WINESERVER).arg("-p60").status();
+    let _ = w.cmd(30, WINESERVER).arg("-p60").stderr(Stdio::null()).status();
     if !w.wine(180, &["wineboot", "-i"])? {
         return Err("wineboot -i failed".into());
     }
