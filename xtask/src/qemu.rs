@@ -98,7 +98,7 @@ echo "HARNESS tmpfs rc=$?"
 echo "== bench"
 timeout 1500 /scull-tool --target qemu bench --baseline-dir /bench 2>/tmp/bench.err
 echo "HARNESS bench rc=$?"
-tr '\r' '\n' </tmp/bench.err | grep -vE '\[[-#>]*\]|measurements after' | tail -5
+tr '\r' '\n' </tmp/bench.err | grep -iE 'error|panic' | tail -5
 timeout 600 /scull-tool --target qemu scale-reference --baseline-dir /bench
 echo "HARNESS scale-reference rc=$?"
 echo "== default-geometry data checks (page-backed quanta)"

@@ -343,16 +343,14 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     let dir = o.baseline_dir.clone().unwrap_or_else(default_baseline_dir);
     println!("bench on target `{}`: {} MiB, {} KiB buffers, baseline dir {}", t.name(), o.mib, BUF >> 10, dir.display());
 
-    // Progress: the measurements below (stderr only).
-    let bar = crate::progress::Progress::start("bench", crate::progress::Goal::Steps(5 * ROUNDS as u64 + 8), "measurements");
+    // Progress on stderr while the measurements run (a spinner, or a line every 10 s).
+    let _bar = crate::progress::Progress::start("bench", crate::progress::Goal::Open, "");
     let (mut sw, mut sr, mut fw, mut fr) = (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
     for _ in 0..ROUNDS {
         let (w, r) = scull_io(t, bytes)?;
         (sw, sr) = (sw.min(w), sr.min(r));
-        bar.inc();
         let (w, r) = file_io(&dir, bytes)?;
         (fw, fr) = (fw.min(w), fr.min(r));
-        bar.inc();
     }
     let (sw, sr, fw, fr) = (mbps(bytes, sw), mbps(bytes, sr), mbps(bytes, fw), mbps(bytes, fr));
     println!("scull0 write {sw:.1} MB/s, {FILE_LABEL} write {fw:.1} MB/s (best of {ROUNDS} alternating rounds)");
@@ -363,9 +361,7 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     let (mut sp, mut op) = (Duration::MAX, Duration::MAX);
     for _ in 0..ROUNDS {
         sp = sp.min(scull_pipe(t, bytes)?);
-        bar.inc();
         op = op.min(os_pipe(bytes)?);
-        bar.inc();
     }
     let (sp, op) = (mbps(bytes, sp), mbps(bytes, op));
     println!("scullpipe0 {sp:.1} MB/s, {PIPE_LABEL} {op:.1} MB/s ({} writer)", if t.caps().processes { "process" } else { "thread" });
@@ -379,7 +375,6 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     for _ in 0..ROUNDS {
         let p = scull_phases(t, big, true)?;
         let m = memory_once(&mut mem_buf);
-        bar.inc();
         best = Some(match best {
             None => (p, m),
             Some((bp, bm)) => (
@@ -397,9 +392,7 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
         let p = scull_phases(t, 1 << 20, true)?;
         small_best = small_best.max(mbps(2 << 20, p.fresh + p.read));
         sp = Phases { fresh: sp.fresh.min(p.fresh), over: sp.over.min(p.over), read: sp.read.min(p.read) };
-        bar.inc();
     }
-    drop(bar);
     println!("scull0 {} MiB write+read {big_rate:.1} MB/s (best of {ROUNDS}), 1 MiB write+read {small_best:.1} MB/s (best of 8)", o.scale_mib);
     println!("{tag} scale_256m_vs_1m = {:.2}", big_rate / small_best);
     for (name, bytes, p) in [(format!("{} MiB", o.scale_mib), big, bp), ("1 MiB (best of 8 each)".to_string(), 1 << 20, sp)] {
