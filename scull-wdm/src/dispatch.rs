@@ -2,6 +2,10 @@
 //!
 //! Per-handle state lives in the FILE_OBJECT, without allocation:
 //! `FsContext2` holds the `H_*` flags, `FsContext` the scullpriv slot + 1.
+//! The decisions only a real NT I/O manager reaches (start position,
+//! disposition, role, information classes, suffix) are scull-core's
+//! `nt` functions; this file reads the IRP fields and applies the answers.
+//! The Wine bridge (test build only) lives in `bridge`.
 
 use crate::ddk::*;
 use crate::dev::{self, DevExt, Kind, WuidState, PARAMS};
@@ -14,40 +18,46 @@ use core::ptr;
 use scull_core::access::Caller;
 use scull_core::ioctl::{self as sioctl, ArgIn, ArgOut, Cmd};
 use scull_core::report::{self, TextBuf};
-use scull_core::store::{self, Store, Whence};
+use scull_core::nt::{self, CreateAction, PendedEvent, PendedOpen, Seekable, SetInformation};
+use scull_core::store::Store;
 use scull_core::Error;
 
-/// Opened for reading (counts as a pipe reader).
-const H_READ: usize = 1;
-/// Opened for writing (counts as a pipe writer).
-const H_WRITE: usize = 2;
+// scull-core's `nt` constants are the headers' values.
+const _: () = {
+    assert!(FileStandardInformation as u32 == nt::FILE_STANDARD_INFORMATION);
+    assert!(FilePositionInformation as u32 == nt::FILE_POSITION_INFORMATION);
+    assert!(FileEndOfFileInformation as u32 == nt::FILE_END_OF_FILE_INFORMATION);
+    assert!(core::mem::size_of::<FILE_STANDARD_INFORMATION>() == nt::STANDARD_INFO_LEN);
+    assert!(core::mem::size_of::<FILE_POSITION_INFORMATION>() == nt::OFFSET_INFO_LEN);
+    assert!(core::mem::size_of::<FILE_END_OF_FILE_INFORMATION>() == nt::OFFSET_INFO_LEN);
+    assert!(FILE_OVERWRITE == nt::FILE_OVERWRITE && FILE_OVERWRITE_IF == nt::FILE_OVERWRITE_IF);
+    assert!(FILE_CREATE == nt::FILE_CREATE && FILE_OPEN_IF == nt::FILE_OPEN_IF && FILE_SUPERSEDE == nt::FILE_SUPERSEDE);
+    assert!(FILE_READ_DATA == nt::FILE_READ_DATA && FILE_WRITE_DATA == nt::FILE_WRITE_DATA && FILE_APPEND_DATA == nt::FILE_APPEND_DATA);
+    assert!(GENERIC_READ == nt::GENERIC_READ && GENERIC_WRITE == nt::GENERIC_WRITE && GENERIC_ALL == nt::GENERIC_ALL);
+    assert!(MAXIMUM_ALLOWED == nt::MAXIMUM_ALLOWED);
+    assert!(STATUS_OBJECT_NAME_NOT_FOUND == nt::STATUS_OBJECT_NAME_NOT_FOUND);
+    assert!(STATUS_OBJECT_NAME_COLLISION == nt::STATUS_OBJECT_NAME_COLLISION);
+    assert!(STATUS_INVALID_DEVICE_REQUEST == nt::STATUS_INVALID_DEVICE_REQUEST);
+};
+
+/// Granted read access (counts as a pipe reader).
+pub(crate) const H_READ: usize = 1;
+/// Granted write access (counts as a pipe writer).
+pub(crate) const H_WRITE: usize = 2;
 /// Non-blocking: STATUS_CANT_WAIT instead of pending.
-const H_NONBLOCK: usize = 4;
+pub(crate) const H_NONBLOCK: usize = 4;
 /// This handle holds an open of the device's policy (pipe count, single,
 /// uid, wuid) that CLOSE must release.
-const H_OWNS: usize = 8;
+pub(crate) const H_OWNS: usize = 8;
 /// A truncating open (CREATE_ALWAYS/TRUNCATE_EXISTING).
-const H_TRUNCATE: usize = 16;
-/// The create of this file object failed (its NTSTATUS is in FsContext). An
-/// I/O manager that keeps the handle anyway (Wine 8 does not wait for
-/// IRP_MJ_CREATE) gets that status for every later request on it, so the
-/// refusal stays visible. On Windows such a file object never gets a handle.
-const H_REFUSED: usize = 32;
-/// A scullwuid create of this file object is pended (the owner's last close
-/// or a cancel completes it). Only an I/O manager that hands out the handle
-/// before IRP_MJ_CREATE completes (Wine 8) can send anything else meanwhile.
-const H_WAITING: usize = 64;
-
-/// `FILE_WRITE_TO_END_OF_FILE` as a LARGE_INTEGER.
-const WRITE_TO_END: i64 = -1;
-/// `FILE_USE_FILE_POINTER_POSITION` as a LARGE_INTEGER.
-const USE_FILE_POINTER: i64 = -2;
+pub(crate) const H_TRUNCATE: usize = 16;
+// 32 and 64: the test build's bridge flags (`bridge::H_REFUSED`, `H_WAITING`).
 
 /// Completes `irp` with `status` and `info`, returning `status`.
 ///
 /// # Safety
 /// The driver owns `irp`.
-unsafe fn finish(irp: *mut IRP, status: NTSTATUS, info: usize) -> NTSTATUS {
+pub(crate) unsafe fn finish(irp: *mut IRP, status: NTSTATUS, info: usize) -> NTSTATUS {
     // SAFETY: caller contract.
     unsafe {
         set_io_status(irp, status, info);
@@ -56,7 +66,7 @@ unsafe fn finish(irp: *mut IRP, status: NTSTATUS, info: usize) -> NTSTATUS {
     status
 }
 
-unsafe fn finish_result(irp: *mut IRP, r: Result<usize, Error>) -> NTSTATUS {
+pub(crate) unsafe fn finish_result(irp: *mut IRP, r: Result<usize, Error>) -> NTSTATUS {
     // SAFETY: caller contract.
     unsafe {
         match r {
@@ -66,12 +76,12 @@ unsafe fn finish_result(irp: *mut IRP, r: Result<usize, Error>) -> NTSTATUS {
     }
 }
 
-fn flags(fo: *mut FILE_OBJECT) -> usize {
+pub(crate) fn flags(fo: *mut FILE_OBJECT) -> usize {
     // SAFETY: a file object of an IRP in dispatch.
     unsafe { (*fo).FsContext2 as usize }
 }
 
-fn set_flags(fo: *mut FILE_OBJECT, f: usize) {
+pub(crate) fn set_flags(fo: *mut FILE_OBJECT, f: usize) {
     // SAFETY: the file object of an IRP in dispatch; the field is ours.
     unsafe { (*fo).FsContext2 = f as PVOID }
 }
@@ -95,7 +105,7 @@ fn with_store<R>(ext: &DevExt, fo: *mut FILE_OBJECT, f: impl FnOnce(&mut Store<p
     None
 }
 
-fn trim(ext: &DevExt, fo: *mut FILE_OBJECT) {
+pub(crate) fn trim(ext: &DevExt, fo: *mut FILE_OBJECT) {
     let geom = PARAMS.geometry();
     let _ = with_store(ext, fo, |s| s.trim(geom));
 }
@@ -109,9 +119,13 @@ pub unsafe extern "C" fn dispatch(d: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTA
         let sl = IoGetCurrentIrpStackLocation(irp);
         let major = (*sl).MajorFunction as u32;
         let fo = (*sl).FileObject;
-        if !matches!(major, IRP_MJ_CREATE | IRP_MJ_CLEANUP | IRP_MJ_CLOSE) && !fo.is_null() && flags(fo) & H_REFUSED != 0 {
-            return finish(irp, (*fo).FsContext as usize as u32 as i32, 0);
+        #[cfg(feature = "test-build")]
+        if !matches!(major, IRP_MJ_CREATE | IRP_MJ_CLEANUP | IRP_MJ_CLOSE) {
+            if let Some(st) = crate::bridge::refused(fo) {
+                return finish(irp, st, 0);
+            }
         }
+        let _ = fo;
         match major {
             IRP_MJ_CREATE => create(ext, irp, sl),
             IRP_MJ_CLEANUP => cleanup(ext, irp, sl),
@@ -126,7 +140,7 @@ pub unsafe extern "C" fn dispatch(d: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTA
     }
 }
 
-/// Parses what follows the device name: nothing, or `\nonblock`.
+/// What follows the device name (`nt::parse_suffix`): nothing, or `\nonblock`.
 fn suffix_nonblock(fo: *mut FILE_OBJECT) -> Result<bool, NTSTATUS> {
     // SAFETY: the file object of a create IRP; FileName is a counted string.
     let name: &[u16] = unsafe {
@@ -137,34 +151,7 @@ fn suffix_nonblock(fo: *mut FILE_OBJECT) -> Result<bool, NTSTATUS> {
             core::slice::from_raw_parts(n.Buffer, n.Length as usize / 2)
         }
     };
-    let name = match name.first() {
-        Some(&c) if c == b'\\' as u16 => &name[1..],
-        _ => name,
-    };
-    if name.is_empty() {
-        return Ok(false);
-    }
-    let want = sioctl::WIN_NONBLOCK_SUFFIX.as_bytes();
-    let same = name.len() == want.len()
-        && name.iter().zip(want).all(|(&c, &w)| c < 128 && (c as u8).eq_ignore_ascii_case(&w));
-    if same {
-        Ok(true)
-    } else {
-        Err(STATUS_OBJECT_NAME_NOT_FOUND)
-    }
-}
-
-/// Marks a file object whose create failed (see [`H_REFUSED`]).
-///
-/// # Safety
-/// `fo` is the file object of a create the driver still owns.
-unsafe fn refuse(fo: *mut FILE_OBJECT, st: NTSTATUS) {
-    if fo.is_null() {
-        return;
-    }
-    // SAFETY: caller contract; FsContext/FsContext2 are the driver's.
-    unsafe { (*fo).FsContext = st as u32 as usize as PVOID };
-    set_flags(fo, H_REFUSED);
+    nt::parse_suffix(name)
 }
 
 unsafe fn create(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTSTATUS {
@@ -174,7 +161,9 @@ unsafe fn create(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTS
         let fo = (*sl).FileObject;
         let st = create_inner(ext, irp, sl);
         if st < 0 {
-            refuse(fo, st);
+            #[cfg(feature = "test-build")]
+            crate::bridge::refuse(fo, st);
+            let _ = fo;
             ktrace!("create on {} refused: {:#x}", dev::dev_name(ext.dev).as_str(), st);
         } else if st == STATUS_PENDING {
             ktrace!("create on {} pended", dev::dev_name(ext.dev).as_str());
@@ -193,20 +182,22 @@ unsafe fn create_inner(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) 
             Ok(b) => b,
             Err(st) => return finish(irp, st, 0),
         };
-        // The desired access, when the I/O manager provides it (Wine passes no
-        // security context: then the handle counts as both reader and writer).
+        // The role from the access the I/O manager granted (W5): a
+        // MAXIMUM_ALLOWED open asks for nothing specific. Wine passes no
+        // security context: then the handle counts as both.
         let sc = (*sl).Parameters.Create.SecurityContext;
-        let (read, write) = if sc.is_null() {
-            (true, true)
+        let granted = if sc.is_null() {
+            None
+        } else if (*sc).AccessState.is_null() {
+            Some((*sc).DesiredAccess)
         } else {
-            let a = (*sc).DesiredAccess;
-            (a & (FILE_READ_DATA | GENERIC_READ | GENERIC_ALL) != 0, a & (FILE_WRITE_DATA | FILE_APPEND_DATA | GENERIC_WRITE | GENERIC_ALL) != 0)
+            Some((*(*sc).AccessState).PreviouslyGrantedAccess)
         };
-        // CREATE_ALWAYS and TRUNCATE_EXISTING arrive as FILE_OVERWRITE_IF and
-        // FILE_OVERWRITE. FILE_SUPERSEDE (0, NtCreateFile only) is not taken:
-        // Wine 8 passes no disposition at all, which reads as 0.
-        let disposition = (*sl).Parameters.Create.Options >> 24;
-        let truncate = matches!(disposition, FILE_OVERWRITE | FILE_OVERWRITE_IF);
+        let nt::Role { read, write } = nt::role_from_granted(granted);
+        let truncate = match nt::create_action((*sl).Parameters.Create.Options) {
+            Ok(a) => a == CreateAction::Trim,
+            Err(st) => return finish(irp, st, 0),
+        };
         let mut f = (usize::from(read) * H_READ)
             | (usize::from(write) * H_WRITE)
             | (usize::from(nonblock) * H_NONBLOCK)
@@ -246,7 +237,7 @@ unsafe fn create_inner(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) 
 }
 
 /// A pended scullwuid open: who is waiting, and the handle flags to apply.
-struct Waiter {
+pub(crate) struct Waiter {
     caller: Caller<Sid>,
     flags: usize,
 }
@@ -281,9 +272,13 @@ unsafe fn wuid_open(ext: &DevExt, w: &SpinLock<WuidState>, irp: *mut IRP, fo: *m
             unsafe {
                 ptr::write(p.as_ptr() as *mut Waiter, Waiter { caller: c, flags: f });
                 (*irp_driver_context(irp))[0] = p.as_ptr().cast();
-                set_flags(fo, H_WAITING);
+                // No role until granted (the test build marks it waiting).
+                set_flags(fo, 0);
+                #[cfg(feature = "test-build")]
+                set_flags(fo, crate::bridge::H_WAITING);
                 if !irpq::enqueue(&mut g.waiters, irp, wuid_cancel) {
-                    refuse(fo, STATUS_CANCELLED);
+                    #[cfg(feature = "test-build")]
+                    crate::bridge::refuse(fo, STATUS_CANCELLED);
                     done.push(irp, STATUS_CANCELLED, 0);
                     (*irp_driver_context(irp))[0] = ptr::null_mut();
                     pool::free(p);
@@ -309,7 +304,7 @@ unsafe fn wuid_open(ext: &DevExt, w: &SpinLock<WuidState>, irp: *mut IRP, fo: *m
 ///
 /// # Safety
 /// The driver owns `irp`, a create pended by `wuid_open`.
-unsafe fn take_waiter(irp: *mut IRP) -> Option<Waiter> {
+pub(crate) unsafe fn take_waiter(irp: *mut IRP) -> Option<Waiter> {
     // SAFETY: caller contract: DriverContext[0] is null or a Waiter block.
     unsafe {
         let p = (*irp_driver_context(irp))[0] as *mut Waiter;
@@ -330,14 +325,20 @@ unsafe extern "C" fn wuid_cancel(d: *mut DEVICE_OBJECT, irp: *mut IRP) {
         let fo = (*IoGetCurrentIrpStackLocation(irp)).FileObject;
         let mut done = Done::new();
         if let Kind::Wuid(w, _) = &DevExt::of(d).kind {
+            #[cfg_attr(not(feature = "test-build"), allow(unused_mut))]
             let mut g = w.lock();
             RemoveEntryList(irp_list_entry(irp));
             // A bridge call waiting for this create ends with it.
+            #[cfg(feature = "test-build")]
             irpq::cancel_matching(&mut g.bridgeq, fo, &mut done);
             drop(g);
         }
         take_waiter(irp);
-        refuse(fo, STATUS_CANCELLED);
+        if let PendedOpen::Refused(_st) = nt::pended_open(PendedOpen::Waiting, PendedEvent::CancelCreate) {
+            #[cfg(feature = "test-build")]
+            crate::bridge::refuse(fo, _st);
+        }
+        let _ = fo;
         ktrace!("pended scullwuid create cancelled");
         set_io_status(irp, STATUS_CANCELLED, 0);
         IoCompleteRequest(irp, IO_NO_INCREMENT);
@@ -345,89 +346,9 @@ unsafe extern "C" fn wuid_cancel(d: *mut DEVICE_OBJECT, irp: *mut IRP) {
     }
 }
 
-/// A bridge `WIN_IOCTL_OPEN_FLAGS` on a file object whose scullwuid create is
-/// pended: it waits (pended too) until the create is granted or cancelled.
-///
-/// # Safety
-/// A device-control IRP in dispatch on scullwuid, owned by the caller.
-unsafe fn wuid_bridge_wait(ext: &DevExt, w: &SpinLock<WuidState>, irp: *mut IRP, fo: *mut FILE_OBJECT, buf: *mut u8, in_len: usize) -> NTSTATUS {
-    let mut done = Done::new();
-    let nonblock = in_len >= 4 && read_i32(buf) as u32 & sioctl::WIN_OPEN_NONBLOCK != 0;
-    let mut g = w.lock();
-    // SAFETY: the queues are guarded by the held lock.
-    let waiting = unsafe { irpq::find_file(&mut g.waiters, fo) };
-    if let (Some(create), true) = (waiting, nonblock) {
-        // A non-blocking open (O_NONBLOCK): it must not wait. The create ends
-        // with STATUS_CANT_WAIT (EAGAIN), and so does this call.
-        // SAFETY: `create` is on the queue guarded by the held lock.
-        let ours = unsafe { irpq::take(create) };
-        drop(g);
-        // SAFETY: we own `create` when `take` said so (else its cancel
-        // routine completes it), and this IRP.
-        unsafe {
-            if ours {
-                take_waiter(create);
-                refuse(fo, STATUS_CANT_WAIT);
-                finish(create, STATUS_CANT_WAIT, 0);
-            }
-            return finish(irp, STATUS_CANT_WAIT, 0);
-        }
-    }
-    if waiting.is_none() {
-        // The create finished in the meantime: answer as for any handle.
-        drop(g);
-        // SAFETY: we own the IRP; the file object is valid during dispatch.
-        unsafe {
-            let f = flags(fo);
-            if f & H_REFUSED != 0 {
-                return finish(irp, (*fo).FsContext as usize as u32 as i32, 0);
-            }
-            return finish_result(irp, bridge_open_flags(ext, fo, buf, in_len));
-        }
-    }
-    // SAFETY: as above; we own the IRP.
-    unsafe {
-        if !irpq::enqueue(&mut g.bridgeq, irp, wuid_bridge_cancel) {
-            done.push(irp, STATUS_CANCELLED, 0);
-        }
-    }
-    drop(g);
-    ktrace!("bridge open call waits for the pended scullwuid create");
-    done.complete();
-    STATUS_PENDING
-}
-
-/// The cancel routine of a waiting bridge call (CancelIoEx, or the handle's
-/// close): the open attempt is abandoned, so its pended create is cancelled
-/// with it and the handle stays refused (STATUS_CANCELLED).
-unsafe extern "C" fn wuid_bridge_cancel(d: *mut DEVICE_OBJECT, irp: *mut IRP) {
-    // SAFETY: called by the I/O manager with the cancel spin lock held, for a
-    // bridge IOCTL we pended on this device.
-    unsafe {
-        IoReleaseCancelSpinLock((*irp).CancelIrql);
-        let fo = (*IoGetCurrentIrpStackLocation(irp)).FileObject;
-        let mut done = Done::new();
-        if let Kind::Wuid(w, _) = &DevExt::of(d).kind {
-            let mut g = w.lock();
-            RemoveEntryList(irp_list_entry(irp));
-            irpq::cancel_matching(&mut g.waiters, fo, &mut done);
-            drop(g);
-        }
-        // IRPs on `done` are pended creates we own again: free their records.
-        done.for_each(|c| {
-            take_waiter(c);
-        });
-        refuse(fo, STATUS_CANCELLED);
-        ktrace!("bridge open call cancelled; its pended create too");
-        done.complete();
-        set_io_status(irp, STATUS_CANCELLED, 0);
-        IoCompleteRequest(irp, IO_NO_INCREMENT);
-    }
-}
-
 /// The owner's last close freed scullwuid: admit every waiter the policy now
 /// allows (the first one's user, then anyone of that user or privileged).
-fn wuid_wake(ext: &DevExt, w: &SpinLock<WuidState>) {
+pub(crate) fn wuid_wake(ext: &DevExt, w: &SpinLock<WuidState>) {
     let mut admitted = LIST_ENTRY { Flink: ptr::null_mut(), Blink: ptr::null_mut() };
     let admitted_head: *mut LIST_ENTRY = &mut admitted;
     // SAFETY: a local list head that does not move while in use.
@@ -446,13 +367,11 @@ fn wuid_wake(ext: &DevExt, w: &SpinLock<WuidState>) {
                 let fo = (*IoGetCurrentIrpStackLocation(irp)).FileObject;
                 // The handle is usable from here on: set its flags under the lock.
                 set_flags(fo, (*rec).flags | H_OWNS);
-                // Completed below; a bridge call waiting for it right after.
+                // Completed below (nt::pended_open: the create first, then
+                // the test build's bridge calls waiting for it).
                 InsertTailList(admitted_head, irp_list_entry(irp));
-                while let Some(b) = irpq::find_file(&mut g.bridgeq, fo) {
-                    if irpq::take(b) {
-                        InsertTailList(admitted_head, irp_list_entry(b));
-                    }
-                }
+                #[cfg(feature = "test-build")]
+                crate::bridge::admit_waiting_calls(&mut g, fo, admitted_head);
             }
             e = next;
         }
@@ -473,9 +392,8 @@ fn wuid_wake(ext: &DevExt, w: &SpinLock<WuidState>) {
                 set_io_status(irp, STATUS_SUCCESS, 0);
                 IoCompleteRequest(irp, IO_NO_INCREMENT);
             } else {
-                let buf = (*irp).AssociatedIrp.SystemBuffer as *mut u8;
-                let in_len = (*sl).Parameters.DeviceIoControl.InputBufferLength as usize;
-                finish_result(irp, bridge_open_flags(ext, fo, buf, in_len));
+                #[cfg(feature = "test-build")]
+                crate::bridge::complete_admitted_call(ext, irp);
             }
         }
     }
@@ -490,6 +408,7 @@ unsafe fn cancel_pended(ext: &DevExt, fo: *mut FILE_OBJECT) {
             // SAFETY: the queues are guarded by the held lock.
             unsafe {
                 irpq::cancel_matching(&mut g.waiters, fo, &mut done);
+                #[cfg(feature = "test-build")]
                 irpq::cancel_matching(&mut g.bridgeq, fo, &mut done);
             }
             drop(g);
@@ -500,7 +419,8 @@ unsafe fn cancel_pended(ext: &DevExt, fo: *mut FILE_OBJECT) {
                     let sl = IoGetCurrentIrpStackLocation(irp);
                     if (*sl).MajorFunction as u32 == IRP_MJ_CREATE {
                         take_waiter(irp);
-                        refuse((*sl).FileObject, STATUS_CANCELLED);
+                        #[cfg(feature = "test-build")]
+                        crate::bridge::refuse((*sl).FileObject, STATUS_CANCELLED);
                     }
                 }
             });
@@ -544,22 +464,6 @@ unsafe fn close(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTST
     }
 }
 
-/// The position a read or write starts at.
-///
-/// # Safety
-/// A read or write IRP's stack location and file object.
-unsafe fn start_position(sl: *mut IO_STACK_LOCATION, fo: *mut FILE_OBJECT, write: bool, size: u64) -> i64 {
-    // SAFETY: caller contract.
-    unsafe {
-        let off = if write { (*sl).Parameters.Write.ByteOffset.QuadPart } else { (*sl).Parameters.Read.ByteOffset.QuadPart };
-        match off {
-            USE_FILE_POINTER => (*fo).CurrentByteOffset.QuadPart,
-            WRITE_TO_END if write => size as i64,
-            o => o,
-        }
-    }
-}
-
 unsafe fn read_write(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION, write: bool) -> NTSTATUS {
     // SAFETY: a read/write IRP of buffered I/O in dispatch.
     unsafe {
@@ -572,12 +476,10 @@ unsafe fn read_write(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION, wr
         if len > 0 && buf.is_null() {
             return finish(irp, Error::Fault.ntstatus(), 0);
         }
+        let off = if write { (*sl).Parameters.Write.ByteOffset.QuadPart } else { (*sl).Parameters.Read.ByteOffset.QuadPart };
+        let synchronous = (*fo).Flags & FO_SYNCHRONOUS_IO != 0;
         let r = with_store(ext, fo, |s| -> Result<usize, Error> {
-            let pos = start_position(sl, fo, write, s.size());
-            if pos < 0 {
-                return Err(Error::Invalid);
-            }
-            let pos = pos as u64;
+            let pos = nt::start_position(off, write, (*fo).CurrentByteOffset.QuadPart, s.size())?;
             let mut at = 0usize;
             let n = if write {
                 s.write_with(pos, len, |dst| {
@@ -592,7 +494,9 @@ unsafe fn read_write(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION, wr
                     Ok(())
                 })?
             };
-            (*fo).CurrentByteOffset.QuadPart = (pos + n as u64) as i64;
+            if let Some(p) = nt::next_file_pointer(synchronous, pos, n) {
+                (*fo).CurrentByteOffset.QuadPart = p;
+            }
             Ok(n)
         })
         .unwrap_or(Err(Error::NoDevice));
@@ -600,7 +504,7 @@ unsafe fn read_write(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION, wr
     }
 }
 
-fn read_i32(buf: *const u8) -> i32 {
+pub(crate) fn read_i32(buf: *const u8) -> i32 {
     // SAFETY: the caller checked 4 readable bytes.
     i32::from_le_bytes(unsafe { *(buf as *const [u8; 4]) })
 }
@@ -614,64 +518,17 @@ unsafe fn device_control(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION
         let (code, in_len, out_len) = (p.IoControlCode, p.InputBufferLength as usize, p.OutputBufferLength as usize);
         let buf = (*irp).AssociatedIrp.SystemBuffer as *mut u8;
         kinfo!("ioctl {:#x} on {}: in {} out {}", code, dev::dev_name(ext.dev).as_str(), in_len, out_len);
-        let r: Result<usize, Error> = match code {
-            sioctl::WIN_IOCTL_OPEN_FLAGS => {
-                if let Kind::Wuid(w, _) = &ext.kind {
-                    if flags(fo) & H_WAITING != 0 {
-                        return wuid_bridge_wait(ext, w, irp, fo, buf, in_len);
-                    }
-                }
-                bridge_open_flags(ext, fo, buf, in_len)
-            }
-            crate::testmode::WIN_IOCTL_TEST => crate::testmode::ioctl(buf, in_len, out_len),
-            sioctl::WIN_IOCTL_GET_EOF => {
-                if out_len < 8 {
-                    Err(Error::BufferTooSmall)
-                } else {
-                    match file_size(ext, fo) {
-                        Ok(size) => {
-                            *(buf as *mut [u8; 8]) = (size as i64).to_le_bytes();
-                            Ok(8)
-                        }
-                        Err(e) => Err(e),
-                    }
-                }
-            }
-            sioctl::WIN_IOCTL_SET_EOF => {
-                if in_len < 8 {
-                    Err(Error::BufferTooSmall)
-                } else {
-                    set_eof(ext, fo, i64::from_le_bytes(*(buf as *const [u8; 8]))).map(|_| 0)
-                }
-            }
-            _ => scull_ioctl(irp, code, buf, in_len, out_len),
-        };
+        #[cfg(feature = "test-build")]
+        if let Some(st) = crate::bridge::device_control(ext, irp, fo, code, buf, in_len, out_len) {
+            return st;
+        }
+        let _ = fo;
+        let r = scull_ioctl(irp, code, buf, in_len, out_len);
         match r {
             Err(Error::BufferTooSmall) if code == Cmd::Stats.windows_code() => finish(irp, STATUS_BUFFER_OVERFLOW, out_len),
             r => finish_result(irp, r),
         }
     }
-}
-
-unsafe fn bridge_open_flags(ext: &DevExt, fo: *mut FILE_OBJECT, buf: *mut u8, in_len: usize) -> Result<usize, Error> {
-    if in_len < 4 {
-        return Err(Error::BufferTooSmall);
-    }
-    let v = read_i32(buf) as u32;
-    if v & !(sioctl::WIN_OPEN_NONBLOCK | sioctl::WIN_OPEN_TRUNCATE) != 0 {
-        return Err(Error::Invalid);
-    }
-    let mut f = flags(fo);
-    if v & sioctl::WIN_OPEN_NONBLOCK != 0 {
-        f |= H_NONBLOCK;
-    } else {
-        f &= !H_NONBLOCK;
-    }
-    set_flags(fo, f);
-    if v & sioctl::WIN_OPEN_TRUNCATE != 0 {
-        trim(ext, fo);
-    }
-    Ok(0)
 }
 
 /// STATS text that does not fit is reported as BufferTooSmall here and turned
@@ -732,14 +589,14 @@ fn stats_text(t: &mut TextBuf<'_>) {
     });
 }
 
-fn file_size(ext: &DevExt, fo: *mut FILE_OBJECT) -> Result<u64, Error> {
+pub(crate) fn file_size(ext: &DevExt, fo: *mut FILE_OBJECT) -> Result<u64, Error> {
     if matches!(ext.kind, Kind::Pipe(_)) {
         return Err(Error::NotSeekable);
     }
     with_store(ext, fo, |s| s.size()).ok_or(Error::NoDevice)
 }
 
-fn set_eof(ext: &DevExt, fo: *mut FILE_OBJECT, len: i64) -> Result<(), Error> {
+pub(crate) fn set_eof(ext: &DevExt, fo: *mut FILE_OBJECT, len: i64) -> Result<(), Error> {
     if matches!(ext.kind, Kind::Pipe(_)) {
         return Err(Error::NotSeekable);
     }
@@ -749,77 +606,60 @@ fn set_eof(ext: &DevExt, fo: *mut FILE_OBJECT, len: i64) -> Result<(), Error> {
     with_store(ext, fo, |s| s.set_len(len as u64)).unwrap_or(Err(Error::NoDevice))
 }
 
+/// What the information requests see of this file's device.
+fn seekable(ext: &DevExt, fo: *mut FILE_OBJECT) -> Result<Seekable, Error> {
+    match file_size(ext, fo) {
+        Ok(size) => Ok(Seekable::Store { size }),
+        Err(Error::NotSeekable) => Ok(Seekable::Pipe),
+        Err(e) => Err(e),
+    }
+}
+
+/// IRP_MJ_QUERY_INFORMATION (GetFileSizeEx, FILE_END seeks); IRQL PASSIVE_LEVEL.
 unsafe fn query_information(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTSTATUS {
     // SAFETY: a buffered query-information IRP: the system buffer holds Length bytes.
     unsafe {
         let fo = (*sl).FileObject;
         let len = (*sl).Parameters.QueryFile.Length as usize;
-        let buf = (*irp).AssociatedIrp.SystemBuffer;
-        let class = (*sl).Parameters.QueryFile.FileInformationClass;
-        let r = if class == FileStandardInformation {
-            let need = core::mem::size_of::<FILE_STANDARD_INFORMATION>();
-            if len < need {
-                Err(Error::BufferTooSmall)
-            } else {
-                file_size(ext, fo).map(|size| {
-                    let info = buf as *mut FILE_STANDARD_INFORMATION;
-                    ptr::write_bytes(info as *mut u8, 0, need);
-                    (*info).AllocationSize.QuadPart = size as i64;
-                    (*info).EndOfFile.QuadPart = size as i64;
-                    (*info).NumberOfLinks = 1;
-                    need
-                })
-            }
-        } else if class == FilePositionInformation {
-            let need = core::mem::size_of::<FILE_POSITION_INFORMATION>();
-            if len < need {
-                Err(Error::BufferTooSmall)
-            } else if matches!(ext.kind, Kind::Pipe(_)) {
-                Err(Error::NotSeekable)
-            } else {
-                (*(buf as *mut FILE_POSITION_INFORMATION)).CurrentByteOffset.QuadPart = (*fo).CurrentByteOffset.QuadPart;
-                Ok(need)
-            }
-        } else {
-            return finish(irp, STATUS_INVALID_DEVICE_REQUEST, 0);
+        let buf = (*irp).AssociatedIrp.SystemBuffer as *mut u8;
+        let class = (*sl).Parameters.QueryFile.FileInformationClass as u32;
+        let dev = match seekable(ext, fo) {
+            Ok(d) => d,
+            Err(e) => return finish(irp, e.ntstatus(), 0),
         };
-        finish_result(irp, r)
+        let mut reply = [0u8; nt::STANDARD_INFO_LEN];
+        match nt::query_information(class, len, dev, (*fo).CurrentByteOffset.QuadPart, &mut reply) {
+            Ok(n) => {
+                // n <= len was checked by `query_information`.
+                ptr::copy_nonoverlapping(reply.as_ptr(), buf, n);
+                finish(irp, STATUS_SUCCESS, n)
+            }
+            Err(st) => finish(irp, st, 0),
+        }
     }
 }
 
+/// IRP_MJ_SET_INFORMATION (SetEndOfFile); IRQL PASSIVE_LEVEL.
 unsafe fn set_information(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTSTATUS {
     // SAFETY: a buffered set-information IRP: the system buffer holds Length bytes.
     unsafe {
         let fo = (*sl).FileObject;
         let len = (*sl).Parameters.SetFile.Length as usize;
-        let buf = (*irp).AssociatedIrp.SystemBuffer;
-        let class = (*sl).Parameters.SetFile.FileInformationClass;
-        let r = if class == FileEndOfFileInformation {
-            if len < core::mem::size_of::<FILE_END_OF_FILE_INFORMATION>() {
-                Err(Error::BufferTooSmall)
-            } else {
-                set_eof(ext, fo, (*(buf as *const FILE_END_OF_FILE_INFORMATION)).EndOfFile.QuadPart).map(|_| 0)
-            }
-        } else if class == FilePositionInformation {
-            if len < core::mem::size_of::<FILE_POSITION_INFORMATION>() {
-                Err(Error::BufferTooSmall)
-            } else if matches!(ext.kind, Kind::Pipe(_)) {
-                Err(Error::NotSeekable)
-            } else {
-                let p = (*(buf as *const FILE_POSITION_INFORMATION)).CurrentByteOffset.QuadPart;
-                match store::seek(0, 0, Whence::Set, p) {
-                    Ok(p) if p <= scull_core::geometry::MAX_SIZE => {
-                        (*fo).CurrentByteOffset.QuadPart = p as i64;
-                        Ok(0)
-                    }
-                    Ok(_) => Err(Error::FileTooBig),
-                    Err(e) => Err(e),
-                }
-            }
-        } else {
-            return finish(irp, STATUS_INVALID_DEVICE_REQUEST, 0);
+        let buf = (*irp).AssociatedIrp.SystemBuffer as *const u8;
+        let input: &[u8] = if buf.is_null() { &[] } else { core::slice::from_raw_parts(buf, len) };
+        let class = (*sl).Parameters.SetFile.FileInformationClass as u32;
+        let dev = match seekable(ext, fo) {
+            Ok(d) => d,
+            Err(e) => return finish(irp, e.ntstatus(), 0),
         };
-        finish_result(irp, r)
+        match nt::set_information(class, input, dev) {
+            Ok(SetInformation::EndOfFile(n)) => finish_result(irp, set_eof(ext, fo, n as i64).map(|_| 0)),
+            Ok(SetInformation::Position(p)) => {
+                (*fo).CurrentByteOffset.QuadPart = p;
+                finish(irp, STATUS_SUCCESS, 0)
+            }
+            Err(st) => finish(irp, st, 0),
+        }
     }
 }
 

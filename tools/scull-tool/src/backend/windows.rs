@@ -10,9 +10,13 @@
 //!   no path suffix, no file-information IRPs, and a zero ByteOffset for a
 //!   read without one. So this target keeps the position itself and passes
 //!   it as an explicit offset (OVERLAPPED.Offset), computes SEEK_SET/CUR the
-//!   way the I/O manager does, and uses scull-core's bridge IOCTLs
-//!   (`WIN_IOCTL_OPEN_FLAGS`, `WIN_IOCTL_GET_EOF`, `WIN_IOCTL_SET_EOF`), which
-//!   run the same driver code as the native requests.
+//!   way the I/O manager does, and, when the loaded scull.sys is the test
+//!   build, uses its bridge IOCTLs (`WIN_IOCTL_OPEN_FLAGS`(`_WRITE`),
+//!   `WIN_IOCTL_GET_EOF`, `WIN_IOCTL_SET_EOF`), which run the same driver
+//!   code as the native requests. The release scull.sys has no bridge
+//!   ([`has_bridge`] probes once): then truncating and non-blocking opens,
+//!   refused opens and the file size are not expressible under Wine
+//!   (`Caps::open_modes` is false and the cases that need them skip).
 //!
 //! Win32 errors map back to [`Error`] with scull-core's table; codes outside
 //! it (e.g. ERROR_FILE_NOT_FOUND for a missing device) become `Invalid`.
@@ -102,12 +106,24 @@ impl Drop for Owned {
     }
 }
 
+static BRIDGE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+/// Whether the loaded scull.sys is the test build: its bridge answers
+/// `WIN_IOCTL_OPEN_FLAGS`; the release build answers ERROR_INVALID_FUNCTION.
+/// Probed once per process, on scull0.
+pub fn has_bridge() -> bool {
+    *BRIDGE.get_or_init(|| match create_raw(Dev::Scull(0), OpenOpts::R, true, false) {
+        Ok(h) => device_io_control(h.0, ioctl::WIN_IOCTL_OPEN_FLAGS, &0u32.to_le_bytes(), 0).is_ok(),
+        Err(_) => false,
+    })
+}
+
 fn open_raw(dev: Dev, o: OpenOpts, wine: bool, overlapped: bool) -> Result<Owned, Error> {
     let h = create_raw(dev, o, wine, overlapped)?;
     // Wine does not wait for IRP_MJ_CREATE, so a refused open still yields a
-    // handle: the bridge IOCTL, sent on every open, returns the refusal (and
-    // waits while a scullwuid create is pended).
-    if wine {
+    // handle: the test build's bridge IOCTL, sent on every open, returns the
+    // refusal (and waits while a scullwuid create is pended).
+    if wine && has_bridge() {
         send_open_flags(&h, o)?;
     }
     Ok(h)
@@ -121,7 +137,9 @@ fn send_open_flags(h: &Owned, o: OpenOpts) -> Result<(), Error> {
     if o.truncate {
         bits |= ioctl::WIN_OPEN_TRUNCATE;
     }
-    device_io_control(h.0, ioctl::WIN_IOCTL_OPEN_FLAGS, &bits.to_le_bytes(), 0).map(drop)
+    // Truncation changes data: its code carries FILE_WRITE_ACCESS.
+    let code = if o.truncate { ioctl::WIN_IOCTL_OPEN_FLAGS_WRITE } else { ioctl::WIN_IOCTL_OPEN_FLAGS };
+    device_io_control(h.0, code, &bits.to_le_bytes(), 0).map(drop)
 }
 
 /// CreateFileW alone (no bridge call).
@@ -437,7 +455,9 @@ impl Target for WinTarget {
             priv_dev: true,
             linux_abi: false,
             pipe_seek_refused: false,
-            // SetEndOfFile (windows) / WIN_IOCTL_SET_EOF (wine) reach the driver.
+            // Wine without the test build's bridge: see the module docs.
+            open_modes: !self.wine || has_bridge(),
+            // SetEndOfFile (windows) / WIN_IOCTL_SET_EOF (wine, test build) reach the driver.
             set_len: true,
             nr_devs: self.nr_devs,
             p_nr_devs: self.p_nr_devs,
@@ -634,12 +654,16 @@ mod extra {
             case!(bad_ioctl_codes),
             case!(short_buffers_every_command),
             case!(stats_short_buffer_more_data),
-            case!(bridge_ioctls_validate),
-            case!(eof_and_set_len_through_driver),
+            Case { name: "win_bridge_ioctls_validate", needs: bridge, run: bridge_ioctls_validate },
+            Case { name: "win_bridge_read_handle_cannot_change_data", needs: bridge, run: bridge_read_handle_cannot_change_data },
+            Case { name: "win_release_build_has_no_bridge", needs: release_build, run: release_build_has_no_bridge },
+            case!(vendor_codes_outside_the_commands_are_unknown),
+            Case { name: "win_eof_and_set_len_through_driver", needs: open_modes, run: eof_and_set_len_through_driver },
             case!(unknown_path_suffix_refused),
-            case!(scullpriv_per_process),
+            Case { name: "win_scullpriv_per_process", needs: open_modes, run: scullpriv_per_process },
             Case { name: "win_wuid_pended_create_completed_by_owner_close", needs: second_user, run: wuid_pend },
             Case { name: "win_wuid_pended_create_cancelled", needs: second_user, run: wuid_cancel_pended },
+            Case { name: "win_wuid_cancel_races_owner_close", needs: second_user, run: wuid_cancel_races_owner_close },
         ]
     }
 
@@ -650,6 +674,141 @@ mod extra {
     /// the bridge call that follows CreateFile.
     fn second_user(c: &Caps) -> Option<&'static str> {
         (!c.other_user).then_some("needs a second identity (load the driver with scull_test_identity=1)")
+    }
+
+    /// The bridge cases: under Wine only the test build has the bridge; a
+    /// native Windows target never uses it.
+    fn bridge(_: &Caps) -> Option<&'static str> {
+        (!has_bridge()).then_some("needs the test build's bridge IOCTLs (cargo xtask wdm --test-build)")
+    }
+
+    fn release_build(_: &Caps) -> Option<&'static str> {
+        has_bridge().then_some("the loaded scull.sys is the test build (it has the bridge)")
+    }
+
+    fn open_modes(c: &Caps) -> Option<&'static str> {
+        (!c.open_modes).then_some("needs truncating opens and the file size (Wine: only the test build's bridge carries them)")
+    }
+
+    /// The release scull.sys: every bridge code and the test IOCTL, with
+    /// well-sized buffers, on read-only, write-only and read-write handles of
+    /// a store and a pipe, is ERROR_INVALID_FUNCTION (an unknown IOCTL).
+    fn release_build_has_no_bridge(t: &dyn Target) -> R {
+        let codes = ioctl::WIN_BRIDGE_CODES.into_iter().chain([WIN_IOCTL_TEST]);
+        for code in codes {
+            for dev in [Dev::Scull(0), Dev::Pipe(0)] {
+                for o in [OpenOpts::R, OpenOpts::W, OpenOpts::RW] {
+                    // A FILE_WRITE_ACCESS code on a read-only handle stops in the
+                    // I/O manager (ERROR_ACCESS_DENIED) before any driver.
+                    if ioctl::ctl_access(code) & ioctl::WIN_FILE_WRITE_ACCESS != 0 && !o.write {
+                        continue;
+                    }
+                    let mut h = ok(t.open(dev, o), "open")?;
+                    let input = [0u8; 8];
+                    expect_err(h.ioctl_raw(code, &input, 32), Error::NotTty, &format!("code {code:#x} on {dev:?} {o:?}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every vendor code (device type 0x8000, functions 0x800..0x8ff, every
+    /// method and access level) other than scull's 16 commands (and, in the
+    /// test build, its bridge and test codes) is ERROR_INVALID_FUNCTION.
+    fn vendor_codes_outside_the_commands_are_unknown(t: &dyn Target) -> R {
+        let mut h = ok(t.open(Dev::Scull(0), OpenOpts::RW), "open")?;
+        let mut known: Vec<u32> = Cmd::ALL.iter().map(|c| c.windows_code()).collect();
+        if has_bridge() {
+            known.extend(ioctl::WIN_BRIDGE_CODES);
+            known.push(WIN_IOCTL_TEST);
+        }
+        let mut n = 0;
+        for function in 0x800..0x900 {
+            for method in 0..4 {
+                for access in 0..4 {
+                    let code = ioctl::ctl_code(ioctl::WIN_DEVICE_TYPE, function, method, access);
+                    if known.contains(&code) {
+                        continue;
+                    }
+                    // METHOD_NEITHER/direct with small buffers: the driver must
+                    // refuse without touching them.
+                    expect_err(h.ioctl_raw(code, &[0; 8], 8), Error::NotTty, &format!("code {code:#x}"))?;
+                    n += 1;
+                }
+            }
+        }
+        check!(n == 4096 - known.len(), "swept {n} codes");
+        Ok(())
+    }
+
+    /// A handle opened for reading only must not change data through the
+    /// bridge: truncation on the FILE_ANY_ACCESS code is refused by the
+    /// driver, and the FILE_WRITE_ACCESS codes (OPEN_FLAGS_WRITE, SET_EOF)
+    /// by the I/O manager (ERROR_ACCESS_DENIED), as SetEndOfFile would be.
+    fn bridge_read_handle_cannot_change_data(t: &dyn Target) -> R {
+        let mut w = ok(t.open(Dev::Scull(1), OpenOpts::TRUNC), "open for writing")?;
+        check!(ok(w.write(b"keep me"), "write")? == 7, "write");
+        drop(w);
+        let mut r = ok(t.open(Dev::Scull(1), OpenOpts::R), "open read-only")?;
+        let trunc = ioctl::WIN_OPEN_TRUNCATE.to_le_bytes();
+        expect_err(r.ioctl_raw(ioctl::WIN_IOCTL_OPEN_FLAGS, &trunc, 0), Error::Perm, "OPEN_FLAGS(TRUNCATE) on a read-only handle")?;
+        expect_err(r.ioctl_raw(ioctl::WIN_IOCTL_OPEN_FLAGS_WRITE, &trunc, 0), Error::Perm, "OPEN_FLAGS_WRITE(TRUNCATE) on a read-only handle")?;
+        expect_err(r.ioctl_raw(ioctl::WIN_IOCTL_SET_EOF, &0i64.to_le_bytes(), 0), Error::Perm, "SET_EOF(0) on a read-only handle")?;
+        let mut b = [0u8; 16];
+        let n = ok(r.read(&mut b), "read")?;
+        check!(&b[..n] == b"keep me", "the store after the refused calls holds {:?}", &b[..n]);
+        let size = stats_field(t, "scull1", "size")?;
+        check!(size == "7", "scull1 size={size}");
+        Ok(())
+    }
+
+    /// W7: a pended scullwuid open whose waiting (bridge) call is cancelled
+    /// while the owner's last close grants it. Either outcome is fine (the
+    /// open is granted, or cancelled), but afterwards the device must be
+    /// free: nobody may keep it owned after closing.
+    fn wuid_cancel_races_owner_close(t: &dyn Target) -> R {
+        let wine = t.name() == "wine";
+        let (mut granted, mut cancelled) = (0, 0);
+        for round in 0..12u32 {
+            let owner = ok(t.open(Dev::Wuid, OpenOpts::RW), "owner opens scullwuid")?;
+            let mut p = ok(proxy::Proxy::spawn(wine, Dev::Wuid, OpenOpts::R), "spawn the other user")?;
+            match p.opened(Duration::from_millis(400)) {
+                Err(Error::WouldBlock) => {}
+                other => return Err(format!("round {round}: the other user's open did not wait: {other:?}")),
+            }
+            // Close and cancel as close together as two threads get them.
+            let gate = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    gate.wait();
+                    if round % 2 == 1 {
+                        std::thread::sleep(Duration::from_micros(200 * (round as u64 % 5)));
+                    }
+                    drop(owner);
+                });
+                gate.wait();
+                let _ = p.cancel_open();
+            });
+            match p.opened(Duration::from_secs(10)) {
+                Ok(()) => granted += 1,
+                Err(Error::Interrupted) => cancelled += 1,
+                // The child exits on a cancel that finds its open finished
+                // (or, natively, still in CreateFile): its handle closes.
+                Err(Error::Invalid) => cancelled += 1,
+                other => return Err(format!("round {round}: the raced open ended {other:?}")),
+            }
+            drop(p);
+            // Free for a third user, without waiting.
+            let started = Instant::now();
+            let mut q = ok(proxy::Proxy::spawn(wine, Dev::Wuid, OpenOpts::R), "spawn a third user")?;
+            match q.opened(Duration::from_secs(5)) {
+                Ok(()) => {}
+                other => return Err(format!("round {round}: scullwuid stayed owned after the raced open closed: {other:?} after {:?}", started.elapsed())),
+            }
+            drop(q);
+        }
+        println!("  wuid cancel/close race: {granted} granted, {cancelled} cancelled");
+        Ok(())
     }
 
     fn wuid_cancel_pended(t: &dyn Target) -> R {

@@ -44,13 +44,14 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// Runs the common cases and the target's own, those whose name contains
-/// `filter` if given. Prints one line per case and the closing line.
+/// `filter` (or one of its comma-separated parts) if given. Prints one line per case and the closing line.
 pub fn run(target: &dyn Target, filter: Option<&str>) -> Summary {
     let caps = target.caps();
     let mut all = cases();
     all.extend(target.extra_cases());
     let mut s = Summary::default();
-    for case in all.iter().filter(|c| filter.is_none_or(|f| c.name.contains(f))) {
+    // A filter is one or more comma-separated name parts.
+    for case in all.iter().filter(|c| filter.is_none_or(|f| f.split(',').any(|p| c.name.contains(p)))) {
         if let Some(why) = (case.needs)(&caps) {
             println!("skip {}: {}", case.name, why);
             s.skipped += 1;
