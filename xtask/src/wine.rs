@@ -495,6 +495,7 @@ fn body(w: &Wine, t: &mut Tally) -> Result {
     );
     let leaks = stop(w, 2);
     leak_case(t, "unload_reports_zero_outstanding_blocks_test_build", w, leaks);
+    t.case("winedevice_alive_after_load_2", no_crash(w));
 
     // ---- load 3: the test build with test identity mode and fault injection.
     set_param(w, "scull_test_identity", 1)?;
