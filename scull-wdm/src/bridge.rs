@@ -28,7 +28,9 @@
 
 use crate::ddk::*;
 use crate::dev::{DevExt, Kind, WuidState};
-use crate::dispatch::{file_size, finish, finish_result, flags, read_i32, set_eof, set_flags, take_waiter, trim, H_NONBLOCK};
+use crate::access::take_waiter;
+use crate::dispatch::{finish, finish_result, flags, read_i32, set_flags, H_NONBLOCK};
+use crate::store::{file_size, set_eof, trim};
 use crate::irpq::{self, Done};
 use crate::sync::SpinLock;
 use scull_core::ioctl as sioctl;

@@ -17,6 +17,7 @@ static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
 
 #[macro_use]
 mod log;
+mod access;
 mod acl;
 #[cfg(feature = "test-build")]
 mod bridge;
@@ -24,12 +25,14 @@ mod ddk;
 mod dev;
 mod dispatch;
 mod ident;
+mod ioctl;
 mod irpq;
 #[cfg(feature = "oracle")]
 mod oracle;
 mod pipe;
 mod pool;
 mod registry;
+mod store;
 mod sync;
 mod testmode;
 
