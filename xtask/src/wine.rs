@@ -83,7 +83,9 @@ impl Wine {
         let mut c = Command::new("timeout");
         c.args(["-k", "5", &secs.to_string(), program])
             .env("WINEPREFIX", &self.prefix)
-            .env("WINEDEBUG", "-all,warn+debugstr")
+            // err+ntoskrnl: a KeBugCheckEx (which Wine turns into a silent
+            // ExitProcess of winedevice) is logged and counted as a crash.
+            .env("WINEDEBUG", "-all,warn+debugstr,err+ntoskrnl")
             // No Mono/Gecko prompts; no interactive debugger on a crash.
             .env("WINEDLLOVERRIDES", "mscoree,mshtml=;winedbg.exe=d")
             .env_remove("DISPLAY")
@@ -122,6 +124,21 @@ impl Wine {
     /// Waits until the log holds a line containing `needle`; returns it.
     fn wait_log(&self, needle: &str, secs: u64) -> Option<String> {
         self.wait_log_nth(needle, 1, secs)
+    }
+
+    /// Waits until the log, from byte `from` on, holds a line containing `needle`.
+    fn wait_log_after(&self, needle: &str, from: usize, secs: u64) -> Option<String> {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let text = self.log_text();
+            if let Some(l) = text.get(from..).unwrap_or("").lines().find(|l| l.contains(needle)) {
+                return Some(l.to_string());
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Waits until the log holds `n` lines containing `needle`; returns the n-th.
@@ -226,11 +243,14 @@ fn teardown(w: &Wine) -> Result<Option<i64>> {
     n
 }
 
-/// `sc stop scull` (the `load`-th load); returns its unload line's block count.
-fn stop(w: &Wine, load: usize) -> Result<Option<i64>> {
+/// `sc stop scull`; returns the block count of the unload line it printed
+/// (looked for after the stop only, so a load that died without one costs
+/// its own case, not the later loads').
+fn stop(w: &Wine, _load: usize) -> Result<Option<i64>> {
     step("wine: sc stop scull");
+    let from = w.log_text().len();
     let stopped = w.wine(60, &["sc", "stop", "scull"]);
-    let line = w.wait_log_nth("unload: outstanding 'lucS' blocks:", load, 30);
+    let line = w.wait_log_after("unload: outstanding 'lucS' blocks:", from, 30);
     stopped?;
     Ok(line.and_then(|l| l.rsplit(':').next().and_then(|n| n.trim().parse().ok())))
 }
@@ -273,7 +293,7 @@ fn start(w: &Wine, load: usize) -> Result {
 fn crash_lines(w: &Wine) -> Vec<String> {
     w.log_text()
         .lines()
-        .filter(|l| l.contains("Unhandled exception") || l.contains("Unhandled page fault") || l.contains("err:seh") || l.contains("winedevice") && l.contains("err:"))
+        .filter(|l| l.contains("Unhandled exception") || l.contains("KeBugCheck") || l.contains("Unhandled page fault") || l.contains("err:seh") || l.contains("winedevice") && l.contains("err:"))
         .map(str::to_string)
         .collect()
 }
