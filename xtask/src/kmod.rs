@@ -297,7 +297,7 @@ pub fn build_subdir() -> String {
 pub fn build() -> Result<PathBuf> {
     let t0 = Instant::now();
     setup()?;
-    eprintln!("kmod: chroot and metadata ready ({:.0} s)", t0.elapsed().as_secs_f64());
+    crate::util::note(&format!("kmod: chroot and metadata ready ({:.0} s)", t0.elapsed().as_secs_f64()));
     step("kmod: building scull.ko");
     let cr = chroot();
     let src = root();
@@ -320,7 +320,7 @@ for f in {s}/scull-linux/*.c {s}/scull-linux/*.h {s}/scull-linux/Makefile; do [ 
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let ko = out.join("scull.ko");
     std::fs::copy(cr.join(&b).join("scull-linux/scull.ko"), &ko).map_err(|e| format!("copy scull.ko: {e}"))?;
-    eprintln!("kmod: done in {:.0} s", t0.elapsed().as_secs_f64());
+    crate::util::note(&format!("kmod: done in {:.0} s", t0.elapsed().as_secs_f64()));
     Ok(ko)
 }
 

@@ -213,14 +213,14 @@ fn boot(mode: Mode, script: &str, mem_mib: u32, timeout_s: u32, checks: &mut Che
         // later ones do not.
         cmd.arg("-mem-prealloc");
     }
-    let status = cmd
+    let status = crate::util::progress(|| cmd
         .arg("-kernel")
         .arg(&vmlinuz)
         .arg("-initrd")
         .arg(q.join("initrd.gz"))
         .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init"])
         .stdin(std::process::Stdio::null())
-        .output()
+        .output())
         .map_err(|e| format!("qemu: {e}"))?;
     let console = String::from_utf8_lossy(&status.stdout).into_owned();
     std::fs::write(&log, &console).map_err(|e| e.to_string())?;
@@ -258,7 +258,7 @@ pub fn qemu(args: &[String]) -> Result {
         Mode::Demo => demo(&mut c)?,
     }
     let _ = root();
-    eprintln!("qemu: {:.0} s in all", t0.elapsed().as_secs_f64());
+    crate::util::note(&format!("qemu: {:.0} s in all", t0.elapsed().as_secs_f64()));
     println!("qemu: {} passed, {} failed", c.pass, c.fail);
     if c.fail == 0 {
         Ok(())

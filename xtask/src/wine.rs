@@ -105,7 +105,7 @@ impl Wine {
         let out = log.try_clone().map_err(|e| e.to_string())?;
         let mut c = self.cmd(secs, WINE64);
         c.args(args).stdout(Stdio::from(out)).stderr(Stdio::from(log));
-        eprintln!("+ wine {}", args.join(" "));
+        crate::util::note(&format!("+ wine {}", args.join(" ")));
         let st = c.status().map_err(|e| format!("wine {}: {e}", args.join(" ")))?;
         if st.code() == Some(124) || st.code() == Some(137) {
             return Err(format!("wine {}: timed out after {secs} s", args.join(" ")));
@@ -114,7 +114,8 @@ impl Wine {
     }
 
     fn kill_server(&self) {
-        let _ = self.cmd(30, WINESERVER).arg("-k").status();
+        // Quiet: with no prefix yet it only says it cannot chdir there.
+        let _ = self.cmd(30, WINESERVER).arg("-k").stderr(Stdio::null()).status();
     }
 
     fn log_text(&self) -> String {
@@ -224,7 +225,7 @@ fn setup() -> Result<Wine> {
     let loaded = w.wait_log("scull: loaded:", 30);
     if !started && loaded.is_none() {
         // services.exe may still be starting on a fresh prefix; one retry.
-        eprintln!("wine: sc start did not report success; retrying with net start");
+        crate::util::note("wine: sc start did not report success; retrying with net start");
         w.wine(90, &["net", "start", "scull"])?;
     }
     match w.wait_log("scull: loaded:", 30) {
@@ -312,7 +313,7 @@ fn tally(line: &str) -> Option<(usize, usize, usize)> {
 fn tool(w: &Wine, secs: u32, args: &[&str]) -> Result<(bool, Vec<String>)> {
     let mut c = w.cmd(secs, WINE64);
     c.arg(r"C:\scull\scull-tool.exe").args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
-    eprintln!("+ wine scull-tool.exe {}", args.join(" "));
+    crate::util::note(&format!("+ wine scull-tool.exe {}", args.join(" ")));
     let mut child = c.spawn().map_err(|e| format!("scull-tool.exe: {e}"))?;
     let mut lines = Vec::new();
     if let Some(out) = child.stdout.take() {
@@ -620,7 +621,7 @@ fn pend_read_then_stop(w: &Wine, load: usize) -> Result<(std::result::Result<(),
     use std::sync::mpsc;
     let mut c = w.cmd(90, WINE64);
     c.args([r"C:\scull\scull-tool.exe", "win-pend-read", "wine", "scullpipe0"]).stdout(Stdio::piped()).stderr(Stdio::inherit());
-    eprintln!("+ wine scull-tool.exe win-pend-read wine scullpipe0 (background)");
+    crate::util::note("+ wine scull-tool.exe win-pend-read wine scullpipe0 (background)");
     let mut child = c.spawn().map_err(|e| format!("win-pend-read: {e}"))?;
     let out = child.stdout.take().ok_or("no stdout")?;
     let (tx, rx) = mpsc::channel();
@@ -657,7 +658,7 @@ pub fn bench() -> Result {
     let w = setup().inspect_err(|_| Wine::new().kill_server())?;
     std::fs::create_dir_all(w.drive_c().join("scull").join("bench")).map_err(|e| e.to_string())?;
     step("wine: scull-tool.exe bench --target wine (reference figures, not pass/fail)");
-    let r = tool(&w, 900, &["--target", "wine", "bench", "--reference", "--mib", "64", "--scale-mib", "256", "--baseline-dir", r"C:\scull\bench"]);
+    let r = tool(&w, 900, &["--target", "wine", "bench", "--reference", "--size", "64M", "--scale-size", "256M", "--baseline-dir", r"C:\scull\bench"]);
     let leaks = teardown(&w);
     let (ok, _) = r?;
     println!("wine bench: unload reports {:?} outstanding 'lucS' blocks", leaks?);
@@ -680,6 +681,7 @@ pub fn demo() -> Result {
         &["--target", "wine", "stats"][..],
         &["--target", "wine", "pipe-demo"][..],
     ] {
+        println!("$ scull-tool.exe {}", args.join(" "));
         let (ok, _) = tool(&w, 120, args)?;
         all_ok &= ok;
     }

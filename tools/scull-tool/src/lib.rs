@@ -4,5 +4,7 @@ pub mod backend;
 pub mod bench;
 pub mod conformance;
 pub mod fuzz;
+pub mod hint;
+pub mod progress;
 pub mod rng;
 pub mod stress;

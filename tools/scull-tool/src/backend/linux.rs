@@ -923,7 +923,9 @@ pub mod fault_sweep {
         let (mut injected, mut enomem, mut short, mut leaks) = (0u32, 0u32, 0u32, 0u32);
         let mut k = 1;
         let mut exhausted = false;
+        let bar = crate::progress::Progress::start("fault-sweep", crate::progress::Goal::Open, "faults injected");
         while k <= max_k {
+            bar.set(u64::from(k - 1));
             set_param("scull_fail_at", k)?;
             let seen = workload(k, quantum, qset);
             let left = param("scull_fail_at")?;
@@ -952,6 +954,7 @@ pub mod fault_sweep {
             }
             k += 1;
         }
+        drop(bar);
         let faults = param("scull_faults")? - faults0;
         if faults != injected as i64 {
             problems.push(format!("scull_faults rose by {faults}, the sweep consumed {injected}"));
