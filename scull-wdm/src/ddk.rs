@@ -371,5 +371,30 @@ mod wdk_data {
     unsafe extern "C" {
         #[link_name = "PsProcessType"]
         pub static PS_PROCESS_TYPE: POBJECT_TYPE;
+        #[link_name = "SeTokenObjectType"]
+        pub static SE_TOKEN_OBJECT_TYPE: POBJECT_TYPE;
+    }
+}
+
+/// `*SeTokenObjectType`: the token object type (ident.rs opens the create's
+/// subject-context token by pointer). The same kind of data import as
+/// `PsProcessType`, reached the same way on each path (see
+/// [`process_object_type`]): on the wdk path through our own raw-dylib
+/// import in `wdk_data`, never wdk-sys's plain extern static.
+///
+/// # Safety
+/// Reads an exported kernel variable.
+#[inline]
+pub unsafe fn token_object_type() -> POBJECT_TYPE {
+    #[cfg(feature = "mingw")]
+    // SAFETY: the raw-dylib import is the variable itself, a POBJECT_TYPE
+    // that ntoskrnl sets before any driver loads and never changes.
+    unsafe {
+        core::ptr::addr_of!(SeTokenObjectType).cast::<POBJECT_TYPE>().read()
+    }
+    #[cfg(feature = "wdk")]
+    // SAFETY: as on the mingw path: the raw-dylib import is the variable.
+    unsafe {
+        wdk_data::SE_TOKEN_OBJECT_TYPE
     }
 }

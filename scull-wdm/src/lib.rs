@@ -21,6 +21,7 @@ mod bridge;
 mod ddk;
 mod dev;
 mod dispatch;
+mod evlog;
 mod ident;
 mod ioctl;
 mod irpq;
@@ -50,6 +51,7 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
         Ok(n) => n,
         Err(what) => {
             kprint!("bad registry parameter {what}; not loading");
+            evlog::load_refused(driver, evlog::Refused::Parameter, what, STATUS_INVALID_PARAMETER);
             return STATUS_INVALID_PARAMETER;
         }
     };
@@ -65,6 +67,7 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
     };
     let Some(dacl) = acl::parse(sddl) else {
         kprint!("bad registry parameter scull_sddl (supported: D:[P](A;;rights;;;sid)...); not loading");
+        evlog::load_refused(driver, evlog::Refused::Sddl, "scull_sddl", STATUS_INVALID_PARAMETER);
         return STATUS_INVALID_PARAMETER;
     };
     if let Err(st) = acl::build(&dacl) {

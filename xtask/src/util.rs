@@ -31,7 +31,7 @@ pub fn cache_dir() -> PathBuf {
 // A step is one line on stderr when it ends: `==> what: ok (3.2 s)` or
 // `==> what: FAILED (3.2 s)`. Commands run inside it (`run`, `output`,
 // `show`) write their output to `target/logs/<step>.log`, not the terminal;
-// only result lines (`test result:`, `N passed, M failed` closing lines,
+// only result lines on their stdout (`test result:`, `N passed, M failed` closing lines,
 // `FAIL` cases, `ratio`/`reference` figures, stress/fuzz summaries) are
 // echoed to stdout, where CI reads them. When the step fails, its log's
 // path and last 30 lines are printed. `-v` (or XTASK_VERBOSE=1) streams
@@ -313,7 +313,9 @@ fn exec(cmd: &mut Command, out: Out) -> Result<String> {
                 if is_stdout && out == Out::Capture {
                     captured.push_str(&l);
                     captured.push('\n');
-                } else if (is_stdout && out == Out::Show) || is_result_line(&l) {
+                } else if is_stdout && (out == Out::Show || is_result_line(&l)) {
+                    // Only stdout: progress lines on stderr (`fuzz: 10 s of
+                    // 10 s, ...`) look like summaries but are not results.
                     ticker.println(&l);
                 }
             }

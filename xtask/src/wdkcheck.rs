@@ -228,12 +228,14 @@ pub fn run_check(_args: &[String]) -> Result {
     })();
     fs::write(&lock_path, &lock).map_err(|e| format!("restoring {}: {e}", lock_path.display()))?;
     built?;
+    // The build step's own line first: the result line must be the last.
+    crate::util::end_step(true);
     let dll = cargo_target().join(wdm::DRIVER_TARGET).join("release").join("scull.dll");
     let sys = scratch().join("scull.sys");
     fs::copy(&dll, &sys).map_err(|e| format!("copy {} -> {}: {e}", dll.display(), sys.display()))?;
     let (n, dlls) = wdm::check(&sys, &["ntoskrnl.exe", "hal.dll"])?;
     let size = fs::metadata(&sys).map_err(|e| format!("{}: {e}", sys.display()))?.len();
-    eprintln!("wdk-check: {:.0} s", t0.elapsed().as_secs_f64());
+    crate::util::note(&format!("wdk-check: {:.0} s in all", t0.elapsed().as_secs_f64()));
     println!(
         "wdk-check: ok (clippy clean, scull.sys {size} bytes, subsystem NATIVE, {n} imports from {})",
         dlls.join(", ")

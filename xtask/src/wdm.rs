@@ -30,6 +30,12 @@ const REQUIRED_IMPORTS: &[&str] = &[
     "ExFreePoolWithTag",
     "KeInitializeSemaphore",
     "KeReleaseSemaphore",
+    // The store semaphore's critical region (issue 9 W2).
+    "KeEnterCriticalRegion",
+    "KeLeaveCriticalRegion",
+    // The event-log entry of a refused load (issue 9 E).
+    "IoAllocateErrorLogEntry",
+    "IoWriteErrorLogEntry",
     "KeAcquireSpinLockRaiseToDpc",
     "IoCreateDevice",
     "IoCreateSymbolicLink",

@@ -21,7 +21,8 @@
 //!    stress, fixed-seed fuzz); the test build with `scull_test_identity=1` +
 //!    `scull_fail_at=0` (identity cases with a second identity, the W7
 //!    cancel/close race, fault-injection sweep); the release build with the
-//!    ACL value (a bad SDDL refuses to load, the relaxed one applies). Then
+//!    ACL value (a bad SDDL refuses to load and asks for an event-log entry,
+//!    the relaxed one applies). Then
 //!    `sc delete scull` and `wineserver -k`.
 //! 6. The driver's DbgPrint lines (channel warn+debugstr) land in
 //!    `target/wine/wine.log`; every unload line must report 0 outstanding
@@ -205,7 +206,7 @@ fn setup() -> Result<Wine> {
     let _ = std::fs::remove_file(&w.log);
     let prng = build_prng(&w.dir)?;
     // Keep wineserver (and services.exe with the driver) alive between commands.
-    let _ = w.cmd(30, WINESERVER).arg("-p60").status();
+    let _ = w.cmd(30, WINESERVER).arg("-p60").stderr(Stdio::null()).status();
     if !w.wine(180, &["wineboot", "-i"])? {
         return Err("wineboot -i failed".into());
     }
@@ -580,6 +581,7 @@ fn body(w: &Wine, t: &mut Tally) -> Result {
         "acl_unknown_sddl_sid_refuses_to_load",
         if refused && !loaded4 { Ok(()) } else { Err(format!("refusal line: {refused}, loaded anyway: {loaded4}")) },
     );
+    t.case("refused_load_asks_for_an_event_log_entry", refused_load_event_log(w));
     const RELAXED: &str = "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;AU)";
     set_param_sz(w, "scull_sddl", RELAXED)?;
     start(w, 4)?;
@@ -603,6 +605,24 @@ fn body(w: &Wine, t: &mut Tally) -> Result {
     leak_case(t, "unload_reports_zero_outstanding_blocks_relaxed_acl", w, leaks);
     t.case("winedevice_alive_after_load_4", no_crash(w));
     Ok(())
+}
+
+/// Issue 9 E: DriverEntry's refusal of `scull_sddl` also called
+/// IoAllocateErrorLogEntry, and went on to fail the load cleanly. Wine 8's
+/// IoAllocateErrorLogEntry is a stub that returns NULL (with
+/// WINEDEBUG=fixme+ntoskrnl it prints `fixme:ntoskrnl:IoAllocateErrorLogEntry
+/// stub: <driver>, 70`), so the driver's own line says no entry was written;
+/// on Windows it says the entry was written.
+fn refused_load_event_log(w: &Wine) -> std::result::Result<(), String> {
+    let Some(line) = w.wait_log("scull: event log: ", 5) else {
+        return Err("no `event log:` line after the refused load: the error-log entry was never asked for".into());
+    };
+    let called = line.contains("IoAllocateErrorLogEntry returned NULL") || line.contains("wrote IO_ERR_CONFIGURATION_ERROR");
+    if called && line.contains("scull_sddl") {
+        Ok(())
+    } else {
+        Err(format!("unexpected event-log line {line:?}"))
+    }
 }
 
 /// Sets REG_SZ `name` under the service's Parameters key.

@@ -227,12 +227,10 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     let dir = o.baseline_dir.clone().unwrap_or_else(default_baseline_dir);
     println!("bench on target `{}`: {} MiB, {} KiB buffers, baseline dir {}", t.name(), o.mib, BUF >> 10, dir.display());
 
-    // Progress: the 13 measurements below (stderr only).
-    let bar = crate::progress::Progress::start("bench", crate::progress::Goal::Steps(13), "measurements");
+    // Progress on stderr while the measurements run (a spinner, or a line every 10 s).
+    let _bar = crate::progress::Progress::start("bench", crate::progress::Goal::Open, "");
     let (sw, sr) = scull_io(t, bytes)?;
-    bar.inc();
     let (fw, fr) = file_io(&dir, bytes)?;
-    bar.inc();
     let (sw, sr, fw, fr) = (mbps(bytes, sw), mbps(bytes, sr), mbps(bytes, fw), mbps(bytes, fr));
     println!("scull0 write {sw:.1} MB/s, {FILE_LABEL} write {fw:.1} MB/s");
     println!("{tag} scull_vs_tmpfs_write = {:.2}", sw / fw);
@@ -240,23 +238,18 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     println!("{tag} scull_vs_tmpfs_read = {:.2}", sr / fr);
 
     let sp = mbps(bytes, scull_pipe(t, bytes)?);
-    bar.inc();
     let op = mbps(bytes, os_pipe(bytes)?);
-    bar.inc();
     println!("scullpipe0 {sp:.1} MB/s, {PIPE_LABEL} {op:.1} MB/s ({} writer)", if t.caps().processes { "process" } else { "thread" });
     println!("{tag} pipe_vs_pipe2 = {:.2}", sp / op);
 
     let big = o.scale_mib << 20;
     let (bw, br) = scull_io(t, big)?;
-    bar.inc();
     let big_rate = mbps(2 * big, bw + br);
     let mut small_best = 0f64;
     for _ in 0..8 {
         let (w, r) = scull_io(t, 1 << 20)?;
         small_best = small_best.max(mbps(2 << 20, w + r));
-        bar.inc();
     }
-    drop(bar);
     println!("scull0 {} MiB write+read {big_rate:.1} MB/s, 1 MiB write+read {small_best:.1} MB/s (best of 8)", o.scale_mib);
     println!("{tag} scale_256m_vs_1m = {:.2}", big_rate / small_best);
     Ok(())

@@ -97,6 +97,7 @@ fn draw_bar(label: &str, goal: Goal, unit: &str, counter: &AtomicU64, done: &Ato
     let (len, template) = match goal {
         Goal::Seconds(s) => ((s * 10.0).max(1.0) as u64, "{prefix} [{bar:30}] {elapsed}/{msg}"),
         Goal::Steps(n) => (n.max(1), "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})"),
+        Goal::Open if unit.is_empty() => (0, "{prefix} {spinner} {elapsed}"),
         Goal::Open => (0, "{prefix} {spinner} {pos} {msg} ({elapsed})"),
     };
     let bar = ProgressBar::with_draw_target((len > 0).then_some(len), ProgressDrawTarget::stderr());
@@ -142,6 +143,7 @@ fn plain_line(label: &str, goal: Goal, unit: &str, n: u64, elapsed: Duration) ->
     match goal {
         Goal::Seconds(s) => format!("{label}: {e:.0} s of {s:.0} s{}", count(n, unit).replacen(' ', ", ", 1)),
         Goal::Steps(total) => format!("{label}: {n}/{total} {unit} after {e:.0} s"),
+        Goal::Open if unit.is_empty() => format!("{label}: running, {e:.0} s"),
         Goal::Open => format!("{label}: {n} {unit} after {e:.0} s"),
     }
 }
@@ -162,7 +164,8 @@ mod tests {
         assert_eq!(plain_line("stress pipe", Goal::Seconds(30.0), "records", 7, Duration::from_secs(10)), "stress pipe: 10 s of 30 s, 7 records");
         assert_eq!(plain_line("stress store", Goal::Seconds(30.0), "", 0, Duration::from_secs(20)), "stress store: 20 s of 30 s");
         assert_eq!(plain_line("fault-sweep", Goal::Open, "faults", 3, Duration::from_secs(20)), "fault-sweep: 3 faults after 20 s");
-        assert_eq!(plain_line("bench", Goal::Steps(13), "measurements", 3, Duration::from_secs(20)), "bench: 3/13 measurements after 20 s");
+        assert_eq!(plain_line("bench", Goal::Open, "", 0, Duration::from_secs(20)), "bench: running, 20 s");
+        assert_eq!(plain_line("cases", Goal::Steps(13), "cases", 3, Duration::from_secs(20)), "cases: 3/13 cases after 20 s");
     }
 
     #[test]
