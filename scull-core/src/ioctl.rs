@@ -58,6 +58,8 @@ pub const WIN_FUNCTION_BASE: u32 = 0x800;
 pub const WIN_METHOD_BUFFERED: u32 = 0;
 /// `FILE_ANY_ACCESS`.
 pub const WIN_FILE_ANY_ACCESS: u32 = 0;
+/// `FILE_WRITE_ACCESS` (the I/O manager checks FILE_WRITE_DATA on the handle).
+pub const WIN_FILE_WRITE_ACCESS: u32 = 2;
 
 /// Windows `CTL_CODE` macro.
 pub const fn ctl_code(device_type: u32, function: u32, method: u32, access: u32) -> u32 {
@@ -310,26 +312,61 @@ pub fn execute(params: &Params, cmd: Cmd, value: i32, privileged: bool) -> Resul
 /// mode, the counterpart of `O_NONBLOCK`: `\\.\ScullPipe0\nonblock`.
 pub const WIN_NONBLOCK_SUFFIX: &str = "nonblock";
 
-/// Windows only: a bridge for I/O managers that deliver to a driver neither
-/// the create disposition, nor a path suffix, nor file-information IRPs
-/// (Wine 8 delivers none of them: `Parameters.Create.Options` lacks the
-/// disposition, `\\.\Dev\suffix` fails before the driver, and
+/// Windows only, **test build** (`cargo xtask wdm --test-build`): a bridge
+/// for I/O managers that deliver to a driver neither the create
+/// disposition, nor a path suffix, nor file-information IRPs (Wine 8 and 10
+/// deliver none of them: `Parameters.Create.Options` lacks the disposition,
+/// `\\.\Dev\suffix` fails before the driver, and
 /// NtQuery/SetInformationFile return STATUS_OBJECT_TYPE_MISMATCH). Each runs
 /// the same driver code as the native request. They are outside the scull
-/// command range, so [`Cmd::from_windows_code`] rejects them.
+/// command range, so [`Cmd::from_windows_code`] rejects them, and the
+/// release scull.sys answers every one STATUS_INVALID_DEVICE_REQUEST.
 ///
-/// `WIN_IOCTL_OPEN_FLAGS`: input a `u32` of [`WIN_OPEN_NONBLOCK`] and
-/// [`WIN_OPEN_TRUNCATE`], applied to the handle right after CreateFile
-/// (the `\nonblock` suffix; CREATE_ALWAYS/TRUNCATE_EXISTING).
+/// A bridge call that changes data carries FILE_WRITE_ACCESS in its code,
+/// so the I/O manager refuses it (STATUS_ACCESS_DENIED) on a handle not
+/// granted FILE_WRITE_DATA, as it refuses SetEndOfFile there.
+///
+/// `WIN_IOCTL_OPEN_FLAGS` (FILE_ANY_ACCESS): input a `u32` of
+/// [`WIN_OPEN_NONBLOCK`], applied to the handle right after CreateFile (the
+/// `\nonblock` suffix). [`WIN_OPEN_TRUNCATE`] is refused on this code
+/// (STATUS_ACCESS_DENIED): use [`WIN_IOCTL_OPEN_FLAGS_WRITE`].
 pub const WIN_IOCTL_OPEN_FLAGS: u32 = ctl_code(WIN_DEVICE_TYPE, WIN_FUNCTION_BASE + 0x40, WIN_METHOD_BUFFERED, WIN_FILE_ANY_ACCESS);
+/// The same call with FILE_WRITE_ACCESS: [`WIN_OPEN_TRUNCATE`] allowed
+/// (CREATE_ALWAYS/TRUNCATE_EXISTING).
+pub const WIN_IOCTL_OPEN_FLAGS_WRITE: u32 = ctl_code(WIN_DEVICE_TYPE, WIN_FUNCTION_BASE + 0x40, WIN_METHOD_BUFFERED, WIN_FILE_WRITE_ACCESS);
 /// Output an `i64` (little endian): FileStandardInformation's EndOfFile.
 pub const WIN_IOCTL_GET_EOF: u32 = ctl_code(WIN_DEVICE_TYPE, WIN_FUNCTION_BASE + 0x41, WIN_METHOD_BUFFERED, WIN_FILE_ANY_ACCESS);
 /// Input an `i64` (little endian): FileEndOfFileInformation (SetEndOfFile).
-pub const WIN_IOCTL_SET_EOF: u32 = ctl_code(WIN_DEVICE_TYPE, WIN_FUNCTION_BASE + 0x42, WIN_METHOD_BUFFERED, WIN_FILE_ANY_ACCESS);
+/// FILE_WRITE_ACCESS.
+pub const WIN_IOCTL_SET_EOF: u32 = ctl_code(WIN_DEVICE_TYPE, WIN_FUNCTION_BASE + 0x42, WIN_METHOD_BUFFERED, WIN_FILE_WRITE_ACCESS);
+/// Every bridge code (what the release build must refuse).
+pub const WIN_BRIDGE_CODES: [u32; 4] = [WIN_IOCTL_OPEN_FLAGS, WIN_IOCTL_OPEN_FLAGS_WRITE, WIN_IOCTL_GET_EOF, WIN_IOCTL_SET_EOF];
 /// [`WIN_IOCTL_OPEN_FLAGS`] bit: non-blocking handle.
 pub const WIN_OPEN_NONBLOCK: u32 = 1;
-/// [`WIN_IOCTL_OPEN_FLAGS`] bit: trim now, as a truncating open does.
+/// [`WIN_IOCTL_OPEN_FLAGS_WRITE`] bit: trim now, as a truncating open does.
 pub const WIN_OPEN_TRUNCATE: u32 = 2;
+
+/// The access field of a CTL_CODE (bits 14-15).
+pub const fn ctl_access(code: u32) -> u32 {
+    (code >> 14) & 3
+}
+
+/// Decodes an OPEN_FLAGS bridge call: `(nonblock, truncate)`. Truncation
+/// needs the FILE_WRITE_ACCESS code, which the I/O manager only delivers
+/// for a handle granted FILE_WRITE_DATA; on the FILE_ANY_ACCESS code it is
+/// `Perm` (STATUS_ACCESS_DENIED), so a read-only handle cannot trim.
+pub fn open_flags(code: u32, input: &[u8]) -> Result<(bool, bool)> {
+    let b: [u8; 4] = input.get(..4).and_then(|b| b.try_into().ok()).ok_or(Error::BufferTooSmall)?;
+    let v = u32::from_le_bytes(b);
+    if v & !(WIN_OPEN_NONBLOCK | WIN_OPEN_TRUNCATE) != 0 {
+        return Err(Error::Invalid);
+    }
+    let truncate = v & WIN_OPEN_TRUNCATE != 0;
+    if truncate && ctl_access(code) & WIN_FILE_WRITE_ACCESS == 0 {
+        return Err(Error::Perm);
+    }
+    Ok((v & WIN_OPEN_NONBLOCK != 0, truncate))
+}
 
 /// Windows only, test builds of the harness: scull.sys's test IOCTL. It exists
 /// only while the driver was loaded with `scull_test_identity=1` or
@@ -462,12 +499,32 @@ mod tests {
         let q = TestRequest { op: TEST_OP_FAIL_AT, arg: -3 };
         assert_eq!(TestRequest::decode(&q.encode()), Ok(q));
         assert_eq!(TestRequest::decode(&[0u8; 7]), Err(Error::BufferTooSmall));
-        for code in [WIN_IOCTL_OPEN_FLAGS, WIN_IOCTL_GET_EOF, WIN_IOCTL_SET_EOF, WIN_IOCTL_TEST] {
+        for code in WIN_BRIDGE_CODES.into_iter().chain([WIN_IOCTL_TEST]) {
             assert_eq!(Cmd::from_windows_code(code), Err(Error::NotTty));
         }
         assert_eq!(Cmd::from_linux_code(0), Err(Error::NotTty));
         assert_eq!(Cmd::from_nr(16), None);
         assert_eq!(Cmd::parse("bogus"), None);
+    }
+
+    #[test]
+    fn bridge_calls_that_change_data_need_write_access() {
+        // "Defining I/O Control Codes" (learn.microsoft.com): the I/O manager
+        // sends an IOCTL whose RequiredAccess is FILE_WRITE_ACCESS only for a
+        // handle opened with FILE_WRITE_DATA.
+        assert_eq!(ctl_access(WIN_IOCTL_SET_EOF), WIN_FILE_WRITE_ACCESS);
+        assert_eq!(ctl_access(WIN_IOCTL_OPEN_FLAGS_WRITE), WIN_FILE_WRITE_ACCESS);
+        assert_eq!(ctl_access(WIN_IOCTL_OPEN_FLAGS), WIN_FILE_ANY_ACCESS);
+        assert_eq!(ctl_access(WIN_IOCTL_GET_EOF), WIN_FILE_ANY_ACCESS);
+        let t = WIN_OPEN_TRUNCATE.to_le_bytes();
+        assert_eq!(open_flags(WIN_IOCTL_OPEN_FLAGS, &t), Err(Error::Perm));
+        assert_eq!(open_flags(WIN_IOCTL_OPEN_FLAGS_WRITE, &t), Ok((false, true)));
+        assert_eq!(open_flags(WIN_IOCTL_OPEN_FLAGS, &1u32.to_le_bytes()), Ok((true, false)));
+        assert_eq!(open_flags(WIN_IOCTL_OPEN_FLAGS_WRITE, &3u32.to_le_bytes()), Ok((true, true)));
+        assert_eq!(open_flags(WIN_IOCTL_OPEN_FLAGS, &8u32.to_le_bytes()), Err(Error::Invalid));
+        assert_eq!(open_flags(WIN_IOCTL_OPEN_FLAGS, &[0; 2]), Err(Error::BufferTooSmall));
+        // The two OPEN_FLAGS codes differ only in the access field.
+        assert_eq!(WIN_IOCTL_OPEN_FLAGS_WRITE & !(3 << 14), WIN_IOCTL_OPEN_FLAGS);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod error;
 pub mod geometry;
 pub mod ioctl;
 pub mod mem;
+pub mod nt;
 pub mod pipe;
 pub mod report;
 pub mod store;

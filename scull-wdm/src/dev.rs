@@ -47,10 +47,11 @@ pub struct PipeState {
 pub struct WuidState {
     pub policy: WaitUid<Sid>,
     pub waiters: LIST_ENTRY,
-    /// Bridge IOCTLs (`WIN_IOCTL_OPEN_FLAGS`) sent on a file object whose
+    /// Test build only: bridge IOCTLs (`WIN_IOCTL_OPEN_FLAGS`) sent on a file object whose
     /// create is still pended: an I/O manager that does not wait for
     /// IRP_MJ_CREATE (Wine 8) already gave the caller a handle, and the
     /// bridge call is where that caller waits. Completed with the create.
+    #[cfg(feature = "test-build")]
     pub bridgeq: LIST_ENTRY,
 }
 
@@ -105,7 +106,15 @@ fn kind_for(dev: Dev) -> Kind {
         Dev::Pipe(_) => Kind::Pipe(SpinLock::new(PipeState { pipe: Pipe::new(), readq: empty, writeq: empty })),
         Dev::Single => Kind::Single(SingleOpen::new(), SemLock::new(new_store())),
         Dev::Uid => Kind::Uid(SemLock::new(OwnerUid::new()), SemLock::new(new_store())),
-        Dev::Wuid => Kind::Wuid(SpinLock::new(WuidState { policy: WaitUid::new(), waiters: empty, bridgeq: empty }), SemLock::new(new_store())),
+        Dev::Wuid => Kind::Wuid(
+            SpinLock::new(WuidState {
+                policy: WaitUid::new(),
+                waiters: empty,
+                #[cfg(feature = "test-build")]
+                bridgeq: empty,
+            }),
+            SemLock::new(new_store()),
+        ),
         Dev::Priv => Kind::Priv(SemLock::new(PrivTable::new())),
     }
 }
@@ -132,6 +141,7 @@ unsafe fn init_in_place(k: &Kind) {
             Kind::Wuid(w, s) => {
                 w.init();
                 InitializeListHead(&mut w.get_unlocked().waiters);
+                #[cfg(feature = "test-build")]
                 InitializeListHead(&mut w.get_unlocked().bridgeq);
                 s.init();
             }

@@ -110,9 +110,11 @@ pub unsafe fn len(head: *mut LIST_ENTRY) -> u32 {
 }
 
 /// The first IRP on `head` whose file object is `file` (still queued).
+/// Used by the test build's bridge.
 ///
 /// # Safety
 /// `head` is an initialised list guarded by the held lock.
+#[cfg(feature = "test-build")]
 pub unsafe fn find_file(head: *mut LIST_ENTRY, file: *mut FILE_OBJECT) -> Option<*mut IRP> {
     // SAFETY: caller contract; entries are IRP list entries.
     unsafe {

@@ -14,18 +14,23 @@ static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
 
 #[macro_use]
 mod log;
+mod access;
 mod acl;
+#[cfg(feature = "test-build")]
+mod bridge;
 mod ddk;
 mod dev;
 mod dispatch;
 mod evlog;
 mod ident;
+mod ioctl;
 mod irpq;
 #[cfg(feature = "oracle")]
 mod oracle;
 mod pipe;
 mod pool;
 mod registry;
+mod store;
 mod sync;
 mod testmode;
 
@@ -50,11 +55,7 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
             return STATUS_INVALID_PARAMETER;
         }
     };
-    testmode::IDENTITY.store(p.test_identity.unwrap_or(0) != 0, Ordering::Relaxed);
-    if let Some(k) = p.fail_at {
-        pool::FAIL_AT.store(k.max(0) as i64, Ordering::Relaxed);
-        pool::FAULTS_ENABLED.store(true, Ordering::Relaxed);
-    }
+    test_switches(&p);
     // The device ACL (registry scull_sddl, else SYSTEM + Administrators only).
     let mut default = [0u16; 64];
     for (d, c) in default.iter_mut().zip(acl::DEFAULT_SDDL.bytes()) {
@@ -97,11 +98,14 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
             return st;
         }
     }
+    #[cfg(feature = "test-build")]
     kprint!(
-        "test identity mode (scull_test_identity): {}; fault injection (scull_fail_at): {}",
+        "test build: test identity mode (scull_test_identity): {}; fault injection (scull_fail_at): {}",
         if testmode::identity_mode() { "ON, every process is its own user (tests only)" } else { "off" },
         if pool::FAULTS_ENABLED.load(Ordering::Relaxed) { "ON (tests only)" } else { "off" }
     );
+    #[cfg(not(feature = "test-build"))]
+    kprint!("release build: no bridge IOCTLs, no test switches");
     acl::release();
     kprint!(
         "loaded: scull_nr_devs={} scull_p_nr_devs={} scull_quantum={} scull_qset={} scull_p_buffer={}",
@@ -112,6 +116,25 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
         dev::PARAMS.p_buffer()
     );
     STATUS_SUCCESS
+}
+
+/// The test build's switches (scull_test_identity, scull_fail_at).
+#[cfg(feature = "test-build")]
+fn test_switches(p: &registry::Values) {
+    testmode::IDENTITY.store(p.test_identity.unwrap_or(0) != 0, Ordering::Relaxed);
+    if let Some(k) = p.fail_at {
+        pool::FAIL_AT.store(k.max(0) as i64, Ordering::Relaxed);
+        pool::FAULTS_ENABLED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The release build has no test switches: a value left in the registry is
+/// reported and ignored.
+#[cfg(not(feature = "test-build"))]
+fn test_switches(p: &registry::Values) {
+    if p.test_identity.is_some() || p.fail_at.is_some() {
+        kwarn!("scull_test_identity/scull_fail_at are test-build switches; ignored by this release build");
+    }
 }
 
 #[inline(never)]

@@ -1,5 +1,8 @@
-//! scullpipe on Windows: scull-core's `Pipe` under a spin lock, with reads on
-//! an empty pipe and writes to a full one pended on `LIST_ENTRY` queues.
+//! scullpipe on Windows, LDD3 pipe.c (`scull_p_read`, `scull_p_write`, the
+//! reader/writer counts of `scull_p_open`/`scull_p_release`): scull-core's
+//! `Pipe` under a spin lock (KeAcquireSpinLockRaiseToDpc), with reads on an
+//! empty pipe and writes to a full one pended on `LIST_ENTRY` queues with
+//! cancel routines (`irpq`) where LDD3 sleeps on its wait queues.
 //!
 //! Nothing ever waits in a dispatch routine (Wine has one dispatch thread; on
 //! Windows the caller's thread must not stall): a pended IRP completes when a
@@ -14,8 +17,10 @@ use crate::pool::Pool;
 use crate::sync::{SpinGuard, SpinLock};
 use scull_core::Error;
 
-/// A read or write of `irp`'s system buffer. Returns the status to return from
-/// dispatch (STATUS_PENDING when queued); the IRP is completed or queued.
+/// IRP_MJ_READ / IRP_MJ_WRITE on a pipe, at PASSIVE_LEVEL (DISPATCH_LEVEL
+/// under the spin lock): a read or write of `irp`'s system buffer. Returns
+/// the status to return from dispatch (STATUS_PENDING when queued); the IRP
+/// is completed or queued.
 ///
 /// # Safety
 /// `irp` is a read (`write == false`) or write IRP of buffered I/O on the pipe

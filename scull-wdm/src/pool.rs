@@ -8,7 +8,9 @@
 use crate::ddk::*;
 use core::ops::{Deref, DerefMut};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicI64, AtomicIsize, AtomicU64, Ordering};
+#[cfg(feature = "test-build")]
+use core::sync::atomic::{AtomicBool, AtomicI64};
+use core::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use scull_core::mem::{Platform, QsetList, Slots};
 use scull_core::{Error, Result};
 
@@ -18,17 +20,28 @@ pub const TAG: u32 = u32::from_le_bytes(*b"Scul");
 /// Blocks allocated and not yet freed.
 pub static OUTSTANDING: AtomicIsize = AtomicIsize::new(0);
 
-/// Fault injection (test builds of the setup: registry `scull_fail_at`
-/// present). When enabled, [`FAIL_AT`] counts allocations down: the one that
-/// takes it from 1 to 0 fails as if the pool were exhausted (one shot).
-/// 0 = disarmed. The test IOCTL re-arms it at run time.
+/// Fault injection (test build only, registry `scull_fail_at` present).
+/// When enabled, [`FAIL_AT`] counts allocations down: the one that takes it
+/// from 1 to 0 fails as if the pool were exhausted (one shot). 0 = disarmed.
+/// The test IOCTL re-arms it at run time.
+#[cfg(feature = "test-build")]
 pub static FAULTS_ENABLED: AtomicBool = AtomicBool::new(false);
+#[cfg(feature = "test-build")]
 pub static FAIL_AT: AtomicI64 = AtomicI64::new(0);
-/// Allocation attempts since load, and how many were failed on purpose.
+/// Allocation attempts since load.
 pub static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Allocations failed on purpose (test build).
+#[cfg(feature = "test-build")]
 pub static INJECTED: AtomicU64 = AtomicU64::new(0);
 
+/// The release build injects nothing.
+#[cfg(not(feature = "test-build"))]
+fn inject_failure() -> bool {
+    false
+}
+
 /// True when this allocation is the one fault injection must fail.
+#[cfg(feature = "test-build")]
 fn inject_failure() -> bool {
     if !FAULTS_ENABLED.load(Ordering::Relaxed) {
         return false;

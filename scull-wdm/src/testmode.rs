@@ -1,4 +1,7 @@
-//! Test-only facilities, all off unless the registry turns them on at load.
+//! Test-only facilities: compiled into the test build only (`test-build`
+//! feature, `target/wdm-test/scull.sys`), and even there off unless the
+//! registry turns them on at load. The release build keeps
+//! [`identity_mode`] (always false) and [`current_pid`] for its callers.
 //!
 //! - `scull_test_identity=1` (REG_DWORD): **test identity mode**. Every
 //!   process is its own user: the caller's identity is a pseudo SID
@@ -17,36 +20,19 @@
 //! it is an unknown code (STATUS_INVALID_DEVICE_REQUEST).
 
 use crate::ddk::*;
-use crate::pool;
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use scull_core::Error;
+#[cfg(feature = "test-build")]
+pub use self::test_build::*;
 
-pub use scull_core::ioctl::{
-    TestReport, TestRequest, TEST_MODE_FAULTS as MODE_FAULTS, TEST_MODE_IDENTITY as MODE_IDENTITY, TEST_OP_DEMOTE, TEST_OP_FAIL_AT,
-    TEST_OP_QUERY, WIN_IOCTL_TEST,
-};
-
-pub static IDENTITY: AtomicBool = AtomicBool::new(false);
-
-/// Process ids that gave up the administrator override (a ring: the oldest
-/// entry is reused; ids of dead processes may be reused by Windows, which
-/// a test-only mode accepts).
-static DEMOTED: [AtomicUsize; 32] = [const { AtomicUsize::new(0) }; 32];
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
+/// Test identity mode is a test-build switch: never on in the release build.
+#[cfg(not(feature = "test-build"))]
 pub fn identity_mode() -> bool {
-    IDENTITY.load(Ordering::Relaxed)
+    false
 }
 
-pub fn modes() -> u32 {
-    let mut m = 0;
-    if identity_mode() {
-        m |= MODE_IDENTITY;
-    }
-    if pool::FAULTS_ENABLED.load(Ordering::Relaxed) {
-        m |= MODE_FAULTS;
-    }
-    m
+/// Never demoted: test identity mode is off in the release build.
+#[cfg(not(feature = "test-build"))]
+pub fn demoted(_pid: usize) -> bool {
+    false
 }
 
 pub fn current_pid() -> usize {
@@ -55,50 +41,86 @@ pub fn current_pid() -> usize {
     unsafe { PsGetCurrentProcessId() as usize }
 }
 
-pub fn demoted(pid: usize) -> bool {
-    pid != 0 && DEMOTED.iter().any(|d| d.load(Ordering::Relaxed) == pid)
-}
+#[cfg(feature = "test-build")]
+mod test_build {
+    use super::current_pid;
+    use crate::pool;
+    use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use scull_core::Error;
 
-fn demote(pid: usize) {
-    if demoted(pid) {
-        return;
-    }
-    let i = NEXT.fetch_add(1, Ordering::Relaxed) % DEMOTED.len();
-    DEMOTED[i].store(pid, Ordering::Relaxed);
-}
+    pub use scull_core::ioctl::{
+        TestReport, TestRequest, TEST_MODE_FAULTS as MODE_FAULTS, TEST_MODE_IDENTITY as MODE_IDENTITY, TEST_OP_DEMOTE, TEST_OP_FAIL_AT,
+        TEST_OP_QUERY, WIN_IOCTL_TEST,
+    };
 
-/// Runs one test op; `buf` is the METHOD_BUFFERED system buffer.
-///
-/// # Safety
-/// `buf` holds max(in_len, out_len) bytes.
-pub unsafe fn ioctl(buf: *mut u8, in_len: usize, out_len: usize) -> Result<usize, Error> {
-    let m = modes();
-    if m == 0 {
-        return Err(Error::NotTty);
+    pub static IDENTITY: AtomicBool = AtomicBool::new(false);
+
+    /// Process ids that gave up the administrator override (a ring: the oldest
+    /// entry is reused; ids of dead processes may be reused by Windows, which
+    /// a test-only mode accepts).
+    static DEMOTED: [AtomicUsize; 32] = [const { AtomicUsize::new(0) }; 32];
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+    pub fn identity_mode() -> bool {
+        IDENTITY.load(Ordering::Relaxed)
     }
-    if in_len < 8 || out_len < 32 {
-        return Err(Error::BufferTooSmall);
-    }
-    // SAFETY: caller contract: 8 readable bytes.
-    let TestRequest { op, arg } = TestRequest::decode(unsafe { &*(buf as *const [u8; TestRequest::LEN]) })?;
-    match op {
-        TEST_OP_QUERY => {}
-        TEST_OP_DEMOTE if m & MODE_IDENTITY != 0 => {
-            let pid = current_pid();
-            demote(pid);
-            kwarn!("test identity: process {} gave up the administrator override", pid);
+
+    pub fn modes() -> u32 {
+        let mut m = 0;
+        if identity_mode() {
+            m |= MODE_IDENTITY;
         }
-        TEST_OP_FAIL_AT if m & MODE_FAULTS != 0 && arg >= 0 => pool::FAIL_AT.store(arg as i64, Ordering::Release),
-        _ => return Err(Error::Invalid),
+        if pool::FAULTS_ENABLED.load(Ordering::Relaxed) {
+            m |= MODE_FAULTS;
+        }
+        m
     }
-    let out = TestReport {
-        modes: m,
-        outstanding: pool::OUTSTANDING.load(Ordering::Relaxed) as i64,
-        allocs: pool::ALLOCS.load(Ordering::Relaxed),
-        injected: pool::INJECTED.load(Ordering::Relaxed),
+
+    pub fn demoted(pid: usize) -> bool {
+        pid != 0 && DEMOTED.iter().any(|d| d.load(Ordering::Relaxed) == pid)
     }
-    .encode();
-    // SAFETY: caller contract: 32 writable bytes.
-    unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), buf, 32) };
-    Ok(32)
+
+    fn demote(pid: usize) {
+        if demoted(pid) {
+            return;
+        }
+        let i = NEXT.fetch_add(1, Ordering::Relaxed) % DEMOTED.len();
+        DEMOTED[i].store(pid, Ordering::Relaxed);
+    }
+
+    /// Runs one test op; `buf` is the METHOD_BUFFERED system buffer.
+    ///
+    /// # Safety
+    /// `buf` holds max(in_len, out_len) bytes.
+    pub unsafe fn ioctl(buf: *mut u8, in_len: usize, out_len: usize) -> Result<usize, Error> {
+        let m = modes();
+        if m == 0 {
+            return Err(Error::NotTty);
+        }
+        if in_len < 8 || out_len < 32 {
+            return Err(Error::BufferTooSmall);
+        }
+        // SAFETY: caller contract: 8 readable bytes.
+        let TestRequest { op, arg } = TestRequest::decode(unsafe { &*(buf as *const [u8; TestRequest::LEN]) })?;
+        match op {
+            TEST_OP_QUERY => {}
+            TEST_OP_DEMOTE if m & MODE_IDENTITY != 0 => {
+                let pid = current_pid();
+                demote(pid);
+                kwarn!("test identity: process {} gave up the administrator override", pid);
+            }
+            TEST_OP_FAIL_AT if m & MODE_FAULTS != 0 && arg >= 0 => pool::FAIL_AT.store(arg as i64, Ordering::Release),
+            _ => return Err(Error::Invalid),
+        }
+        let out = TestReport {
+            modes: m,
+            outstanding: pool::OUTSTANDING.load(Ordering::Relaxed) as i64,
+            allocs: pool::ALLOCS.load(Ordering::Relaxed),
+            injected: pool::INJECTED.load(Ordering::Relaxed),
+        }
+        .encode();
+        // SAFETY: caller contract: 32 writable bytes.
+        unsafe { core::ptr::copy_nonoverlapping(out.as_ptr(), buf, 32) };
+        Ok(32)
+    }
 }

@@ -9,6 +9,11 @@
 //! layouts with windows-sys's WDK metadata at compile time. The result is
 //! copied to `target/wdm/scull.sys` and checked: native subsystem, only
 //! ntoskrnl.exe imports, and the imports the driver must have.
+//!
+//! That is the release driver: no Wine bridge, no test switches.
+//! `cargo xtask wdm --test-build` builds the test build instead (feature
+//! `test-build`: the bridge IOCTLs, WIN_IOCTL_TEST, scull_test_identity,
+//! scull_fail_at) into `target/wdm-test/`, from its own cargo target dir.
 
 use crate::util::{apt_install, output, root, rustup_targets, step, target_dir, Result};
 use std::path::PathBuf;
@@ -37,9 +42,9 @@ const REQUIRED_IMPORTS: &[&str] = &[
     "IofCompleteRequest",
 ];
 
-/// Where `cargo xtask wdm` puts its output.
-pub fn out_dir() -> PathBuf {
-    target_dir().join("wdm")
+/// Where `cargo xtask wdm` puts its output (`test`: the test build's).
+pub fn out_dir(test: bool) -> PathBuf {
+    target_dir().join(if test { "wdm-test" } else { "wdm" })
 }
 
 /// Installs what the build needs (idempotent).
@@ -48,11 +53,17 @@ pub fn deps() -> Result {
     rustup_targets(&[DRIVER_TARGET])
 }
 
-/// Builds and checks scull.sys; returns its path.
+/// Builds and checks the release scull.sys; returns its path.
 pub fn build() -> Result<PathBuf> {
+    build_variant(false)
+}
+
+/// Builds and checks scull.sys, the test build when `test`; returns its path.
+pub fn build_variant(test: bool) -> Result<PathBuf> {
     deps()?;
-    step("wdm: cargo build scull-wdm (x86_64-pc-windows-msvc, bindgen over mingw-w64 DDK headers)");
-    let cargo_target = target_dir().join("scull-wdm");
+    let what = if test { "test build, --features test-build" } else { "release" };
+    step(&format!("wdm: cargo build scull-wdm ({what}; x86_64-pc-windows-msvc, bindgen over mingw-w64 DDK headers)"));
+    let cargo_target = target_dir().join(if test { "scull-wdm-test" } else { "scull-wdm" });
     let manifest = root().join("scull-wdm").join("Cargo.toml");
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root().join("scull-wdm"))
@@ -65,17 +76,15 @@ pub fn build() -> Result<PathBuf> {
         .args(["build", "--release", "--no-default-features", "--features", "mingw"])
         .args(["--target", DRIVER_TARGET, "--manifest-path"])
         .arg(&manifest);
+    if test {
+        c.args(["--features", "test-build"]);
+    }
     crate::util::run(&mut c)?;
-    step("wdm: layout oracle (cargo check --features oracle: bindings vs windows-sys WDK metadata)");
-    let mut o = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    o.current_dir(root().join("scull-wdm"))
-        .env("CARGO_TARGET_DIR", &cargo_target)
-        .args(["check", "--release", "--no-default-features", "--features", "oracle"])
-        .args(["--target", DRIVER_TARGET, "--manifest-path"])
-        .arg(&manifest);
-    crate::util::run(&mut o)?;
+    if !test {
+        oracle(&cargo_target, &manifest)?;
+    }
     let built = cargo_target.join(DRIVER_TARGET).join("release");
-    let out = out_dir();
+    let out = out_dir(test);
     std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
     let sys = out.join("scull.sys");
     let pdb = out.join("scull.pdb");
@@ -83,6 +92,17 @@ pub fn build() -> Result<PathBuf> {
     copy(&built.join("scull.pdb"), &pdb)?;
     check(&sys, &["ntoskrnl.exe"])?;
     Ok(sys)
+}
+
+fn oracle(cargo_target: &std::path::Path, manifest: &std::path::Path) -> Result {
+    step("wdm: layout oracle (cargo check --features oracle: bindings vs windows-sys WDK metadata)");
+    let mut o = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    o.current_dir(root().join("scull-wdm"))
+        .env("CARGO_TARGET_DIR", cargo_target)
+        .args(["check", "--release", "--no-default-features", "--features", "oracle"])
+        .args(["--target", DRIVER_TARGET, "--manifest-path"])
+        .arg(manifest);
+    crate::util::run(&mut o)
 }
 
 fn copy(from: &std::path::Path, to: &std::path::Path) -> Result {
@@ -120,9 +140,14 @@ pub fn check(sys: &std::path::Path, dlls: &[&str]) -> Result<(usize, Vec<String>
     Ok((imports.len(), dll.iter().map(|d| d.to_string()).collect()))
 }
 
-/// `cargo xtask wdm`: build, then print the path (last line of output).
-pub fn run(_args: &[String]) -> Result {
-    let sys = build()?;
+/// `cargo xtask wdm [--test-build]`: build, then print the path (last line of output).
+pub fn run(args: &[String]) -> Result {
+    let test = match args {
+        [] => false,
+        [a] if a == "--test-build" => true,
+        _ => return Err(format!("usage: cargo xtask wdm [--test-build]; got {args:?}")),
+    };
+    let sys = build_variant(test)?;
     println!("{}", sys.display());
     Ok(())
 }

@@ -5,25 +5,32 @@
 //! stalling CI:
 //! 1. apt: wine64, mingw-w64 (gcc, headers), clang/libclang, lld; rustup
 //!    targets x86_64-pc-windows-msvc and -gnu (idempotent).
-//! 2. `cargo xtask wdm` (scull.sys) and scull-tool.exe (x86_64-pc-windows-gnu).
+//! 2. `cargo xtask wdm` (the release scull.sys), `cargo xtask wdm
+//!    --test-build` (the test build: Wine bridge and test switches) and
+//!    scull-tool.exe (x86_64-pc-windows-gnu).
 //! 3. A tiny `bcryptprimitives.dll` exporting `ProcessPrng` (over
 //!    advapi32!SystemFunction036), built with mingw: Rust's std imports
 //!    ProcessPrng, which Wine 8 lacks. It sits next to scull-tool.exe.
 //! 4. A fresh private prefix under `target/wine/prefix` (never ~/.wine).
-//! 5. `sc create scull type= kernel start= demand binPath= C:\scull\scull.sys`,
-//!    then three loads (`sc start` ... `sc stop`), see [`body`]: defaults
-//!    (conformance, stress, fixed-seed fuzz, unload with a pended read); the
-//!    test switches `scull_test_identity=1` + `scull_fail_at=0` (identity
-//!    cases with a second identity, fault-injection sweep); the ACL value
-//!    (a bad SDDL refuses to load and asks for an event-log entry, the
-//!    relaxed one applies). Then
+//! 5. `sc create scull type= kernel start= demand binPath= C:\scull\scull.sys`
+//!    (the release build; the test build is `C:\scull\test\scull.sys`, chosen
+//!    by the service's ImagePath), then four loads (`sc start` ... `sc stop`),
+//!    see [`body`]: the release build (every conformance case Wine can
+//!    express without the bridge, the release-only checks, unload with a
+//!    pended read); the test build (the cases the release run skipped,
+//!    stress, fixed-seed fuzz); the test build with `scull_test_identity=1` +
+//!    `scull_fail_at=0` (identity cases with a second identity, the W7
+//!    cancel/close race, fault-injection sweep); the release build with the
+//!    ACL value (a bad SDDL refuses to load and asks for an event-log entry,
+//!    the relaxed one applies). Then
 //!    `sc delete scull` and `wineserver -k`.
 //! 6. The driver's DbgPrint lines (channel warn+debugstr) land in
 //!    `target/wine/wine.log`; every unload line must report 0 outstanding
 //!    'lucS' blocks, and no Wine process may have crashed. Each is a case.
 //!
-//! The last line printed is `wine: N passed, M failed, K skipped`; any
-//! failure makes the command exit non-zero.
+//! The last line printed is `wine: N passed, M failed, K skipped (release
+//! R, test-build T)` (R and T: the passed cases of each build); any failure
+//! makes the command exit non-zero.
 
 use crate::util::{apt_install, run, rustup_targets, step, target_dir, Result};
 use std::io::{BufRead, BufReader, Write};
@@ -77,7 +84,9 @@ impl Wine {
         let mut c = Command::new("timeout");
         c.args(["-k", "5", &secs.to_string(), program])
             .env("WINEPREFIX", &self.prefix)
-            .env("WINEDEBUG", "-all,warn+debugstr")
+            // err+ntoskrnl: a KeBugCheckEx (which Wine turns into a silent
+            // ExitProcess of winedevice) is logged and counted as a crash.
+            .env("WINEDEBUG", "-all,warn+debugstr,err+ntoskrnl")
             // No Mono/Gecko prompts; no interactive debugger on a crash.
             .env("WINEDLLOVERRIDES", "mscoree,mshtml=;winedbg.exe=d")
             .env_remove("DISPLAY")
@@ -117,6 +126,21 @@ impl Wine {
     /// Waits until the log holds a line containing `needle`; returns it.
     fn wait_log(&self, needle: &str, secs: u64) -> Option<String> {
         self.wait_log_nth(needle, 1, secs)
+    }
+
+    /// Waits until the log, from byte `from` on, holds a line containing `needle`.
+    fn wait_log_after(&self, needle: &str, from: usize, secs: u64) -> Option<String> {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let text = self.log_text();
+            if let Some(l) = text.get(from..).unwrap_or("").lines().find(|l| l.contains(needle)) {
+                return Some(l.to_string());
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Waits until the log holds `n` lines containing `needle`; returns the n-th.
@@ -170,6 +194,7 @@ fn copy(from: &Path, to: &Path) -> Result {
 fn setup() -> Result<Wine> {
     deps()?;
     let sys = crate::wdm::build()?;
+    let test_sys = crate::wdm::build_variant(true)?;
     let tool = build_tool()?;
     let w = Wine::new();
     step(&format!("wine: fresh prefix {}", w.prefix.display()));
@@ -188,6 +213,8 @@ fn setup() -> Result<Wine> {
     let dest = w.drive_c().join("scull");
     std::fs::create_dir_all(&dest).map_err(|e| e.to_string())?;
     copy(&sys, &dest.join("scull.sys"))?;
+    std::fs::create_dir_all(dest.join("test")).map_err(|e| e.to_string())?;
+    copy(&test_sys, &dest.join("test").join("scull.sys"))?;
     copy(&tool, &dest.join("scull-tool.exe"))?;
     copy(&prng, &dest.join("bcryptprimitives.dll"))?;
 
@@ -218,13 +245,27 @@ fn teardown(w: &Wine) -> Result<Option<i64>> {
     n
 }
 
-/// `sc stop scull` (the `load`-th load); returns its unload line's block count.
-fn stop(w: &Wine, load: usize) -> Result<Option<i64>> {
+/// `sc stop scull`; returns the block count of the unload line it printed
+/// (looked for after the stop only, so a load that died without one costs
+/// its own case, not the later loads').
+fn stop(w: &Wine, _load: usize) -> Result<Option<i64>> {
     step("wine: sc stop scull");
+    let from = w.log_text().len();
     let stopped = w.wine(60, &["sc", "stop", "scull"]);
-    let line = w.wait_log_nth("unload: outstanding 'lucS' blocks:", load, 30);
+    let line = w.wait_log_after("unload: outstanding 'lucS' blocks:", from, 30);
     stopped?;
     Ok(line.and_then(|l| l.rsplit(':').next().and_then(|n| n.trim().parse().ok())))
+}
+
+/// Points the service at the release (`C:\scull\scull.sys`) or the test
+/// build (`C:\scull\test\scull.sys`) for its next start.
+fn use_build(w: &Wine, test: bool) -> Result {
+    let key = r"HKLM\System\CurrentControlSet\Services\scull";
+    let path = if test { r"C:\scull\test\scull.sys" } else { r"C:\scull\scull.sys" };
+    if !w.wine(60, &["reg", "add", key, "/v", "ImagePath", "/t", "REG_EXPAND_SZ", "/d", path, "/f"])? {
+        return Err("reg add ImagePath failed".into());
+    }
+    Ok(())
 }
 
 /// Sets REG_DWORD `name` under the service's Parameters key.
@@ -254,7 +295,7 @@ fn start(w: &Wine, load: usize) -> Result {
 fn crash_lines(w: &Wine) -> Vec<String> {
     w.log_text()
         .lines()
-        .filter(|l| l.contains("Unhandled exception") || l.contains("Unhandled page fault") || l.contains("err:seh") || l.contains("winedevice") && l.contains("err:"))
+        .filter(|l| l.contains("Unhandled exception") || l.contains("KeBugCheck") || l.contains("Unhandled page fault") || l.contains("err:seh") || l.contains("winedevice") && l.contains("err:"))
         .map(str::to_string)
         .collect()
 }
@@ -299,6 +340,11 @@ struct Tally {
     passed: usize,
     failed: usize,
     skipped: usize,
+    /// Passed cases run on the release build and on the test build.
+    release: usize,
+    test_build: usize,
+    /// Which build the running cases count for.
+    on_test_build: bool,
 }
 
 impl Tally {
@@ -306,6 +352,7 @@ impl Tally {
         match r {
             Ok(()) => {
                 self.passed += 1;
+                self.count_build(1);
                 println!("ok   {name}");
             }
             Err(msg) => {
@@ -315,11 +362,20 @@ impl Tally {
         }
     }
 
+    fn count_build(&mut self, n: usize) {
+        if self.on_test_build {
+            self.test_build += n;
+        } else {
+            self.release += n;
+        }
+    }
+
     /// Adds a conformance run's own closing line.
     fn suite(&mut self, what: &str, ok: bool, lines: &[String]) -> (usize, usize, usize) {
         match lines.iter().rev().find_map(|l| tally(l)) {
             Some((p, f, k)) => {
                 self.passed += p;
+                self.count_build(p);
                 self.failed += f;
                 self.skipped += k;
                 if !ok && f == 0 {
@@ -368,7 +424,7 @@ pub fn run_suite(args: &[String]) -> Result {
     let _ = w.wine(60, &["sc", "delete", "scull"]);
     w.kill_server();
     eprintln!("wine: log {}; {:.0} s", w.log.display(), started.elapsed().as_secs_f64());
-    println!("wine: {} passed, {} failed, {} skipped", t.passed, t.failed, t.skipped);
+    println!("wine: {} passed, {} failed, {} skipped (release {}, test-build {})", t.passed, t.failed, t.skipped, t.release, t.test_build);
     if t.failed > 0 {
         return Err(format!("{} failed", t.failed));
     }
@@ -396,11 +452,54 @@ fn no_crash(w: &Wine) -> std::result::Result<(), String> {
     }
 }
 
+/// Names of the cases a conformance run skipped (`skip NAME: reason`).
+fn skipped_cases(lines: &[String]) -> Vec<String> {
+    lines.iter().filter_map(|l| l.strip_prefix("skip ")).filter_map(|l| l.split(':').next()).map(str::to_string).collect()
+}
+
 fn body(w: &Wine, t: &mut Tally) -> Result {
-    // ---- load 1: defaults.
-    step("wine: scull-tool.exe conformance --target wine");
+    // ---- load 1: the release build, defaults.
+    let announced = w.wait_log_nth("scull: release build: no bridge IOCTLs, no test switches", 1, 5).is_some();
+    t.case("release_build_announced_at_load", if announced { Ok(()) } else { Err("no `release build` line at load 1".into()) });
+    step("wine: scull-tool.exe conformance --target wine (release scull.sys: every case without the bridge)");
     let (ok, lines) = tool(w, 600, &["conformance", "--target", "wine"])?;
-    t.suite("conformance", ok, &lines);
+    let skipped = skipped_cases(&lines);
+    let (p, f, _) = t.suite("conformance (release)", ok, &lines);
+    // The skipped cases run again on the test build: not counted as skipped here.
+    t.skipped -= skipped.len().min(t.skipped);
+    // The release build must refuse every bridge code (ERROR_INVALID_FUNCTION).
+    let ran = |name: &str| lines.iter().any(|l| l.starts_with(&format!("ok   {name} ")));
+    t.case(
+        "release_refuses_bridge_and_test_ioctls",
+        if ran("win_release_build_has_no_bridge") && ran("win_vendor_codes_outside_the_commands_are_unknown") {
+            Ok(())
+        } else {
+            Err("win_release_build_has_no_bridge / win_vendor_codes_outside_the_commands_are_unknown did not pass on the release build".into())
+        },
+    );
+    if p == 0 || f > 0 {
+        eprintln!("wine: release conformance: {p} passed, {f} failed");
+    }
+
+    step("wine: sc stop while a read is pended on scullpipe0 (release build)");
+    let pended = pend_read_then_stop(w, 1)?;
+    t.case("unload_completes_pended_read", pended.0);
+    leak_case(t, "unload_reports_zero_outstanding_blocks", w, Ok(pended.1));
+    t.case("winedevice_alive_after_load_1", no_crash(w));
+
+    // ---- load 2: the test build, defaults: what the release run skipped,
+    // then stress and fuzz (they trim and open non-blocking).
+    t.on_test_build = true;
+    use_build(w, true)?;
+    start(w, 2)?;
+    if skipped.is_empty() {
+        t.case("release_run_skipped_cases", Err("the release run skipped nothing: is the loaded scull.sys the test build?".into()))
+    } else {
+        let list = skipped.join(",");
+        step(&format!("wine: conformance --filter <{} cases the release build skipped> (test build)", skipped.len()));
+        let (ok, lines) = tool(w, 600, &["conformance", "--target", "wine", "--filter", &list])?;
+        t.suite("conformance (test build)", ok, &lines);
+    }
 
     step("wine: scull-tool.exe stress --target wine --writers 8 --readers 8 --seconds 30");
     let (ok, lines) = tool(w, 200, &["--target", "wine", "stress", "--writers", "8", "--readers", "8", "--seconds", "30"])?;
@@ -416,19 +515,16 @@ fn body(w: &Wine, t: &mut Tally) -> Result {
         &format!("fuzz_60s_seed_{FUZZ_SEED}"),
         if ok && survived { no_crash(w) } else { Err("the fuzzer failed (see above)".into()) },
     );
+    let leaks = stop(w, 2);
+    leak_case(t, "unload_reports_zero_outstanding_blocks_test_build", w, leaks);
+    t.case("winedevice_alive_after_load_2", no_crash(w));
 
-    step("wine: sc stop while a read is pended on scullpipe0");
-    let pended = pend_read_then_stop(w, 1)?;
-    t.case("unload_completes_pended_read", pended.0);
-    leak_case(t, "unload_reports_zero_outstanding_blocks", w, Ok(pended.1));
-    t.case("winedevice_alive_after_load_1", no_crash(w));
-
-    // ---- load 2: test identity mode and fault injection.
+    // ---- load 3: the test build with test identity mode and fault injection.
     set_param(w, "scull_test_identity", 1)?;
     set_param(w, "scull_fail_at", 0)?;
     set_param(w, "scull_debug_level", 3)?;
-    let load1_log = w.log_text();
-    start(w, 2)?;
+    let quiet_log = w.log_text();
+    start(w, 3)?;
     let mode = w.wait_log_nth("test identity mode (scull_test_identity):", 2, 5).unwrap_or_default();
     t.case(
         "test_modes_announced_at_load",
@@ -452,42 +548,44 @@ fn body(w: &Wine, t: &mut Tally) -> Result {
         "fault_injection_sweep",
         if ok && lines.iter().any(|l| l.starts_with("fault sweep:")) { Ok(()) } else { Err("see the sweep above".into()) },
     );
-    let leaks = stop(w, 2);
+    let leaks = stop(w, 3);
     leak_case(t, "unload_reports_zero_outstanding_blocks_test_mode", w, leaks);
     // DbgPrintEx levels: Wine prints the level as a mask (error 1, warning 2,
-    // trace 4, info 8). Load 1 (scull_debug_level absent) formats no trace or
-    // info line; load 2 (scull_debug_level=3) does, at those levels.
-    let load2_log = w.log_text();
-    let load2_log = &load2_log[load1_log.len().min(load2_log.len())..];
+    // trace 4, info 8). Loads 1-2 (scull_debug_level absent) format no trace
+    // or info line; load 3 (scull_debug_level=3) does, at those levels.
+    let load3_log = w.log_text();
+    let load3_log = &load3_log[quiet_log.len().min(load3_log.len())..];
     let at = |text: &str, mask: &str, what: &str| text.lines().any(|l| l.contains(&format!(":{mask}: scull: {what}")));
-    let quiet1 = !load1_log.lines().any(|l| l.contains(":00000004: scull:") || l.contains(":00000008: scull:"));
-    let levels2 = at(load2_log, "00000004", "open scull0")
-        && at(load2_log, "00000008", "ioctl ")
-        && at(load2_log, "00000002", "fault injection: allocation")
-        && at(load2_log, "00000001", "unload: outstanding");
+    let quiet = !quiet_log.lines().any(|l| l.contains(":00000004: scull:") || l.contains(":00000008: scull:"));
+    let levels3 = at(load3_log, "00000004", "open scull0")
+        && at(load3_log, "00000008", "ioctl ")
+        && at(load3_log, "00000002", "fault injection: allocation")
+        && at(load3_log, "00000001", "unload: outstanding");
     t.case(
         "dbgprintex_levels",
-        if quiet1 && levels2 { Ok(()) } else { Err(format!("load 1 without trace/info lines: {quiet1}; load 2 error/warning/trace/info lines at their levels: {levels2}")) },
+        if quiet && levels3 { Ok(()) } else { Err(format!("loads 1-2 without trace/info lines: {quiet}; load 3 error/warning/trace/info lines at their levels: {levels3}")) },
     );
     set_param(w, "scull_debug_level", 1)?;
-    t.case("winedevice_alive_after_load_2", no_crash(w));
+    t.case("winedevice_alive_after_load_3", no_crash(w));
 
-    // ---- the device ACL value (Wine does not enforce DACLs on devices: the
-    // driver's SetSecurity + read-back is what shows here).
-    set_param(w, "scull_test_identity", 0)?;
+    // ---- the device ACL value, on the release build (Wine does not enforce
+    // DACLs on devices: the driver's SetSecurity + read-back is what shows).
+    // The test switches stay in the registry: the release build ignores them.
+    t.on_test_build = false;
+    use_build(w, false)?;
     set_param_sz(w, "scull_sddl", "D:P(A;;GA;;;SY)(A;;GA;;;XX)")?;
     let _ = w.wine(60, &["sc", "start", "scull"]);
     let refused = w.wait_log("bad registry parameter scull_sddl", 10).is_some();
-    let loaded3 = w.wait_log_nth("scull: loaded:", 3, 1).is_some();
+    let loaded4 = w.wait_log_nth("scull: loaded:", 4, 1).is_some();
     t.case(
         "acl_unknown_sddl_sid_refuses_to_load",
-        if refused && !loaded3 { Ok(()) } else { Err(format!("refusal line: {refused}, loaded anyway: {loaded3}")) },
+        if refused && !loaded4 { Ok(()) } else { Err(format!("refusal line: {refused}, loaded anyway: {loaded4}")) },
     );
     t.case("refused_load_asks_for_an_event_log_entry", refused_load_event_log(w));
     const RELAXED: &str = "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;AU)";
     set_param_sz(w, "scull_sddl", RELAXED)?;
-    start(w, 3)?;
-    let line = w.wait_log_nth("device ACL (", 3, 5).unwrap_or_default();
+    start(w, 4)?;
+    let line = w.wait_log_nth("device ACL (", 4, 5).unwrap_or_default();
     let (ok, out) = tool(w, 60, &["--target", "wine", "write", "scull0", "acl"])?;
     t.case(
         "acl_relaxed_sddl_applied_and_read_back",
@@ -497,9 +595,15 @@ fn body(w: &Wine, t: &mut Tally) -> Result {
             Err(format!("ACL line {line:?}, write ok={ok}"))
         },
     );
-    let leaks = stop(w, 3);
+    let ignored = w.wait_log("scull_test_identity/scull_fail_at are test-build switches; ignored by this release build", 5).is_some();
+    let (_, out) = tool(w, 60, &["win-test", "wine", "query"])?;
+    t.case(
+        "release_build_ignores_test_switches",
+        if ignored && out.iter().any(|l| l.starts_with("error 1 ")) { Ok(()) } else { Err(format!("ignored line: {ignored}; win-test query: {out:?}")) },
+    );
+    let leaks = stop(w, 4);
     leak_case(t, "unload_reports_zero_outstanding_blocks_relaxed_acl", w, leaks);
-    t.case("winedevice_alive_after_load_3", no_crash(w));
+    t.case("winedevice_alive_after_load_4", no_crash(w));
     Ok(())
 }
 

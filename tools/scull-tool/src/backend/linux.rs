@@ -534,6 +534,7 @@ impl Target for LinuxTarget {
             priv_dev: tty,
             linux_abi: true,
             pipe_seek_refused: true,
+            open_modes: true,
             set_len: false,
             nr_devs: self.nr_devs,
             p_nr_devs: self.p_nr_devs,

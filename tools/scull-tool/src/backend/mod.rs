@@ -80,6 +80,12 @@ pub struct Caps {
     /// `Handle::set_len` reaches the driver. (Linux's ftruncate refuses
     /// character devices with EINVAL in the VFS, before any driver code.)
     pub set_len: bool,
+    /// Truncating and non-blocking opens, refused opens and the file size
+    /// (SEEK_END) reach the driver. False only under Wine with the release
+    /// scull.sys: Wine's I/O manager passes no create disposition and no
+    /// path suffix, returns the handle before IRP_MJ_CREATE completes and
+    /// sends no query-information IRP; the test build's bridge stands in.
+    pub open_modes: bool,
     /// Number of scull and scullpipe devices.
     pub nr_devs: u8,
     pub p_nr_devs: u8,

@@ -117,6 +117,7 @@ impl Target for ModelTarget {
             priv_dev: true,
             linux_abi: false,
             pipe_seek_refused: true,
+            open_modes: true,
             set_len: true,
             nr_devs: self.model.nr_devs() as u8,
             p_nr_devs: self.model.p_nr_devs() as u8,

@@ -44,7 +44,8 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// Runs the common cases and the target's own, those whose name contains
-/// `filter` if given. Prints one line per case and the closing line.
+/// `filter` (or one of its comma-separated parts) if given. Prints one
+/// line per case and the closing line.
 pub fn run(target: &dyn Target, filter: Option<&str>) -> Summary {
     run_with(target, filter, false)
 }
@@ -77,7 +78,8 @@ pub fn run_with(target: &dyn Target, filter: Option<&str>, json_lines: bool) -> 
     let mut all = cases();
     all.extend(target.extra_cases());
     let mut s = Summary::default();
-    for case in all.iter().filter(|c| filter.is_none_or(|f| c.name.contains(f))) {
+    // A filter is one or more comma-separated name parts.
+    for case in all.iter().filter(|c| filter.is_none_or(|f| f.split(',').any(|p| c.name.contains(p)))) {
         let started = std::time::Instant::now();
         let outcome = match (case.needs)(&caps) {
             Some(why) => Outcome::Skip(why),

@@ -1,0 +1,96 @@
+//! IRP_MJ_DEVICE_CONTROL: LDD3 main.c's `scull_ioctl` (the 16 commands,
+//! scull-core's `ioctl::execute`) and `scull_read_procmem`/pipe.c's
+//! `scull_read_p_mem` as the STATS command. NT primitives: METHOD_BUFFERED
+//! IOCTLs (CTL_CODE), STATUS_BUFFER_OVERFLOW for a partial report.
+
+use crate::ddk::*;
+use crate::dev::{self, Kind, PARAMS};
+use crate::dev::DevExt;
+use crate::dispatch::{finish, finish_result, read_i32};
+use crate::ident;
+use crate::pipe;
+use scull_core::ioctl::{self as sioctl, ArgIn, ArgOut, Cmd};
+use scull_core::report::{self, TextBuf};
+use scull_core::Error;
+
+/// IRP_MJ_DEVICE_CONTROL (LDD3 `scull_ioctl`); PASSIVE_LEVEL. The test
+/// build's bridge codes go to `bridge` first.
+pub(crate) unsafe fn device_control(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTSTATUS {
+    // SAFETY: a METHOD_BUFFERED device-control IRP in dispatch: the system
+    // buffer holds max(in, out) bytes.
+    unsafe {
+        let fo = (*sl).FileObject;
+        let p = &(*sl).Parameters.DeviceIoControl;
+        let (code, in_len, out_len) = (p.IoControlCode, p.InputBufferLength as usize, p.OutputBufferLength as usize);
+        let buf = (*irp).AssociatedIrp.SystemBuffer as *mut u8;
+        kinfo!("ioctl {:#x} on {}: in {} out {}", code, dev::dev_name(ext.dev).as_str(), in_len, out_len);
+        #[cfg(feature = "test-build")]
+        if let Some(st) = crate::bridge::device_control(ext, irp, fo, code, buf, in_len, out_len) {
+            return st;
+        }
+        let _ = fo;
+        let r = scull_ioctl(irp, code, buf, in_len, out_len);
+        match r {
+            Err(Error::BufferTooSmall) if code == Cmd::Stats.windows_code() => finish(irp, STATUS_BUFFER_OVERFLOW, out_len),
+            r => finish_result(irp, r),
+        }
+    }
+}
+
+/// STATS text that does not fit is reported as BufferTooSmall here and turned
+/// into STATUS_BUFFER_OVERFLOW (data returned, ERROR_MORE_DATA) by the caller.
+unsafe fn scull_ioctl(irp: *mut IRP, code: u32, buf: *mut u8, in_len: usize, out_len: usize) -> Result<usize, Error> {
+    let cmd = Cmd::from_windows_code(code)?;
+    if in_len < cmd.windows_in_len() || out_len < cmd.windows_out_len() {
+        return Err(Error::BufferTooSmall);
+    }
+    if cmd == Cmd::Stats {
+        // SAFETY: the system buffer holds at least out_len bytes.
+        let out = unsafe { core::slice::from_raw_parts_mut(buf, out_len) };
+        let mut t = TextBuf::new(out);
+        stats_text(&mut t);
+        return if t.truncated() { Err(Error::BufferTooSmall) } else { Ok(t.len()) };
+    }
+    let value = if cmd.arg_in() == ArgIn::None { 0 } else { read_i32(buf) };
+    let privileged = if cmd.needs_privilege() {
+        match ident::caller(irp) {
+            Ok(c) => c.privileged,
+            Err(_) => false,
+        }
+    } else {
+        false
+    };
+    let v = sioctl::execute(&PARAMS, cmd, value, privileged)?;
+    if cmd.arg_out() == ArgOut::None {
+        return Ok(0);
+    }
+    // SAFETY: out_len >= 4 was checked.
+    unsafe { *(buf as *mut [u8; 4]) = v.to_le_bytes() };
+    Ok(4)
+}
+
+/// The scullmem and scullpipe reports (scull-core's format).
+fn stats_text(t: &mut TextBuf<'_>) {
+    let _ = report::mem_header(t, &PARAMS);
+    dev::for_each(|ext| {
+        let name = dev::dev_name(ext.dev);
+        if let Some(s) = ext.store_lock() {
+            let st = s.lock().stats();
+            let _ = report::mem_device(t, name.as_str(), &st);
+        } else if let Kind::Priv(tab) = &ext.kind {
+            let g = tab.lock();
+            for (key, s) in g.iter() {
+                let mut n = dev::Name::default();
+                let _ = core::fmt::Write::write_fmt(&mut n, format_args!("scullpriv.{key}"));
+                let _ = report::mem_device(t, n.as_str(), &s.stats());
+            }
+        }
+    });
+    let _ = report::pipe_header(t, &PARAMS);
+    dev::for_each(|ext| {
+        if let Kind::Pipe(p) = &ext.kind {
+            let (st, r, w) = pipe::stats(p);
+            let _ = report::pipe_device(t, dev::dev_name(ext.dev).as_str(), &st, r, w);
+        }
+    });
+}
