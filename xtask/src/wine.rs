@@ -210,6 +210,20 @@ fn setup() -> Result<Wine> {
     if !w.wine(180, &["wineboot", "-i"])? {
         return Err("wineboot -i failed".into());
     }
+    // services.exe gives a service process `ServicesPipeTimeout` ms (Wine's
+    // default: 10 s, read as REG_SZ when services.exe starts) to connect,
+    // then terminates it. On a loaded machine winedevice.exe can take longer
+    // to start, so `sc start` failed and the killed winedevice took the
+    // driver's devices with it (later opens failed with error 87, unload
+    // lines went missing). Give it 120 s, then restart the server so that
+    // services.exe reads the value.
+    let control = r"HKLM\System\CurrentControlSet\Control";
+    if !w.wine(60, &["reg", "add", control, "/v", "ServicesPipeTimeout", "/t", "REG_SZ", "/d", "120000", "/f"])? {
+        return Err("reg add ServicesPipeTimeout failed".into());
+    }
+    w.kill_server();
+    let _ = w.cmd(60, WINESERVER).arg("-w").stderr(Stdio::null()).status();
+    let _ = w.cmd(30, WINESERVER).arg("-p60").stderr(Stdio::null()).status();
     let dest = w.drive_c().join("scull");
     std::fs::create_dir_all(&dest).map_err(|e| e.to_string())?;
     copy(&sys, &dest.join("scull.sys"))?;
