@@ -154,6 +154,8 @@ pub fn kernel() -> Result<PathBuf> {
     kmod::setup()?;
     let d = dir();
     let ds = d.display();
+    // Two checkouts asking at once take turns; the second finds the tree.
+    let _lock = kmod::lock(&d.join("build.lock"), "debug kernel build")?;
     if done("tree") && tree().join("bzImage").exists() {
         if !tarball().exists() {
             pack()?;
