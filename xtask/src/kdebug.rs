@@ -62,8 +62,11 @@ fn key() -> String {
     format!("r{RECIPE}-{:08x}", fnv(FRAGMENT))
 }
 
+/// The unpacked source does not depend on the fragment: a changed fragment
+/// reconfigures and rebuilds incrementally in the same `work/`.
 fn stamp(name: &str) -> PathBuf {
-    dir().join(format!("stamp-{name}-{}", key()))
+    let key = if name == "source" { format!("r{RECIPE}") } else { key() };
+    dir().join(format!("stamp-{name}-{key}"))
 }
 
 fn done(name: &str) -> bool {
