@@ -3,7 +3,7 @@
 //! formatted with `core::fmt` into a stack buffer and passed as one `%s`
 //! argument (no C format string ever sees driver data).
 //!
-//! Levels (the README's Debugging section says how to see each):
+//! Levels (docs/windows.md, "Debugging", says how to see each):
 //! - `kprint!` / `kerror!`: DPFLTR_ERROR_LEVEL (0), shown by default: load,
 //!   unload and the leak count, refused parameters, failed DDIs;
 //! - `kwarn!`: DPFLTR_WARNING_LEVEL (1): requests refused for lack of memory,

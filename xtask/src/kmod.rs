@@ -130,7 +130,28 @@ fn apt_opts(d: &Path) -> String {
     )
 }
 
+/// Holds an exclusive lock on `<cache>/linux/setup.lock` while it lives, so
+/// that two checkouts setting up the shared chroot at once take turns (the
+/// second then finds the first one's stamps) instead of both debootstrapping
+/// into the same temporary directory. The kernel drops the lock if the
+/// process dies.
+pub fn setup_lock() -> Result<std::fs::File> {
+    let p = dir().join("setup.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    if f.try_lock().is_err() {
+        eprintln!("kmod: waiting for another checkout's chroot setup ({})", p.display());
+        f.lock().map_err(|e| format!("lock {}: {e}", p.display()))?;
+    }
+    Ok(f)
+}
+
 fn setup() -> Result {
+    let _lock = setup_lock()?;
     let d = dir();
     let ds = d.display();
     apt_install(&["debian-archive-keyring", "zstd", "xz-utils", "binutils", "apt"])?;

@@ -1,4 +1,4 @@
-//! `cargo xtask <command>`: the project's automation. See README.md.
+//! `cargo xtask <command>`: the project's automation. See README.md and docs/testing.md.
 
 mod host;
 mod inf;

@@ -11,7 +11,7 @@
 //! - scale_256m_vs_1m: `scull0` write+read throughput of one 256 MiB file
 //!   against a 1 MiB file (best of several).
 
-use crate::target::{OpenOpts, Target};
+use crate::backend::{OpenOpts, Target};
 use scull_core::devices::Dev;
 use scull_core::ioctl::Cmd;
 use std::io::{Read, Write};

@@ -12,7 +12,7 @@
 //! blocked callers. The harness then checks the kernel log and leak counter.
 
 use crate::rng::Rng;
-use crate::target::{Handle, OpenOpts, Target};
+use crate::backend::{Handle, OpenOpts, Target};
 use scull_core::devices::Dev;
 use scull_core::ioctl::{ctl_code, ioc, Cmd};
 use scull_core::store::Whence;

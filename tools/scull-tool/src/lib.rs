@@ -1,8 +1,8 @@
 //! scull-tool's library: the device-access trait and its targets, and the
 //! conformance suite.
+pub mod backend;
 pub mod bench;
 pub mod conformance;
 pub mod fuzz;
 pub mod rng;
 pub mod stress;
-pub mod target;

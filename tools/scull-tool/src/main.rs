@@ -25,7 +25,7 @@
 use scull_core::devices::Dev;
 use scull_core::ioctl::Cmd;
 use scull_core::store::Whence;
-use scull_tool::target::{self, Handle, OpenOpts, Target};
+use scull_tool::backend::{self, Handle, OpenOpts, Target};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -89,7 +89,7 @@ fn e(what: &str) -> impl Fn(scull_core::Error) -> String + '_ {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(code) = target::child_main(&args) {
+    if let Some(code) = backend::child_main(&args) {
         return ExitCode::from(code);
     }
     match run(args) {
@@ -103,13 +103,13 @@ fn main() -> ExitCode {
 
 fn run(args: Vec<String>) -> Result<ExitCode, String> {
     let a = parse(args.into_iter())?;
-    let name = a.target.clone().unwrap_or_else(|| target::default_target().to_string());
+    let name = a.target.clone().unwrap_or_else(|| backend::default_target().to_string());
     let w: Vec<&str> = a.words.iter().map(String::as_str).collect();
     if let ["__bench-pipe2-writer", n] = w.as_slice() {
         scull_tool::bench::pipe_writer_child(None, n.parse().map_err(|_| "bytes")?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    let t = target::target_by_name(&name).ok_or_else(|| format!("target `{name}` is not available in this build"))?;
+    let t = backend::target_by_name(&name).ok_or_else(|| format!("target `{name}` is not available in this build"))?;
     // Workers on other threads need a target that lives as long as the process.
     let t: &'static dyn Target = Box::leak(t);
     if let Some(r) = scull_tool::stress::child(t, &w) {
@@ -147,7 +147,7 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
         }
         #[cfg(target_os = "linux")]
         ["fault-sweep"] => {
-            if !scull_tool::target::linux::fault_sweep::run(a.num("max-k", 2000)?)? {
+            if !scull_tool::backend::linux::fault_sweep::run(a.num("max-k", 2000)?)? {
                 return Ok(ExitCode::FAILURE);
             }
         }

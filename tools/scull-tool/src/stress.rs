@@ -18,7 +18,7 @@
 //! Workers are threads, or separate processes of this tool (`--processes`).
 
 use crate::rng::{crc32, Rng};
-use crate::target::{OpenOpts, Target};
+use crate::backend::{OpenOpts, Target};
 use scull_core::devices::Dev;
 use scull_core::store::Whence;
 use std::collections::BTreeMap;

@@ -6,8 +6,8 @@ use scull_core::ioctl::Cmd;
 use scull_core::store::Whence;
 use scull_core::Error;
 use scull_tool::conformance;
-use scull_tool::target::model::ModelTarget;
-use scull_tool::target::{Caps, Handle, Join, OpenOpts, Pending, Ready, Target, Who};
+use scull_tool::backend::model::ModelTarget;
+use scull_tool::backend::{Caps, Handle, Join, OpenOpts, Pending, Ready, Target, Who};
 use std::time::Duration;
 
 #[test]

@@ -3,7 +3,7 @@
 //! every case by [`restore`].
 
 use super::Case;
-use crate::target::{Caps, Handle, OpenOpts, Target, Who};
+use crate::backend::{Caps, Handle, OpenOpts, Target, Who};
 use scull_core::devices::Dev;
 use scull_core::geometry::{DEFAULT_P_BUFFER, DEFAULT_QSET, DEFAULT_QUANTUM};
 use scull_core::ioctl::Cmd;

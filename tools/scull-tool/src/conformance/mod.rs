@@ -1,5 +1,5 @@
 //! The black-box conformance suite. Every case is written against
-//! [`crate::target::Target`], so the same cases run on the host model, on
+//! [`crate::backend::Target`], so the same cases run on the host model, on
 //! Windows (natively or under Wine) and on Linux (QEMU). A target may add its
 //! own cases with `Target::extra_cases`.
 //!
@@ -8,7 +8,7 @@
 //!
 //! The last line printed is `<target>: N passed, M failed, K skipped`.
 
-use crate::target::{Caps, Target};
+use crate::backend::{Caps, Target};
 
 mod cases;
 
