@@ -2,6 +2,7 @@
 
 mod host;
 mod inf;
+mod kdebug;
 mod kmod;
 mod qemu;
 mod util;
@@ -15,7 +16,8 @@ usage: cargo xtask <command>
 
   demo        run the demo end to end (model device)
   test        run every test (unit, property, fault injection, loom, conformance
-              on the model, scull.sys under Wine, the Linux module in QEMU)
+              on the model, scull.sys under Wine, the Linux module in QEMU on
+              Debian's kernel and on the debug kernel)
   bench-core  scull-core store vs memcpy benchmark (prints ratio lines)
   bench       every benchmark (core, and the devices on each target)
   conformance run the conformance suite against the host model
@@ -23,7 +25,9 @@ usage: cargo xtask <command>
   wine        load scull.sys in Wine and run the conformance suite there (`wine demo`: the demo)
   inf-check   check inf/scull.inx (sections, keys, isolation rules) [FILE]
   kmod        build scull.ko for Debian's 7.3.4 kernel (trixie chroot, cached)
+              (`kmod --debug-kernel`: the KASAN/lockdep/kmemleak kernel and scull.ko for it)
   qemu        boot Debian's 7.3.4 kernel in QEMU and run the suite against scull.ko
+              (`qemu --debug-kernel`: the same on the debug kernel, 2 vCPUs, failslab, kmemleak)
 ";
 
 fn main() {
@@ -74,5 +78,7 @@ fn test(_args: &[String]) -> Result {
     step("test: the Windows driver under Wine");
     wine::run_suite(&[])?;
     step("test: the Linux module in QEMU");
-    qemu::qemu(&[])
+    qemu::qemu(&[])?;
+    step("test: the Linux module in QEMU on the debug kernel (KASAN, lockdep, kmemleak, failslab; 2 vCPUs)");
+    qemu::qemu(&["--debug-kernel".into()])
 }

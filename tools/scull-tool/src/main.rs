@@ -15,7 +15,10 @@
 //!   stress [--writers N] [--readers M] [--seconds S] [--processes] [--seed X]
 //!                                     concurrent pipe and store traffic, every record checked
 //!   fuzz [--seconds S] [--seed X]     hostile input; the devices must survive
-//!   fault-sweep [--max-k N]           (Linux, root) scull.ko's scull_fail_at swept over a workload
+//!   fault-sweep [--max-k N] [--injector module|failslab]
+//!                                     (Linux, root) the k-th allocation fails, k swept over a
+//!                                     workload: scull.ko's scull_fail_at, or the kernel's failslab
+//!                                     through /proc/thread-self/fail-nth
 //!   scale-reference [--baseline-dir D] [--scale-mib N]
 //!                                     (Linux) tmpfs and plain-memory 256M-vs-1M, for bench's scaling
 //! ```
@@ -69,7 +72,7 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
             "--filter" => a.filter = Some(val("--filter")?),
             "--processes" => a.processes = true,
             "--reference" => a.reference = true,
-            "--mib" | "--scale-mib" | "--baseline-dir" | "--writers" | "--readers" | "--seconds" | "--seed" | "--slots" | "--pipe" | "--max-k" => {
+            "--mib" | "--scale-mib" | "--baseline-dir" | "--writers" | "--readers" | "--seconds" | "--seed" | "--slots" | "--pipe" | "--max-k" | "--injector" => {
                 let v = val(&w)?;
                 a.opts.insert(w[2..].to_string(), v);
             }
@@ -147,7 +150,13 @@ fn run(args: Vec<String>) -> Result<ExitCode, String> {
         }
         #[cfg(target_os = "linux")]
         ["fault-sweep"] => {
-            if !scull_tool::backend::linux::fault_sweep::run(a.num("max-k", 2000)?)? {
+            use scull_tool::backend::linux::fault_sweep::{self, Injector};
+            let inj = match a.opts.get("injector").map(String::as_str) {
+                None | Some("module") => Injector::Module,
+                Some("failslab") => Injector::Failslab,
+                Some(o) => return Err(format!("--injector: `{o}` (module or failslab)")),
+            };
+            if !fault_sweep::run(a.num("max-k", 2000)?, inj)? {
                 return Ok(ExitCode::FAILURE);
             }
         }
