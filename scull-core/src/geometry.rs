@@ -319,7 +319,7 @@ mod tests {
     fn max_size_is_validated_and_rides_with_the_geometry() {
         let p = Params::new();
         assert_eq!(p.max_size(), DEFAULT_MAX_SIZE);
-        assert!(DEFAULT_MAX_SIZE >= 256 << 20, "the benchmark stores 256 MiB in one device");
+        const { assert!(DEFAULT_MAX_SIZE >= 256 << 20, "the benchmark stores 256 MiB in one device") };
         assert_eq!(p.geometry().max_size(), DEFAULT_MAX_SIZE);
         assert_eq!(p.set_max_size(0), Err(Error::Invalid));
         assert_eq!(p.set_max_size(MAX_SIZE + 1), Err(Error::Invalid));
