@@ -7,10 +7,15 @@
 //! qset slot array counts in [`OUTSTANDING`], which the module prints at
 //! unload (it must be 0) and in `scull_outstanding`; each attempt first asks
 //! [`fault::check`] (the debug fault injection).
+//!
+//! All of it is allocated with GFP_KERNEL_ACCOUNT: data that user space
+//! decides the size of is charged to the writer's memory cgroup, so a memcg
+//! limit bounds it as it bounds tmpfs pages (the per-device `scull_max_size`
+//! cap bounds it without one).
 
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::Ordering;
-use kernel::alloc::{flags::GFP_KERNEL, KVVec};
+use kernel::alloc::{flags::GFP_KERNEL_ACCOUNT, KVVec};
 
 use crate::error::{Error, Result};
 use crate::fault::{self, OUTSTANDING};
@@ -51,7 +56,7 @@ struct Qset {
 impl Qset {
     fn new(index: u64, n: usize) -> Result<Qset> {
         fault::check()?;
-        let mut slots = KVVec::with_capacity(n, GFP_KERNEL).map_err(|_| Error::NoMemory)?;
+        let mut slots = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT).map_err(|_| Error::NoMemory)?;
         for _ in 0..n {
             // Within the capacity just reserved: cannot fail.
             slots.push_within_capacity(None).map_err(|_| Error::NoMemory)?;
@@ -107,7 +112,7 @@ impl QsetList for KList {
         if self.qsets.len() == self.qsets.capacity() {
             fault::check()?;
         }
-        self.qsets.reserve(1, GFP_KERNEL).map_err(|_| Error::NoMemory)?;
+        self.qsets.reserve(1, GFP_KERNEL_ACCOUNT).map_err(|_| Error::NoMemory)?;
         let q = Qset::new(index, slots)?;
         self.qsets.insert_within_capacity(at, q).map_err(|_| Error::NoMemory)?;
         self.last = at;
@@ -139,7 +144,7 @@ impl Platform for KPlat {
 
     fn alloc_block(&self, len: usize) -> Result<KBlock> {
         fault::check()?;
-        let v = KVVec::<u8>::zeroed(len, GFP_KERNEL).map_err(|_| Error::NoMemory)?;
+        let v = KVVec::<u8>::zeroed(len, GFP_KERNEL_ACCOUNT).map_err(|_| Error::NoMemory)?;
         OUTSTANDING.fetch_add(1, Ordering::SeqCst);
         Ok(KBlock(v))
     }

@@ -2,11 +2,13 @@
 //! with a busybox initramfs holding scull.ko and a static scull-tool.
 //!
 //! - Test mode (no option): loads the module with non-default parameters,
-//!   runs the conformance suite, reads the /proc reports, then in the same
-//!   boot `scull-tool stress --processes` (8 + 8 processes, 30 s per part),
-//!   `scull-tool fuzz` (60 s, fixed seed, invalid user pointers included) and
-//!   `scull-tool fault-sweep` (the module's `scull_fail_at` countdown swept
-//!   over a workload); checks that rmmod is refused while a device is open,
+//!   checks them in /sys/module/scull/parameters, runs the conformance suite
+//!   (with the Linux-only userfaultfd case), reads the /proc reports, then in
+//!   the same boot `scull-tool stress --processes` (8 + 8 processes, 30 s per
+//!   part), `scull-tool fuzz` (60 s, fixed seed, invalid user pointers
+//!   included), `scull-tool fault-sweep` (the module's `scull_fail_at`
+//!   countdown swept over a workload) and the open-versus-rmmod race loop
+//!   (`race_loop!`); checks that rmmod is refused while a device is open,
 //!   unloads, and checks the outstanding-allocation line and the kernel log.
 //! - `--bench`: default parameters, 1.5 GiB of guest memory, a tmpfs
 //!   baseline; prints `scull-tool bench`'s ratio and MB/s lines.
@@ -49,23 +51,96 @@ poweroff -f
 "#;
 
 /// Test mode: conformance, stress, fuzz, fault sweep, unload.
-const TEST: &str = r#"echo "== insmod with invalid parameters (must be refused)"
+/// The test boot's load parameters: all non-default, so sysfs and the
+/// reports show load-time values (the race loop reloads with them too).
+macro_rules! test_params {
+    () => {
+        "scull_quantum=1000 scull_qset=50 scull_p_buffer=1024 scull_nr_devs=4 scull_p_nr_devs=4 scull_max_size=67108864"
+    };
+}
+const TEST_PARAMS: &str = test_params!();
+
+/// Guest fragment: mode and value of every parameter LDD3 shows in sysfs
+/// (plus scull_max_size); checked by [`check_sysfs`].
+macro_rules! sysfs_params {
+    () => {
+        r#"echo "== /sys/module/scull/parameters"
+for p in scull_major scull_minor scull_nr_devs scull_quantum scull_qset scull_p_nr_devs scull_p_buffer scull_max_size; do
+  echo "HARNESS sysparam $p $(stat -c %a /sys/module/scull/parameters/$p 2>&1) $(cat /sys/module/scull/parameters/$p 2>&1)"
+done
+echo "HARNESS sysfs-quantum $(cat /sys/module/scull/parameters/scull_quantum)"
+"#
+    };
+}
+
+/// Guest fragment: issue 10's open-versus-rmmod race. Four processes open
+/// and close scull devices (read-only: `<` never creates a missing node) as
+/// fast as the shell can while the script unloads and reloads the module (at
+/// most 200 rounds or 60 s). busybox rmmod does not wait: a module in use
+/// fails with EBUSY, which is counted. Ends with the module loaded again with
+/// the test parameters; checked by [`check_race`] and by the kernel-log scan
+/// (where KASAN reports a use after free).
+macro_rules! race_loop {
+    () => {
+        concat!(
+            r#"echo "== open vs rmmod race"
+rm -f /tmp/race.stop /tmp/race.n.*
+for d in scull0 scull1 scullpipe0 sculluid; do
+  ( n=0; while [ ! -e /tmp/race.stop ]; do : < /dev/$d 2>/dev/null && n=$((n+1)); done; echo $n > /tmp/race.n.$d ) &
+done
+unloads=0; busy=0; i=0; t0=$(date +%s)
+while [ $i -lt 200 ] && [ $(( $(date +%s) - t0 )) -lt 60 ]; do
+  i=$((i+1))
+  if rmmod scull 2>/dev/null; then
+    unloads=$((unloads+1))
+    insmod /scull.ko "#,
+            test_params!(),
+            r#" || { echo "HARNESS race-insmod-failed round $i"; break; }
+  else
+    busy=$((busy+1))
+  fi
+done
+touch /tmp/race.stop
+wait
+grep -q '^scull ' /proc/modules || insmod /scull.ko "#,
+            test_params!(),
+            r#"
+echo "HARNESS race rounds=$i unloads=$unloads busy=$busy opens=$(cat /tmp/race.n.* | tr '
+' ' ')"
+echo "HARNESS race-loaded $(grep -c '^scull ' /proc/modules)"
+sleep 1
+echo race > /dev/scull0 && echo "HARNESS race-after $(cat /dev/scull0)"
+"#
+        )
+    };
+}
+
+/// Test mode: bad parameters, load, sysfs, conformance, stress, fuzz, fault
+/// sweep, the open-vs-rmmod race (the debug boot runs it too).
+const TEST: &str = concat!(
+    r#"echo "== insmod with invalid parameters (must be refused)"
 insmod /scull.ko scull_quantum=0
 echo "HARNESS badparam-quantum rc=$?"
 insmod /scull.ko scull_qset=1000 scull_quantum=4000000
 echo "HARNESS badparam-product rc=$?"
 insmod /scull.ko scull_p_buffer=1
 echo "HARNESS badparam-pbuffer rc=$?"
+insmod /scull.ko scull_max_size=0
+echo "HARNESS badparam-maxsize rc=$?"
 echo "HARNESS badparam-loaded $(grep -c '^scull ' /proc/modules)"
 echo "== insmod"
-insmod /scull.ko scull_quantum=1000 scull_qset=50 scull_p_buffer=1024 scull_nr_devs=4 scull_p_nr_devs=4
+insmod /scull.ko "#,
+    test_params!(),
+    r#"
 echo "HARNESS insmod rc=$?"
 sleep 1
 echo "HARNESS nodes $(ls /dev | grep -c '^scull')"
 ls -l /dev/scull*
 echo "HARNESS params $(cat /proc/scullmem | head -1)"
 echo "HARNESS sysfs $(cd /sys/module/scull/parameters && ls | tr '\n' ' ')"
-echo "== conformance"
+"#,
+    sysfs_params!(),
+    r#"echo "== conformance"
 setsid cttyhack timeout $((360*SLOW)) /scull-tool conformance --target qemu
 echo "HARNESS conformance rc=$?"
 echo "== reports"
@@ -82,7 +157,9 @@ echo "== fault sweep"
 timeout $((120*SLOW)) /scull-tool --target qemu fault-sweep
 echo "HARNESS fault-sweep rc=$?"
 echo "HARNESS faults-armed $(cat /sys/module/scull/parameters/scull_fail_at)"
-"#;
+"#,
+    race_loop!()
+);
 
 /// Test mode, last: rmmod refused while open, trim, unload.
 const UNLOAD: &str = r#"echo "== rmmod"
@@ -249,9 +326,9 @@ fn boot(mode: Mode, script: &str, mem_mib: u32, timeout_s: u32, checks: &mut Che
     if matches!(mode, Mode::Test | Mode::Debug) {
         let info = kmod::modinfo(ko)?;
         print!("{info}");
-        let params = ["scull_major", "scull_minor", "scull_nr_devs", "scull_quantum", "scull_qset", "scull_p_nr_devs", "scull_p_buffer"];
+        let params = ["scull_major", "scull_minor", "scull_nr_devs", "scull_quantum", "scull_qset", "scull_p_nr_devs", "scull_p_buffer", "scull_max_size"];
         let has = |p: &str| info.lines().any(|l| l.starts_with("parm:") && l.contains(&format!("{p}:")));
-        checks.check(params.iter().all(|p| has(p)), "modinfo lists the 7 LDD3 parameters");
+        checks.check(params.iter().all(|p| has(p)), "modinfo lists the 7 LDD3 parameters and scull_max_size");
         checks.check(["scull_fail_at", "scull_faults", "scull_outstanding"].iter().all(|p| has(p)), "modinfo lists the fault-injection and counter parameters");
         checks.check(info.contains(&format!("vermagic:       {}", k.vermagic)), &format!("vermagic is {}", k.vermagic.trim_end()));
     }
@@ -350,7 +427,7 @@ pub fn qemu(args: &[String]) -> Result {
 }
 
 fn test(c: &mut Checks) -> Result {
-    let console = boot(Mode::Test, &format!("{TEST}{UNLOAD}"), 1024, 420, c)?;
+    let console = boot(Mode::Test, &format!("{TEST}{UNLOAD}"), 1024, 480, c)?;
     test_checks(c, &console);
     Ok(())
 }
@@ -395,12 +472,14 @@ fn debug(c: &mut Checks) -> Result {
 fn test_checks(c: &mut Checks, console: &str) {
     let h = |k: &str| harness(console, k);
     c.check(
-        ["badparam-quantum rc=", "badparam-product rc=", "badparam-pbuffer rc="].iter().all(|k| h(k).is_some_and(|v| v != "0"))
+        ["badparam-quantum rc=", "badparam-product rc=", "badparam-pbuffer rc=", "badparam-maxsize rc="].iter().all(|k| h(k).is_some_and(|v| v != "0"))
             && h("badparam-loaded").as_deref() == Some("0"),
-        "insmod refuses quantum=0, a quantum*qset overflowing int, and a 1-byte pipe",
+        "insmod refuses quantum=0, a quantum*qset overflowing int, a 1-byte pipe and scull_max_size=0",
     );
+    check_sysfs(console, c);
+    check_race(console, c);
     c.check(h("nodes").and_then(|n| n.parse::<u32>().ok()) == Some(12), "devtmpfs made the 12 /dev/scull* nodes");
-    c.check(h("params").as_deref() == Some("scullmem v1 quantum=1000 qset=50"), "module parameters in effect (/proc/scullmem header)");
+    c.check(h("params").as_deref() == Some("scullmem v1 quantum=1000 qset=50 max_size=67108864"), "module parameters in effect (/proc/scullmem header)");
     c.check(
         h("sysfs").is_some_and(|s| ["scull_fail_at", "scull_faults", "scull_outstanding"].iter().all(|p| s.split(' ').any(|w| w == *p))),
         "scull_fail_at, scull_faults and scull_outstanding are in /sys/module/scull/parameters",
@@ -433,6 +512,34 @@ fn test_checks(c: &mut Checks, console: &str) {
         }
         None => c.check(false, "the conformance summary line in the console"),
     }
+}
+
+/// The sysfs fragment: each parameter is 0444 and shows its load-time value
+/// (`TEST_PARAMS`, or 0 for scull_major and scull_minor).
+fn check_sysfs(console: &str, c: &mut Checks) {
+    let given = |p: &str| TEST_PARAMS.split(' ').find_map(|kv| kv.strip_prefix(p)?.strip_prefix('=')).unwrap_or("0");
+    let mut wrong = Vec::new();
+    for p in ["scull_major", "scull_minor", "scull_nr_devs", "scull_quantum", "scull_qset", "scull_p_nr_devs", "scull_p_buffer", "scull_max_size"] {
+        let want = format!("444 {}", given(p));
+        let got = harness(console, &format!("sysparam {p} "));
+        if got.as_deref() != Some(want.as_str()) {
+            wrong.push(format!("{p}: {got:?}, want {want:?}"));
+        }
+    }
+    c.check(wrong.is_empty(), &format!("/sys/module/scull/parameters: the 8 parameters are 0444 with their load-time values {wrong:?}"));
+    c.check(harness(console, "sysfs-quantum").as_deref() == Some("1000"), "cat /sys/module/scull/parameters/scull_quantum prints the load-time 1000");
+}
+
+/// The race fragment: the module was unloaded at least once while the
+/// openers ran, every reload worked, and the devices work after it.
+fn check_race(console: &str, c: &mut Checks) {
+    let line = harness(console, "race ").unwrap_or_default();
+    let unloads = line.split(' ').find_map(|kv| kv.strip_prefix("unloads=")?.parse::<u32>().ok()).unwrap_or(0);
+    c.check(
+        unloads > 0 && harness(console, "race-insmod-failed").is_none() && harness(console, "race-loaded").as_deref() == Some("1"),
+        &format!("open vs rmmod race: unloaded and reloaded under concurrent opens ({line})"),
+    );
+    c.check(harness(console, "race-after").as_deref() == Some("race"), "the devices work after the race loop");
 }
 
 fn section<'a>(console: &'a str, from: &str, to: &str) -> Vec<&'a str> {

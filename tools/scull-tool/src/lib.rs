@@ -6,3 +6,5 @@ pub mod conformance;
 pub mod fuzz;
 pub mod rng;
 pub mod stress;
+#[cfg(target_os = "linux")]
+pub mod uffd;

@@ -1109,6 +1109,11 @@ mod extra {
             Case { name: "linux_eperm_for_nonroot_privileged_ioctls", needs: need_root, run: eperm },
             Case { name: "linux_proc_reports", needs: no_need, run: proc_reports },
             Case { name: "linux_rmmod_refused_while_open", needs: no_need, run: rmmod_busy },
+            Case {
+                name: "linux_read_killable_while_writer_stalls_in_copy",
+                needs: crate::uffd::needs,
+                run: crate::uffd::read_killable_while_writer_stalls,
+            },
         ]
     }
 
