@@ -449,7 +449,7 @@ fn debug(c: &mut Checks) -> Result {
     let console = boot(Mode::Debug, &script, 2048, 3000, c)?;
     test_checks(c, &console);
     let h = |k: &str| harness(&console, k);
-    c.check(console.contains("kasan: KernelAddressSanitizer initialized (generic)"), "KASAN (generic) initialised (boot log)");
+    c.check(console.contains("KernelAddressSanitizer initialized (generic)"), "KASAN (generic) initialised (boot log)");
     c.check(console.contains("Lock dependency validator"), "lockdep initialised (boot log)");
     c.check(console.contains("kmemleak: Kernel memory leak detector initialized"), "kmemleak initialised (boot log)");
     c.check(h("kmemleak-clear rc=").as_deref() == Some("0"), "kmemleak: boot-time suspects scanned and cleared before insmod");
