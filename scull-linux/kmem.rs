@@ -1,7 +1,13 @@
 //! scull-core's memory traits over the kernel's fallible allocators.
 //!
-//! Quanta and pipe buffers are `KVVec<u8>` (kvmalloc: kmalloc, falling back
-//! to vmalloc for big quanta), zeroed by the allocator. The qset container is
+//! Quanta and pipe buffers of more than half a page and at most a page (LDD3's
+//! default quantum of 4000 bytes among them) are whole pages from the page
+//! allocator (`get_zeroed_page`): kmalloc would round them up to a 4 KiB slab
+//! object anyway, and the profile in docs/performance.md shows the slab path
+//! costing more than the copy itself (new slabs' freelist shuffling, the
+//! object's second zeroing, slab refills with interrupts off). Other sizes are
+//! `KVVec<u8>` (kvmalloc: kmalloc, falling back to vmalloc for big quanta).
+//! Both are zeroed by the allocator. The qset container is
 //! a vector (kvmalloc'd too) of qsets sorted by index, with a cache of the last one found, so
 //! the store's sequential look-ups are O(1). Every quantum, pipe buffer and
 //! qset slot array counts in [`OUTSTANDING`], which the module prints at
@@ -14,8 +20,11 @@
 //! cap bounds it without one).
 
 use core::ops::{Deref, DerefMut};
+use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
 use kernel::alloc::{flags::GFP_KERNEL_ACCOUNT, KVVec};
+use kernel::bindings;
+use kernel::page::PAGE_SIZE;
 
 use crate::error::{Error, Result};
 use crate::fault::{self, OUTSTANDING};
@@ -25,24 +34,60 @@ pub(crate) fn outstanding() -> isize {
     OUTSTANDING.load(Ordering::SeqCst)
 }
 
-/// A zeroed byte block.
-pub(crate) struct KBlock(KVVec<u8>);
+/// A byte block, zeroed when allocated.
+pub(crate) enum KBlock {
+    /// kvmalloc'd.
+    Vec(KVVec<u8>),
+    /// The first `len` bytes of one page from `get_zeroed_page`, owned by this
+    /// block (`addr` is its direct-map address).
+    Page { addr: NonNull<u8>, len: usize },
+}
+
+// SAFETY: a `Page` block exclusively owns its page; kernel memory is not tied
+// to a thread. (`Vec` blocks are `Send` by themselves.)
+unsafe impl Send for KBlock {}
+
+impl KBlock {
+    /// One zeroed page for `len <= PAGE_SIZE` bytes.
+    fn page(len: usize) -> Result<KBlock> {
+        // SAFETY: a plain page allocation with a valid GFP mask; it may sleep,
+        // and the store is only ever called in process context.
+        let addr = unsafe { bindings::get_zeroed_page_noprof(bindings::GFP_KERNEL) };
+        let addr = NonNull::new(addr as *mut u8).ok_or(Error::NoMemory)?;
+        Ok(KBlock::Page { addr, len })
+    }
+}
 
 impl Deref for KBlock {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.0
+        match self {
+            KBlock::Vec(v) => v,
+            // SAFETY: `addr` is the direct-map address of a page this block
+            // owns, `len <= PAGE_SIZE`, and every byte is initialised: the page
+            // was zeroed at allocation and since written only through this block.
+            KBlock::Page { addr, len } => unsafe { core::slice::from_raw_parts(addr.as_ptr(), *len) },
+        }
     }
 }
 
 impl DerefMut for KBlock {
     fn deref_mut(&mut self) -> &mut [u8] {
-        &mut self.0
+        match self {
+            KBlock::Vec(v) => v,
+            // SAFETY: as in `deref`, and `&mut self` makes the access exclusive.
+            KBlock::Page { addr, len } => unsafe { core::slice::from_raw_parts_mut(addr.as_ptr(), *len) },
+        }
     }
 }
 
 impl Drop for KBlock {
     fn drop(&mut self) {
+        if let KBlock::Page { addr, .. } = self {
+            // SAFETY: the page came from `get_zeroed_page_noprof` (order 0) and
+            // is freed once, here; no slice into it outlives `self`.
+            unsafe { bindings::free_pages(addr.as_ptr() as usize as _, 0) };
+        }
         OUTSTANDING.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -144,9 +189,13 @@ impl Platform for KPlat {
 
     fn alloc_block(&self, len: usize) -> Result<KBlock> {
         fault::check()?;
-        let v = KVVec::<u8>::zeroed(len, GFP_KERNEL_ACCOUNT).map_err(|_| Error::NoMemory)?;
+        let b = if len > PAGE_SIZE / 2 && len <= PAGE_SIZE {
+            KBlock::page(len)?
+        } else {
+            KBlock::Vec(KVVec::<u8>::zeroed(len, GFP_KERNEL_ACCOUNT).map_err(|_| Error::NoMemory)?)
+        };
         OUTSTANDING.fetch_add(1, Ordering::SeqCst);
-        Ok(KBlock(v))
+        Ok(b)
     }
 
     fn new_list(&self) -> KList {

@@ -1,14 +1,16 @@
 //! Build script of scull.sys.
 //!
-//! - `wdk` feature (Windows host): wdk-build configures the link exactly as
-//!   for Microsoft's samples.
-//! - `mingw` feature (default, Linux host): bindgen over the mingw-w64 DDK
+//! - `wdk` feature (the default; a Windows host, or `cargo xtask wdk-check`
+//!   on Linux): wdk-build configures the link exactly as for Microsoft's
+//!   samples.
+//! - `mingw` feature (`--no-default-features --features mingw`, what
+//!   `cargo xtask wdm` builds on Linux): bindgen over the mingw-w64 DDK
 //!   headers, configured so that the names match wdk-sys (module-constant
 //!   enums, NTSTATUS-typed STATUS_* values), and the kernel-driver link flags
 //!   for rust-lld in lld-link mode.
 
 #[cfg(all(feature = "wdk", feature = "mingw"))]
-compile_error!("features `wdk` and `mingw` are exclusive: build with --no-default-features --features wdk on Windows");
+compile_error!("features `wdk` and `mingw` are exclusive: `mingw` needs --no-default-features (cargo xtask wdm passes it)");
 
 #[cfg(feature = "wdk")]
 fn main() -> Result<(), wdk_build::ConfigError> {
@@ -17,7 +19,7 @@ fn main() -> Result<(), wdk_build::ConfigError> {
 
 #[cfg(not(any(feature = "wdk", feature = "mingw")))]
 fn main() {
-    panic!("scull-wdm: enable the `mingw` (Linux) or `wdk` (Windows host) feature");
+    panic!("scull-wdm: enable the `wdk` (default) or the `mingw` (Linux, cargo xtask wdm) feature");
 }
 
 #[cfg(all(feature = "mingw", not(feature = "wdk")))]

@@ -17,7 +17,9 @@
        Mode Inf: `pnputil /add-driver scull.inf /install` (primitive INF).
     5. Writes the device ACL (Parameters\scull_sddl): SYSTEM and
        Administrators only, or with -RelaxedAcl also Authenticated Users
-       (read/write), for the ScullUid/ScullWuid demos.
+       (read/write), for the ScullUid/ScullWuid demos. Registers scull as an
+       event source of the System log (EventMessageFile IoLogMsg.dll), where
+       the driver reports a registry value it refuses.
     6. `sc.exe start scull` and checks that the service is RUNNING.
 
     Any failure prints "install.ps1: error: ..." and exits with code 1.
@@ -43,6 +45,7 @@ $ErrorActionPreference = 'Stop'
 
 $Service = 'scull'
 $ParamsKey = "HKLM:\SYSTEM\CurrentControlSet\Services\$Service\Parameters"
+$EventKey = "HKLM:\SYSTEM\CurrentControlSet\Services\EventLog\System\$Service"
 $SddlAdminsOnly = 'D:P(A;;GA;;;SY)(A;;GA;;;BA)'
 $SddlRelaxed = 'D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;AU)'
 
@@ -115,6 +118,14 @@ try {
     if (-not (Test-Path $ParamsKey)) { New-Item -Path $ParamsKey -Force | Out-Null }
     New-ItemProperty -Path $ParamsKey -Name 'scull_sddl' -PropertyType String -Value $sddl -Force | Out-Null
     Write-Host "device ACL (Parameters\scull_sddl): $sddl"
+
+    # 5b. The System log's event source (the INF's Scull.EventLog section does
+    # the same): a registry value DriverEntry refuses is logged with the
+    # generic I/O messages of IoLogMsg.dll.
+    if (-not (Test-Path $EventKey)) { New-Item -Path $EventKey -Force | Out-Null }
+    New-ItemProperty -Path $EventKey -Name 'EventMessageFile' -PropertyType ExpandString -Value '%SystemRoot%\System32\IoLogMsg.dll' -Force | Out-Null
+    New-ItemProperty -Path $EventKey -Name 'TypesSupported' -PropertyType DWord -Value 7 -Force | Out-Null
+    Write-Host "event source: System log, $Service (IoLogMsg.dll)"
 
     # 6. Start and verify.
     Invoke-Native 'sc.exe' @('start', $Service) | Out-Null

@@ -9,6 +9,7 @@
     2. Removes every scull.inf package from the driver store
        (`pnputil /delete-driver oemNN.inf /uninstall`), if one was added.
     3. `sc.exe delete scull` if the service still exists.
+    4. Removes the System log's `scull` event source.
     Running it again when nothing is installed succeeds and changes nothing.
     The test certificate stays trusted; remove it with certlm.msc if wanted.
 
@@ -59,6 +60,9 @@ try {
     if (Test-ServiceExists) {
         Invoke-Native 'sc.exe' @('delete', $Service) -Ok @(0, 1060) | Out-Null
     }
+    # 4. The event source install.ps1 (or the INF) registered.
+    $eventKey = "HKLM:\SYSTEM\CurrentControlSet\Services\EventLog\System\$Service"
+    if (Test-Path $eventKey) { Remove-Item -Path $eventKey -Recurse -Force }
     if (Test-ServiceExists) {
         Write-Host "note: $Service is marked for deletion and disappears when the last handle to it closes (services.msc, Event Viewer)"
     }

@@ -1,7 +1,7 @@
-//! A std implementation of the platform traits (feature `host`): boxed blocks,
-//! a sorted vector of qsets with a look-up cache, allocation counting, and
-//! fault injection (fail the k-th allocation). Used by the model device, the
-//! tests and the benchmarks.
+//! A std implementation of the platform traits (feature `host`): boxed blocks
+//! filled with a stale-byte pattern, a sorted vector of qsets with a look-up
+//! cache, allocation counting, and fault injection (fail the k-th allocation).
+//! Used by the model device, the tests and the benchmarks.
 
 extern crate std;
 
@@ -12,6 +12,12 @@ use std::boxed::Box;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::vec::Vec;
+
+/// What every new host block holds: [`Platform::alloc_block`] promises no
+/// particular contents (kernel platforms hand out stale memory), and a
+/// non-zero pattern makes any byte the store exposes without writing it show
+/// up in the tests as 0xAA instead of passing as a zero.
+pub const STALE: u8 = 0xAA;
 
 /// Allocation accounting shared by everything one [`HostPlatform`] allocated.
 #[derive(Debug, Default)]
@@ -77,7 +83,7 @@ impl HostPlatform {
     }
 }
 
-/// A zeroed heap block that reports its release.
+/// A heap block (filled with [`STALE`] when new) that reports its release.
 #[derive(Debug)]
 pub struct HostBlock {
     data: Box<[u8]>,
@@ -111,7 +117,7 @@ impl Platform for HostPlatform {
         let mut v = Vec::new();
         v.try_reserve_exact(len).map_err(|_| Error::NoMemory)?;
         self.stats.attempt(len)?;
-        v.resize(len, 0u8);
+        v.resize(len, STALE);
         Ok(HostBlock { data: v.into_boxed_slice(), stats: self.stats.clone() })
     }
 
@@ -192,10 +198,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blocks_are_zeroed_and_counted() {
+    fn blocks_are_stale_and_counted() {
         let p = HostPlatform::new();
         let b = p.alloc_block(100).unwrap();
-        assert!(b.iter().all(|&x| x == 0));
+        assert!(b.iter().all(|&x| x == STALE));
         assert_eq!((p.stats().outstanding(), p.stats().bytes()), (1, 100));
         drop(b);
         assert_eq!((p.stats().outstanding(), p.stats().bytes()), (0, 0));

@@ -21,6 +21,7 @@ pub mod pipe;
 pub mod report;
 pub mod store;
 pub mod sync;
+pub mod token;
 
 #[cfg(any(test, feature = "host"))]
 pub mod host;

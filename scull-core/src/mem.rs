@@ -1,7 +1,8 @@
 //! The platform memory traits each kernel implements.
 //!
-//! scull-core never allocates by itself. A [`Platform`] hands out zeroed
-//! blocks (quantum buffers, pipe buffers) and creates the qset container; the
+//! scull-core never allocates by itself. A [`Platform`] hands out blocks
+//! (quantum buffers, pipe buffers) whose contents are unspecified, and creates
+//! the qset container; the
 //! Windows driver backs them with `ExAllocatePoolWithTag` and a `LIST_ENTRY`
 //! list, the Linux module with `kmalloc`-backed vectors, and the host with std
 //! plus allocation counting and fault injection (`host` feature).
@@ -14,13 +15,19 @@ pub type Slots<B> = [Option<B>];
 
 /// Allocation services of one kernel.
 pub trait Platform {
-    /// A zero-filled block of memory that this platform allocated. Dropping it
-    /// frees it (and decrements the platform's outstanding-block counter).
+    /// A block of memory that this platform allocated. Dropping it frees it
+    /// (and decrements the platform's outstanding-block counter).
     type Block: DerefMut<Target = [u8]>;
     /// The container of qsets.
     type List: QsetList<Block = Self::Block>;
 
-    /// Allocates `len` bytes, all zero. `len` is never 0.
+    /// Allocates `len` bytes (`len` is never 0). Their contents are
+    /// unspecified: zero, or stale bytes from the memory's earlier use. The
+    /// callers never let a byte they did not write be seen: the store zeroes the
+    /// part of a new quantum the allocating write does not cover (so each byte
+    /// is touched once, not zeroed and then overwritten), the pipe reads only
+    /// what was written. The host platform fills new blocks with
+    /// [`crate::host::STALE`] so that the tests would see any leak.
     fn alloc_block(&self, len: usize) -> Result<Self::Block>;
 
     /// A new, empty qset container. Must not allocate (creating a device's

@@ -1,8 +1,9 @@
 //! The one place that knows which DDK binding is in use.
 //!
-//! - Feature `wdk` (a Windows host with the WDK): Microsoft's `wdk-sys`, whose
-//!   types and constants live at the crate root and functions in `ntddk`.
-//! - Feature `mingw` (default; Linux): bindgen over the mingw-w64 DDK headers
+//! - Feature `wdk` (the default: a Windows host with the WDK, or
+//!   `cargo xtask wdk-check` on Linux): Microsoft's `wdk-sys`, whose types and
+//!   constants live at the crate root and functions in `ntddk`.
+//! - Feature `mingw` (Linux, `cargo xtask wdm`): bindgen over the mingw-w64 DDK headers
 //!   (`build.rs`), generated with the same naming settings as wdk-build
 //!   (module-constant enums, `STATUS_*` typed `NTSTATUS`, `core` types). Every
 //!   function is a raw-dylib import of `ntoskrnl.exe`.
@@ -332,22 +333,68 @@ pub unsafe fn set_io_status(irp: *mut IRP, status: NTSTATUS, information: usize)
 /// ntoskrnl exports the variable `PsProcessType` (a POBJECT_TYPE). C reaches
 /// it through the import slot, which is why the DDK declares it
 /// `POBJECT_TYPE *` and code writes `*PsProcessType`. A raw-dylib import
-/// binds the Rust static to the variable itself (dllimport), so on the mingw
-/// path the static's value already is the POBJECT_TYPE. (Measured under Wine:
-/// dereferencing once more gives STATUS_OBJECT_TYPE_MISMATCH.)
+/// binds the Rust static to the variable itself (dllimport), so the static's
+/// value already is the POBJECT_TYPE. (Measured under Wine: dereferencing
+/// once more gives STATUS_OBJECT_TYPE_MISMATCH.)
+///
+/// Both paths read it through such an import. The mingw bindings are all
+/// raw-dylib (build.rs). wdk-sys declares the variable as a plain extern
+/// static with no dllimport, so its `PsProcessType` names a symbol that no
+/// import library defines (only `__imp_PsProcessType` exists: the link fails
+/// with an undefined `PsProcessType`; windows-drivers-rs issue 338 is the
+/// same for PsInitialSystemProcess). The wdk path therefore declares its own
+/// raw-dylib import below and never touches wdk-sys's.
 ///
 /// # Safety
 /// Reads an exported kernel variable.
 #[inline]
 pub unsafe fn process_object_type() -> POBJECT_TYPE {
     #[cfg(feature = "mingw")]
-    // SAFETY: the import is the variable itself (see above).
+    // SAFETY: the import is the variable itself (see above); ntoskrnl sets
+    // it before any driver loads and never changes it.
     unsafe {
         core::ptr::addr_of!(PsProcessType).cast::<POBJECT_TYPE>().read()
     }
     #[cfg(feature = "wdk")]
-    // SAFETY: as the DDK's C code does.
+    // SAFETY: as on the mingw path: the raw-dylib import is the variable.
     unsafe {
-        *PsProcessType
+        wdk_data::PS_PROCESS_TYPE
+    }
+}
+
+/// The kernel data exports the wdk path reads (see [`process_object_type`]).
+#[cfg(feature = "wdk")]
+mod wdk_data {
+    use super::POBJECT_TYPE;
+
+    #[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+    unsafe extern "C" {
+        #[link_name = "PsProcessType"]
+        pub static PS_PROCESS_TYPE: POBJECT_TYPE;
+        #[link_name = "SeTokenObjectType"]
+        pub static SE_TOKEN_OBJECT_TYPE: POBJECT_TYPE;
+    }
+}
+
+/// `*SeTokenObjectType`: the token object type (ident.rs opens the create's
+/// subject-context token by pointer). The same kind of data import as
+/// `PsProcessType`, reached the same way on each path (see
+/// [`process_object_type`]): on the wdk path through our own raw-dylib
+/// import in `wdk_data`, never wdk-sys's plain extern static.
+///
+/// # Safety
+/// Reads an exported kernel variable.
+#[inline]
+pub unsafe fn token_object_type() -> POBJECT_TYPE {
+    #[cfg(feature = "mingw")]
+    // SAFETY: the raw-dylib import is the variable itself, a POBJECT_TYPE
+    // that ntoskrnl sets before any driver loads and never changes.
+    unsafe {
+        core::ptr::addr_of!(SeTokenObjectType).cast::<POBJECT_TYPE>().read()
+    }
+    #[cfg(feature = "wdk")]
+    // SAFETY: as on the mingw path: the raw-dylib import is the variable.
+    unsafe {
+        wdk_data::SE_TOKEN_OBJECT_TYPE
     }
 }

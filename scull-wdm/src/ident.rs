@@ -1,17 +1,24 @@
-//! Who is calling: the user SID of the requesting process's primary token,
-//! and whether that token is an administrator.
+//! Who is calling: the user SID of the requestor's token, and whether that
+//! token is an administrator.
 //!
-//! The path is the one that works on real Windows and under Wine alike:
-//! `IoGetRequestorProcess` → `ObOpenObjectByPointer(*PsProcessType)` →
-//! `ZwOpenProcessTokenEx` → `ZwQueryInformationToken(TokenUser, TokenGroups)`.
-//! (SeCaptureSubjectContext, SeQueryInformationToken and SeTokenIsAdmin are
-//! crash stubs in Wine.) "Administrator" means the token holds
-//! BUILTIN\Administrators (S-1-5-32-544) enabled, not deny-only: a filtered
-//! (UAC) token is not privileged. Call at PASSIVE_LEVEL.
+//! The token: in IRP_MJ_CREATE, the create's subject security context
+//! (client token when the opener impersonates, else its primary token),
+//! opened with `ObOpenObjectByPointer(*SeTokenObjectType)`; otherwise, or when
+//! the create carries no context (Wine), the requesting process's primary
+//! token: `IoGetRequestorProcess` → `ObOpenObjectByPointer(*PsProcessType)` →
+//! `ZwOpenProcessTokenEx`. Either handle is then read with
+//! `ZwQueryInformationToken(TokenUser, TokenGroups)` into pool buffers sized
+//! from ReturnLength. (SeCaptureSubjectContext, SeQueryInformationToken and
+//! SeTokenIsAdmin are crash stubs in Wine.) "Administrator" means the token
+//! holds BUILTIN\Administrators (S-1-5-32-544) enabled, not deny-only: a
+//! filtered (UAC) token is not privileged. Call at PASSIVE_LEVEL.
 
 use crate::ddk::*;
+use crate::pool::{Block, Pool};
 use core::ptr;
 use scull_core::access::Caller;
+use scull_core::mem::Platform;
+use scull_core::token::{query_sized, token_for_create, TokenChoice};
 
 /// `SECURITY_MAX_SID_SIZE`.
 const MAX_SID: usize = 68;
@@ -88,13 +95,80 @@ impl Drop for KHandle {
     }
 }
 
-/// A token-information buffer, aligned for the structures it receives.
-#[repr(C, align(8))]
-struct InfoBuf([u8; 1024]);
-
 /// The caller of `irp`: its user SID, and whether it is an administrator.
-/// `Err` carries the NTSTATUS of the step that failed.
+/// `Err` carries the NTSTATUS of the step that failed. PASSIVE_LEVEL.
+///
+/// Which token (issue 9 W4): in IRP_MJ_CREATE, the one the I/O manager
+/// captured in `Parameters.Create.SecurityContext->AccessState->
+/// SubjectSecurityContext`: the client token of an impersonating thread, else
+/// the primary token (`scull_core::token::token_for_create`). Everywhere else
+/// (ioctls carry no security context), and in a create without one (Wine
+/// passes a NULL SecurityContext), the requesting process's primary token.
 pub fn caller(irp: *mut IRP) -> Result<Caller<Sid>, NTSTATUS> {
+    let token = match token_for_create(create_subject(irp)) {
+        TokenChoice::Subject(t) => open_token_object(t)?,
+        TokenChoice::ProcessToken => open_process_token(irp)?,
+    };
+    let (user, admin) = identity(&token)?;
+    if crate::testmode::identity_mode() {
+        // Test identity mode: one pseudo user per process; a process that
+        // gave up the override is not privileged (see `testmode`).
+        let pid = crate::testmode::current_pid();
+        return Ok(Caller::new(Sid::pseudo(pid), admin && !crate::testmode::demoted(pid)));
+    }
+    Ok(Caller::new(user, admin))
+}
+
+/// The `(ClientToken, PrimaryToken)` of a create's subject security context,
+/// or None when `irp` is not a create or carries no context.
+fn create_subject(irp: *mut IRP) -> Option<(Option<PVOID>, Option<PVOID>)> {
+    let some = |t: PVOID| (!t.is_null()).then_some(t);
+    // SAFETY: a valid IRP in dispatch; its current stack location is valid.
+    // For a create, SecurityContext is NULL or points at the I/O manager's
+    // IO_SECURITY_CONTEXT, whose AccessState (NULL or valid) lives until the
+    // create completes, which is after this dispatch-time read.
+    unsafe {
+        let sl = IoGetCurrentIrpStackLocation(irp);
+        if (*sl).MajorFunction as u32 != IRP_MJ_CREATE {
+            return None;
+        }
+        let sc = (*sl).Parameters.Create.SecurityContext;
+        if sc.is_null() || (*sc).AccessState.is_null() {
+            return None;
+        }
+        let subject = &(*(*sc).AccessState).SubjectSecurityContext;
+        Some((some(subject.ClientToken), some(subject.PrimaryToken)))
+    }
+}
+
+/// A kernel handle (TOKEN_QUERY) to the token object `token`.
+///
+/// ObOpenObjectByPointer with the token object type, not
+/// SeQuerySubjectContextToken/SeQueryInformationToken: the same handle-based
+/// query then serves both token sources, and the Se* routines crash in Wine
+/// (the path must at least link and load there). Measured under Wine 8 with
+/// a token object from ObReferenceObjectByHandle: this call passes the object
+/// type check and then fails with STATUS_INVALID_HANDLE (Wine's kernel token
+/// objects have no server object behind them), while the process type gives
+/// STATUS_OBJECT_TYPE_MISMATCH; so `token_object_type` reads the right type,
+/// and the rest of this path runs on Windows only (Wine never passes a
+/// subject context).
+fn open_token_object(token: PVOID) -> Result<KHandle, NTSTATUS> {
+    let mut h: HANDLE = ptr::null_mut();
+    // SAFETY: `token` is a referenced token object of the create's subject
+    // context (valid during dispatch); the handle is a kernel handle we close.
+    let st = unsafe {
+        ObOpenObjectByPointer(token, OBJ_KERNEL_HANDLE, ptr::null_mut(), TOKEN_QUERY, token_object_type(), KernelMode as _, &mut h)
+    };
+    if st < 0 {
+        return Err(st);
+    }
+    Ok(KHandle(h))
+}
+
+/// A kernel handle (TOKEN_QUERY) to the primary token of the process that
+/// requested `irp` (the current process when the I/O manager names none).
+fn open_process_token(irp: *mut IRP) -> Result<KHandle, NTSTATUS> {
     // SAFETY: a valid IRP in dispatch; the process pointer is not referenced
     // beyond ObOpenObjectByPointer, which takes its own reference.
     let process = unsafe { IoGetRequestorProcess(irp) };
@@ -127,42 +201,59 @@ pub fn caller(irp: *mut IRP) -> Result<Caller<Sid>, NTSTATUS> {
     if st < 0 {
         return Err(st);
     }
-    let token = KHandle(t);
+    Ok(KHandle(t))
+}
 
-    let mut buf = InfoBuf([0; 1024]);
-    let mut got = 0u32;
-    // SAFETY: the buffer is writable for its length.
-    let st = unsafe { ZwQueryInformationToken(token.0, TokenUser, buf.0.as_mut_ptr().cast(), buf.0.len() as u32, &mut got) };
-    if st < 0 {
-        return Err(st);
-    }
-    // SAFETY: on success the buffer starts with a TOKEN_USER whose SID points into it.
-    let user = unsafe { Sid::copy_from((*(buf.0.as_ptr() as *const TOKEN_USER)).User.Sid as *const u8) };
+/// One token-information record in a `'lucS'` pool block sized by the
+/// kernel's ReturnLength (`scull_core::token::query_sized`), and its length.
+/// The block is freed when dropped, on every path.
+fn query_token(token: &KHandle, class: TOKEN_INFORMATION_CLASS) -> Result<(Block, usize), NTSTATUS> {
+    query_sized(
+        |len| Pool.alloc_block(len).ok(),
+        |buf: &mut Block, len| {
+            let mut got = 0u32;
+            // SAFETY: the block is writable for `len` (<= its length) bytes and
+            // 16-byte aligned (pool), enough for every TOKEN_* record.
+            let st = unsafe { ZwQueryInformationToken(token.0, class, buf.as_mut_ptr().cast(), len as u32, &mut got) };
+            (st, got)
+        },
+    )
+}
 
-    // SAFETY: as above, for TOKEN_GROUPS.
-    let st = unsafe { ZwQueryInformationToken(token.0, TokenGroups, buf.0.as_mut_ptr().cast(), buf.0.len() as u32, &mut got) };
-    let admin = if st < 0 {
-        false
-    } else {
-        // SAFETY: a TOKEN_GROUPS with GroupCount entries, each SID inside the buffer.
-        unsafe {
-            let groups = buf.0.as_ptr() as *const TOKEN_GROUPS;
-            let n = (*groups).GroupCount as usize;
-            let first = ptr::addr_of!((*groups).Groups) as *const SID_AND_ATTRIBUTES;
-            (0..n).any(|i| {
-                let g = &*first.add(i);
-                let sid = Sid::copy_from(g.Sid as *const u8);
-                sid.as_bytes() == ADMINS
-                    && g.Attributes & SE_GROUP_ENABLED != 0
-                    && g.Attributes & SE_GROUP_USE_FOR_DENY_ONLY == 0
-            })
+/// The user SID of `token`, and whether it holds BUILTIN\Administrators
+/// enabled (not deny-only). A failed TokenGroups query means "not an
+/// administrator", never a failed open.
+fn identity(token: &KHandle) -> Result<(Sid, bool), NTSTATUS> {
+    let (buf, _) = query_token(token, TokenUser)?;
+    // SAFETY: on success the block starts with a TOKEN_USER whose SID points
+    // into the block (alive until `buf` drops, after the copy).
+    let user = unsafe { Sid::copy_from((*(buf.as_ptr() as *const TOKEN_USER)).User.Sid as *const u8) };
+    drop(buf);
+    let admin = match query_token(token, TokenGroups) {
+        Err(st) => {
+            kprint!("TokenGroups query failed ({:#x}): the administrator override is not applied", st);
+            false
+        }
+        Ok((buf, len)) => {
+            let groups = buf.as_ptr() as *const TOKEN_GROUPS;
+            let first = core::mem::offset_of!(TOKEN_GROUPS, Groups);
+            // SAFETY: a TOKEN_GROUPS record fills the first `len` bytes; its
+            // GroupCount is read only if the header fits.
+            let n = if len >= first { unsafe { (*groups).GroupCount as usize } } else { 0 };
+            let n = n.min(len.saturating_sub(first) / core::mem::size_of::<SID_AND_ATTRIBUTES>());
+            // SAFETY: `n` SID_AND_ATTRIBUTES entries lie inside the record,
+            // each SID pointing into the block, which lives until this arm ends.
+            unsafe {
+                let entries = ptr::addr_of!((*groups).Groups) as *const SID_AND_ATTRIBUTES;
+                (0..n).any(|i| {
+                    let g = &*entries.add(i);
+                    let sid = Sid::copy_from(g.Sid as *const u8);
+                    sid.as_bytes() == ADMINS
+                        && g.Attributes & SE_GROUP_ENABLED != 0
+                        && g.Attributes & SE_GROUP_USE_FOR_DENY_ONLY == 0
+                })
+            }
         }
     };
-    if crate::testmode::identity_mode() {
-        // Test identity mode: one pseudo user per process; a process that
-        // gave up the override is not privileged (see `testmode`).
-        let pid = crate::testmode::current_pid();
-        return Ok(Caller::new(Sid::pseudo(pid), admin && !crate::testmode::demoted(pid)));
-    }
-    Ok(Caller::new(user, admin))
+    Ok((user, admin))
 }

@@ -9,9 +9,6 @@
 #![allow(clippy::missing_safety_doc)]
 
 #[cfg(feature = "wdk")]
-extern crate wdk_panic;
-
-#[cfg(feature = "wdk")]
 #[global_allocator]
 static GLOBAL_ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
 
@@ -21,6 +18,7 @@ mod acl;
 mod ddk;
 mod dev;
 mod dispatch;
+mod evlog;
 mod ident;
 mod irpq;
 #[cfg(feature = "oracle")]
@@ -48,6 +46,7 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
         Ok(n) => n,
         Err(what) => {
             kprint!("bad registry parameter {what}; not loading");
+            evlog::load_refused(driver, evlog::Refused::Parameter, what, STATUS_INVALID_PARAMETER);
             return STATUS_INVALID_PARAMETER;
         }
     };
@@ -67,6 +66,7 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
     };
     let Some(dacl) = acl::parse(sddl) else {
         kprint!("bad registry parameter scull_sddl (supported: D:[P](A;;rights;;;sid)...); not loading");
+        evlog::load_refused(driver, evlog::Refused::Sddl, "scull_sddl", STATUS_INVALID_PARAMETER);
         return STATUS_INVALID_PARAMETER;
     };
     if let Err(st) = acl::build(&dacl) {
@@ -157,12 +157,34 @@ fn report_leaks(when: &str) {
     kprint!("{}: outstanding 'lucS' blocks: {}", when, n);
 }
 
-#[cfg(feature = "mingw")]
+/// The bugcheck code of a Rust panic: ASCII "RPNC", the code wdk-panic 0.5
+/// uses, so a dump reads like any windows-drivers-rs driver's.
+const RUST_PANIC_BUGCHECK: u32 = u32::from_be_bytes(*b"RPNC");
+
+/// Set by the first panic: a panic while printing the first one's message
+/// goes straight to the bugcheck.
+static PANICKING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// The panic handler of both binding paths (one function, no cfg), so a
+/// panic stops the machine alike whichever path built scull.sys, at any
+/// IRQL (under a spin lock too): print the message (DbgPrintEx, callable at
+/// any IRQL with a `%s` format), then KeBugCheckEx(RPNC, file name pointer,
+/// file name length, line, column).
+///
+/// The parameters are wdk-panic 0.5's. Its handler is not used because it
+/// exists on the wdk path only, prints nothing, and in debug builds first
+/// calls DbgBreakPoint, which without a kernel debugger is a different
+/// bugcheck (a breakpoint exception) from the release build's.
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    kprint!("panic: {}", info.message());
-    let line = info.location().map_or(0, |l| l.line());
-    // SAFETY: stopping the machine is the only safe reaction to a broken
-    // invariant in kernel mode. 0xDEADDEAD: MANUALLY_INITIATED_CRASH1.
-    unsafe { KeBugCheckEx(0xDEAD_DEAD, line as _, 0, 0, 0) }
+    if !PANICKING.swap(true, Ordering::Relaxed) {
+        kprint!("panic: {}", info.message());
+    }
+    let (file, file_len, line, column) = info.location().map_or((0, 0, 0, 0), |l| {
+        (l.file().as_ptr() as usize, l.file().len(), l.line() as usize, l.column() as usize)
+    });
+    // SAFETY: KeBugCheckEx has no preconditions on its arguments and may be
+    // called at any IRQL; stopping the machine is the only safe reaction to a
+    // broken invariant in kernel mode.
+    unsafe { KeBugCheckEx(RUST_PANIC_BUGCHECK as _, file as _, file_len as _, line as _, column as _) }
 }

@@ -62,6 +62,9 @@ same_size!(b::FILE_END_OF_FILE_INFORMATION, wss::FILE_END_OF_FILE_INFORMATION);
 same_size!(b::KEY_VALUE_PARTIAL_INFORMATION, wss::KEY_VALUE_PARTIAL_INFORMATION);
 same_size!(b::TOKEN_USER, windows_sys::Win32::Security::TOKEN_USER);
 same_size!(b::SID_AND_ATTRIBUTES, windows_sys::Win32::Security::SID_AND_ATTRIBUTES);
+same_size!(b::IO_SECURITY_CONTEXT, wf::IO_SECURITY_CONTEXT);
+same_size!(b::SECURITY_SUBJECT_CONTEXT, wf::SECURITY_SUBJECT_CONTEXT);
+same_size!(b::IO_ERROR_LOG_PACKET, wss::IO_ERROR_LOG_PACKET);
 
 // IRP
 same_offset!(b::IRP, AssociatedIrp.SystemBuffer; wf::IRP, AssociatedIrp.SystemBuffer);
@@ -93,6 +96,20 @@ at!(b::IO_STACK_LOCATION, Parameters.DeviceIoControl.InputBufferLength, PARAMS +
 at!(b::IO_STACK_LOCATION, Parameters.DeviceIoControl.IoControlCode, PARAMS + 16);
 at!(b::IO_STACK_LOCATION, Parameters.QueryFile.FileInformationClass, PARAMS + 8);
 at!(b::IO_STACK_LOCATION, Parameters.SetFile.FileInformationClass, PARAMS + 8);
+
+// The create's subject security context (ident.rs)
+same_offset!(b::IO_SECURITY_CONTEXT, AccessState; wf::IO_SECURITY_CONTEXT, AccessState);
+same_offset!(b::ACCESS_STATE, SubjectSecurityContext; wf::ACCESS_STATE, SubjectSecurityContext);
+same_offset!(b::SECURITY_SUBJECT_CONTEXT, ClientToken; wf::SECURITY_SUBJECT_CONTEXT, ClientToken);
+same_offset!(b::SECURITY_SUBJECT_CONTEXT, PrimaryToken; wf::SECURITY_SUBJECT_CONTEXT, PrimaryToken);
+
+// The error-log entry of a refused load (evlog.rs)
+same_offset!(b::IO_ERROR_LOG_PACKET, DumpDataSize; wss::IO_ERROR_LOG_PACKET, DumpDataSize);
+same_offset!(b::IO_ERROR_LOG_PACKET, NumberOfStrings; wss::IO_ERROR_LOG_PACKET, NumberOfStrings);
+same_offset!(b::IO_ERROR_LOG_PACKET, StringOffset; wss::IO_ERROR_LOG_PACKET, StringOffset);
+same_offset!(b::IO_ERROR_LOG_PACKET, ErrorCode; wss::IO_ERROR_LOG_PACKET, ErrorCode);
+same_offset!(b::IO_ERROR_LOG_PACKET, UniqueErrorValue; wss::IO_ERROR_LOG_PACKET, UniqueErrorValue);
+same_offset!(b::IO_ERROR_LOG_PACKET, FinalStatus; wss::IO_ERROR_LOG_PACKET, FinalStatus);
 
 // DEVICE_OBJECT, DRIVER_OBJECT, FILE_OBJECT
 same_offset!(b::DEVICE_OBJECT, Flags; wf::DEVICE_OBJECT, Flags);
@@ -135,6 +152,10 @@ const _: () = {
     arity!(wss::KeInitializeSemaphore, b::KeInitializeSemaphore, _, _, _);
     arity!(wss::KeReleaseSemaphore, b::KeReleaseSemaphore, _, _, _, _);
     arity!(wss::KeWaitForSingleObject, b::KeWaitForSingleObject, _, _, _, _, _);
+    arity!(wss::KeEnterCriticalRegion, b::KeEnterCriticalRegion,);
+    arity!(wss::KeLeaveCriticalRegion, b::KeLeaveCriticalRegion,);
+    arity!(wss::IoAllocateErrorLogEntry, b::IoAllocateErrorLogEntry, _, _);
+    arity!(wss::IoWriteErrorLogEntry, b::IoWriteErrorLogEntry, _);
     arity!(wss::ExAllocatePoolWithTag, b::ExAllocatePoolWithTag, _, _, _);
     arity!(wss::ExFreePoolWithTag, b::ExFreePoolWithTag, _, _);
     arity!(wfs::ObOpenObjectByPointer, b::ObOpenObjectByPointer, _, _, _, _, _, _, _);

@@ -3,7 +3,12 @@
 //!
 //! - [`SemLock`]: a `KSEMAPHORE` with count 1 (LDD3's `struct semaphore`),
 //!   taken at PASSIVE_LEVEL only, for the quantum stores. The holder may touch
-//!   pageable memory; nobody waits for data while holding it.
+//!   pageable memory; nobody waits for data while holding it. The whole hold
+//!   is a critical region (KeEnterCriticalRegion before the wait,
+//!   KeLeaveCriticalRegion after the release): normal kernel APCs, and with
+//!   them thread suspension, are held off while the thread owns the
+//!   semaphore, so a suspended holder cannot leave every other caller
+//!   blocked in a non-alertable wait (issue 9 W2).
 //! - [`SpinLock`]: a `KSPIN_LOCK` (raise to DISPATCH_LEVEL), for the pipes and
 //!   the pended-IRP queues. Holders touch only non-paged memory (pool blocks
 //!   and the system buffers of buffered I/O) and never wait.
@@ -38,19 +43,50 @@ impl<T> SemLock<T> {
         unsafe { KeInitializeSemaphore(self.sem.get(), 1, 1) }
     }
 
-    /// Waits for the semaphore (non-alertable, kernel mode). PASSIVE_LEVEL only.
+    /// Enters a critical region, then waits for the semaphore
+    /// (non-alertable, kernel mode). PASSIVE_LEVEL only.
     pub fn lock(&self) -> SemGuard<'_, T> {
+        // Entered first, so that the thread cannot be suspended between
+        // acquiring the semaphore and the guard existing.
+        let region = CriticalRegion::enter();
         // SAFETY: the semaphore was initialised in place (`init` contract); an
-        // infinite wait on a dispatcher object at PASSIVE_LEVEL.
+        // infinite wait on a dispatcher object at PASSIVE_LEVEL (a critical
+        // region does not raise the IRQL).
         let _ = unsafe {
             KeWaitForSingleObject(self.sem.get().cast(), Executive, KernelMode as _, 0, core::ptr::null_mut())
         };
-        SemGuard { lock: self }
+        SemGuard { lock: self, _region: region }
     }
 }
 
+/// A critical region (normal kernel APCs disabled for the current thread),
+/// left on drop. Must be dropped on the thread that entered it.
+struct CriticalRegion(core::marker::PhantomData<*mut ()>);
+
+impl CriticalRegion {
+    fn enter() -> CriticalRegion {
+        // SAFETY: callable at IRQL <= APC_LEVEL (the SemLock is taken at
+        // PASSIVE_LEVEL only); it only adjusts the current thread's
+        // kernel-APC-disable count, which `drop` restores on the same thread
+        // (the type is !Send).
+        unsafe { KeEnterCriticalRegion() };
+        CriticalRegion(core::marker::PhantomData)
+    }
+}
+
+impl Drop for CriticalRegion {
+    fn drop(&mut self) {
+        // SAFETY: pairs with the KeEnterCriticalRegion in `enter`, on the same
+        // thread (!Send), at the IRQL it was entered at.
+        unsafe { KeLeaveCriticalRegion() };
+    }
+}
+
+/// Holds the semaphore, inside a critical region. Dropping it releases the
+/// semaphore first, then leaves the region (the fields drop after `drop`).
 pub struct SemGuard<'a, T> {
     lock: &'a SemLock<T>,
+    _region: CriticalRegion,
 }
 
 impl<T> Deref for SemGuard<'_, T> {

@@ -1,7 +1,7 @@
 //! Host targets: unit/property/fault tests, loom, the model conformance run,
 //! the model demo and the core benchmark.
 
-use crate::util::{cargo, run, step, Result};
+use crate::util::{cargo, run, show, step, Result};
 
 pub fn test() -> Result {
     step("host: cargo test (workspace)");
@@ -27,7 +27,7 @@ pub fn conformance() -> Result {
 
 pub fn demo() -> Result {
     step("demo: the model device");
-    run(cargo().args(["run", "--quiet", "-p", "scull-tool", "--", "demo", "--target", "model"]))
+    show(cargo().args(["run", "--quiet", "-p", "scull-tool", "--", "demo", "--target", "model"]))
 }
 
 pub fn bench_core() -> Result {

@@ -514,9 +514,80 @@ fn check_install(inf: &Inf, ins: &Section, f: &mut Vec<Finding>) {
                 Some(s) => check_service(inf, s, &copied, f),
             },
         }
+        check_event_log(inf, a, &fields, f);
     }
     if !found {
         f.push(Finding::error(svc.line, format!("[{svc_name}] has no AddService for the `{SERVICE}` service")));
+    }
+}
+
+/// The message file of the generic I/O error-log messages (IO_ERR_*), as an
+/// INF writes it (`%%` is a literal `%`).
+pub const IO_LOG_MSG: &str = "%%SystemRoot%%\\System32\\IoLogMsg.dll";
+
+/// AddService's event-log fields: the driver writes IO_ERR_* error-log
+/// entries when it refuses to load (scull-wdm/src/evlog.rs), so the service
+/// must be an event source of the System log (field 5 empty or `System`,
+/// field 6 empty or the service name) whose install section sets, under HKR
+/// (the source's key), EventMessageFile = IoLogMsg.dll (REG_EXPAND_SZ) and a
+/// TypesSupported (REG_DWORD) that includes errors (bit 0x1).
+fn check_event_log(inf: &Inf, add: &Entry, fields: &[String], f: &mut Vec<Finding>) {
+    let Some(sec) = fields.get(3).filter(|s| !s.is_empty()) else {
+        f.push(Finding::error(add.line, "AddService for scull names no event-log install section (field 4)"));
+        return;
+    };
+    if let Some(log) = fields.get(4).filter(|s| !s.is_empty() && !s.eq_ignore_ascii_case("System")) {
+        f.push(Finding::error(add.line, format!("event log type `{log}`: the driver's entries go to the System log")));
+    }
+    if let Some(name) = fields.get(5).filter(|s| !s.is_empty() && !inf.expand(s).eq_ignore_ascii_case(SERVICE)) {
+        f.push(Finding::error(add.line, format!("event source `{name}`: IoWriteErrorLogEntry logs under the driver's name `{SERVICE}`")));
+    }
+    let Some(install) = inf.section(sec) else {
+        f.push(Finding::error(add.line, format!("event-log install section [{sec}] not found")));
+        return;
+    };
+    let mut message_file = false;
+    let mut types = false;
+    for list in install.values("AddReg").flat_map(|a| a.fields()).filter(|x| !x.is_empty()) {
+        let Some(reg) = inf.section(&list) else {
+            f.push(Finding::error(install.line, format!("AddReg section [{list}] not found")));
+            continue;
+        };
+        for e in &reg.entries {
+            let raw = match &e.key {
+                Some(k) => format!("{k}={}", e.value),
+                None => e.value.clone(),
+            };
+            let fl = split_fields(&raw);
+            let get = |i: usize| fl.get(i).cloned().unwrap_or_default();
+            if !get(0).eq_ignore_ascii_case("HKR") || !get(1).is_empty() {
+                f.push(Finding::error(e.line, format!("event-source value `{raw}` must be HKR,, (the source's own key)")));
+                continue;
+            }
+            let flags = parse_num(&get(3)).unwrap_or(0);
+            match get(2).to_ascii_lowercase().as_str() {
+                "eventmessagefile" => {
+                    let v = inf.expand(&get(4));
+                    if flags & 0xffff_fffd != 0x0002_0000 || !v.eq_ignore_ascii_case(IO_LOG_MSG) {
+                        f.push(Finding::error(e.line, format!("EventMessageFile must be REG_EXPAND_SZ (0x00020000) `{IO_LOG_MSG}`, is {flags:#010x} `{v}`")));
+                    }
+                    message_file = true;
+                }
+                "typessupported" => {
+                    if flags & 0xffff_fffd != 0x0001_0001 || parse_num(&get(4)).is_none_or(|t| t & 1 == 0) {
+                        f.push(Finding::error(e.line, "TypesSupported must be a REG_DWORD that includes EVENTLOG_ERROR_TYPE (1)"));
+                    }
+                    types = true;
+                }
+                _ => {}
+            }
+        }
+    }
+    if !message_file {
+        f.push(Finding::error(install.line, format!("[{sec}] sets no EventMessageFile")));
+    }
+    if !types {
+        f.push(Finding::error(install.line, format!("[{sec}] sets no TypesSupported")));
     }
 }
 
@@ -753,6 +824,26 @@ mod tests {
         assert!(has(&errors(&text), "default device ACL"));
         let text = mutate(&real(), "ProviderName       = \"scull-rs\"", "");
         assert!(has(&errors(&text), "%ProviderName% not defined"));
+    }
+
+    #[test]
+    fn catches_event_log_mistakes() {
+        let text = mutate(&real(), ",Scull.EventLog,System,scull", "");
+        assert!(has(&errors(&text), "names no event-log install section"));
+        let text = mutate(&real(), ",Scull.EventLog,System,scull", ",Scull.EventLog,Application,scull");
+        assert!(has(&errors(&text), "event log type `Application`"));
+        let text = mutate(&real(), ",Scull.EventLog,System,scull", ",Scull.EventLog,System,other");
+        assert!(has(&errors(&text), "event source `other`"));
+        let text = mutate(&real(), "\\System32\\IoLogMsg.dll", "\\System32\\scull.sys");
+        assert!(has(&errors(&text), "EventMessageFile must be"));
+        let text = mutate(&real(), "EventMessageFile,0x00020000", "EventMessageFile,0x00000000");
+        assert!(has(&errors(&text), "EventMessageFile must be"));
+        let text = mutate(&real(), "HKR,,TypesSupported,0x00010001,7", "");
+        assert!(has(&errors(&text), "sets no TypesSupported"));
+        let text = mutate(&real(), "HKR,,TypesSupported,0x00010001,7", "HKR,,TypesSupported,0x00010001,6");
+        assert!(has(&errors(&text), "EVENTLOG_ERROR_TYPE"));
+        let text = mutate(&real(), "HKR,,EventMessageFile", "HKLM,,EventMessageFile");
+        assert!(has(&errors(&text), "must be HKR,,"));
     }
 
     #[test]

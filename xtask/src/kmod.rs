@@ -332,9 +332,9 @@ pub struct Tree<'a> {
 pub fn build() -> Result<PathBuf> {
     let t0 = Instant::now();
     setup()?;
-    eprintln!("kmod: chroot and metadata ready ({:.0} s)", t0.elapsed().as_secs_f64());
+    crate::util::note(&format!("kmod: chroot and metadata ready ({:.0} s)", t0.elapsed().as_secs_f64()));
     let ko = build_against(&Tree { kdir: HEADERS, make_vars: format!("KERNELRELEASE={KREL}"), suffix: "", binds: Vec::new() })?;
-    eprintln!("kmod: done in {:.0} s", t0.elapsed().as_secs_f64());
+    crate::util::note(&format!("kmod: done in {:.0} s", t0.elapsed().as_secs_f64()));
     Ok(ko)
 }
 

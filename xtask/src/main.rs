@@ -6,13 +6,17 @@ mod kdebug;
 mod kmod;
 mod qemu;
 mod util;
+mod wdkcheck;
 mod wdm;
 mod wine;
 
-use util::{step, Result};
+use util::Result;
 
 const USAGE: &str = "\
-usage: cargo xtask <command>
+usage: cargo xtask [-v] <command>
+
+  -v, --verbose  stream every command's output (default: one line per step,
+                 the output in target/logs/<step>.log, shown when it fails)
 
   demo        run the demo end to end (model device)
   test        run every test (unit, property, fault injection, loom, conformance
@@ -22,6 +26,8 @@ usage: cargo xtask <command>
   bench       every benchmark (core, and the devices on each target)
   conformance run the conformance suite against the host model
   wdm         cross-build scull.sys (+ scull.pdb) into target/wdm/
+  wdk-check   build, clippy and link the wdk-sys path of scull.sys on Linux (patched
+              wdk-build copy, mingw-w64 headers as the WDK); last line: wdk-check: ok
   wine        load scull.sys in Wine and run the conformance suite there (`wine demo`: the demo)
   inf-check   check inf/scull.inx (sections, keys, isolation rules) [FILE]
   kmod        build scull.ko for Debian's 7.3.4 kernel (trixie chroot, cached)
@@ -31,7 +37,11 @@ usage: cargo xtask <command>
 ";
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "-v" || a == "--verbose") {
+        args.remove(i);
+        util::set_verbose(true);
+    }
     let cmd = args.first().map(String::as_str).unwrap_or("help");
     let rest = if args.is_empty() { &[][..] } else { &args[1..] };
     let r: Result = match cmd {
@@ -41,6 +51,7 @@ fn main() {
         "bench" => bench(rest),
         "conformance" => host::conformance(),
         "wdm" => wdm::run(rest),
+        "wdk-check" => wdkcheck::run_check(rest),
         "wine" => wine::run_suite(rest),
         "inf-check" => inf::main(rest),
         "kmod" => kmod::kmod(rest),
@@ -51,6 +62,7 @@ fn main() {
         }
         other => Err(format!("unknown command `{other}`\n{USAGE}")),
     };
+    util::end_step(r.is_ok());
     if let Err(e) = r {
         eprintln!("xtask {cmd}: error: {e}");
         std::process::exit(1);
@@ -58,27 +70,30 @@ fn main() {
 }
 
 fn demo(_args: &[String]) -> Result {
+    util::section("demo: the model device (scull-core on the host, no driver)");
     host::demo()?;
-    step("demo: scull.sys under Wine");
+    util::section("demo: scull.sys under Wine");
     wine::demo()?;
-    step("demo: scull.ko in QEMU");
+    util::section("demo: scull.ko in QEMU");
     qemu::qemu(&["--demo".into()])
 }
 
 fn bench(_args: &[String]) -> Result {
     host::bench_core()?;
-    step("bench: the Linux module in QEMU");
+    util::section("bench: the Linux module in QEMU");
     qemu::qemu(&["--bench".into()])?;
-    step("bench: scull.sys under Wine (reference figures only)");
+    util::section("bench: scull.sys under Wine (reference figures only)");
     wine::bench()
 }
 
 fn test(_args: &[String]) -> Result {
     host::test()?;
-    step("test: the Windows driver under Wine");
+    util::section("test: the wdk-sys path of the Windows driver (wdk-check)");
+    wdkcheck::run_check(&[])?;
+    util::section("test: the Windows driver under Wine");
     wine::run_suite(&[])?;
-    step("test: the Linux module in QEMU");
+    util::section("test: the Linux module in QEMU");
     qemu::qemu(&[])?;
-    step("test: the Linux module in QEMU on the debug kernel (KASAN, lockdep, kmemleak, failslab; 2 vCPUs)");
+    util::section("test: the Linux module in QEMU on the debug kernel (KASAN, lockdep, kmemleak, failslab; 2 vCPUs)");
     qemu::qemu(&["--debug-kernel".into()])
 }

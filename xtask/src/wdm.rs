@@ -1,7 +1,9 @@
 //! `cargo xtask wdm`: cross-builds scull.sys (and scull.pdb) on Linux.
 //!
-//! The driver crate (scull-wdm, its own workspace) is built for
-//! x86_64-pc-windows-msvc with rust-lld in lld-link mode; its build script
+//! The driver crate (scull-wdm, its own workspace) is built with
+//! `--no-default-features --features mingw` (its default feature is the
+//! Windows host's `wdk`) for x86_64-pc-windows-msvc with rust-lld in lld-link
+//! mode; its build script
 //! runs bindgen over the mingw-w64 DDK headers and adds the kernel-driver link
 //! flags. A `cargo check --features oracle` then compares the bindings'
 //! layouts with windows-sys's WDK metadata at compile time. The result is
@@ -23,6 +25,12 @@ const REQUIRED_IMPORTS: &[&str] = &[
     "ExFreePoolWithTag",
     "KeInitializeSemaphore",
     "KeReleaseSemaphore",
+    // The store semaphore's critical region (issue 9 W2).
+    "KeEnterCriticalRegion",
+    "KeLeaveCriticalRegion",
+    // The event-log entry of a refused load (issue 9 E).
+    "IoAllocateErrorLogEntry",
+    "IoWriteErrorLogEntry",
     "KeAcquireSpinLockRaiseToDpc",
     "IoCreateDevice",
     "IoCreateSymbolicLink",
@@ -54,14 +62,16 @@ pub fn build() -> Result<PathBuf> {
             "CARGO_TARGET_X86_64_PC_WINDOWS_MSVC_RUSTFLAGS",
             "-C linker-flavor=lld-link -C target-feature=+crt-static",
         )
-        .args(["build", "--release", "--target", DRIVER_TARGET, "--manifest-path"])
+        .args(["build", "--release", "--no-default-features", "--features", "mingw"])
+        .args(["--target", DRIVER_TARGET, "--manifest-path"])
         .arg(&manifest);
     crate::util::run(&mut c)?;
     step("wdm: layout oracle (cargo check --features oracle: bindings vs windows-sys WDK metadata)");
     let mut o = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     o.current_dir(root().join("scull-wdm"))
         .env("CARGO_TARGET_DIR", &cargo_target)
-        .args(["check", "--release", "--features", "oracle", "--target", DRIVER_TARGET, "--manifest-path"])
+        .args(["check", "--release", "--no-default-features", "--features", "oracle"])
+        .args(["--target", DRIVER_TARGET, "--manifest-path"])
         .arg(&manifest);
     crate::util::run(&mut o)?;
     let built = cargo_target.join(DRIVER_TARGET).join("release");
@@ -71,7 +81,7 @@ pub fn build() -> Result<PathBuf> {
     let pdb = out.join("scull.pdb");
     copy(&built.join("scull.dll"), &sys)?;
     copy(&built.join("scull.pdb"), &pdb)?;
-    check(&sys)?;
+    check(&sys, &["ntoskrnl.exe"])?;
     Ok(sys)
 }
 
@@ -79,8 +89,10 @@ fn copy(from: &std::path::Path, to: &std::path::Path) -> Result {
     std::fs::copy(from, to).map(|_| ()).map_err(|e| format!("copy {} -> {}: {e}", from.display(), to.display()))
 }
 
-/// Subsystem NATIVE and the required imports, read with objdump.
-fn check(sys: &std::path::Path) -> Result {
+/// Subsystem NATIVE, the required imports, and imports from the DLLs in
+/// `dlls` only (ntoskrnl.exe first), read with objdump. Shared with
+/// `cargo xtask wdk-check`. Returns the import count and the DLL names.
+pub fn check(sys: &std::path::Path, dlls: &[&str]) -> Result<(usize, Vec<String>)> {
     let dump = output(Command::new("x86_64-w64-mingw32-objdump").arg("-p").arg(sys))?;
     let native = dump.lines().any(|l| l.starts_with("Subsystem") && l.contains("(NT native)"));
     if !native {
@@ -99,11 +111,13 @@ fn check(sys: &std::path::Path) -> Result {
         return Err(format!("{}: missing imports {missing:?}", sys.display()));
     }
     let dll: Vec<&str> = dump.lines().filter_map(|l| l.trim().strip_prefix("DLL Name: ")).collect();
-    if dll != ["ntoskrnl.exe"] {
-        return Err(format!("{}: imports from {dll:?}; a kernel driver here imports ntoskrnl.exe only", sys.display()));
+    // One import descriptor per DLL, ntoskrnl.exe's first, nothing outside `dlls`.
+    let unique = dll.iter().enumerate().all(|(i, d)| !dll[..i].contains(d));
+    if dll.first() != dlls.first() || !unique || dll.iter().any(|d| !dlls.contains(d)) {
+        return Err(format!("{}: imports from {dll:?}; a kernel driver here imports from {dlls:?} only", sys.display()));
     }
     eprintln!("wdm: subsystem NATIVE; {} imports from {}", imports.len(), dll.join(", "));
-    Ok(())
+    Ok((imports.len(), dll.iter().map(|d| d.to_string()).collect()))
 }
 
 /// `cargo xtask wdm`: build, then print the path (last line of output).

@@ -13,6 +13,7 @@
 
 use crate::rng::Rng;
 use crate::backend::{Handle, OpenOpts, Target};
+use crate::progress::{Goal, Progress};
 use scull_core::devices::Dev;
 use scull_core::ioctl::{ctl_code, ioc, Cmd};
 use scull_core::store::Whence;
@@ -158,8 +159,10 @@ pub fn run(t: &'static dyn Target, o: &Options) -> Result<(), String> {
     let mut handles: Vec<Box<dyn Handle>> = Vec::new();
     let mut round = 0u64;
     let mut bad_pointer_ops = None;
+    let bar = Progress::start("fuzz", Goal::Seconds(o.seconds), "ops");
     while Instant::now() < deadline {
         round += 1;
+        bar.set(tally.ops);
         // Open/close churn.
         if handles.len() < 6 || rng.chance(20) {
             let (d, opts) = random_dev(t, &mut rng);
@@ -221,6 +224,7 @@ pub fn run(t: &'static dyn Target, o: &Options) -> Result<(), String> {
             }
         }
     }
+    drop(bar);
     handles.clear();
     still_works(t)?;
     let errs: Vec<String> = tally.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();

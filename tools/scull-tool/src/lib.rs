@@ -4,6 +4,8 @@ pub mod backend;
 pub mod bench;
 pub mod conformance;
 pub mod fuzz;
+pub mod hint;
+pub mod progress;
 pub mod rng;
 pub mod stress;
 #[cfg(target_os = "linux")]

@@ -1,188 +1,342 @@
-//! scull-tool: drive scull devices from user mode.
+//! scull-tool: drive scull devices from user mode. `scull-tool --help` lists
+//! the commands, `scull-tool <command> --help` their options; the reference
+//! is docs/scull-tool.md. Exit codes: 0 ok, 1 a failed check or operation,
+//! 2 a usage error.
 //!
-//! ```text
-//! scull-tool [--target T] <command> ...
-//!   write <dev> <text> [--offset N]   write text (e.g. scull0, scullpipe0)
-//!   read <dev> [--offset N] [--len N] read and print
-//!   cat <dev>                         read from 0 to the end
-//!   ioctl <name> [value]              run a scull ioctl on scull0 (e.g. qquantum, tquantum 64)
-//!   stats                             print the scullmem/scullpipe report
-//!   pipe-demo                         a blocked reader woken by a writer
-//!   demo                              all of the above, on one device set
-//!   conformance [--filter S]          the conformance suite
-//!   bench [--mib N] [--scale-mib N] [--baseline-dir D] [--reference]
-//!                                     throughput vs tmpfs, pipe(2); scaling
-//!   stress [--writers N] [--readers M] [--seconds S] [--processes] [--seed X]
-//!                                     concurrent pipe and store traffic, every record checked
-//!   fuzz [--seconds S] [--seed X]     hostile input; the devices must survive
-//!   fault-sweep [--max-k N] [--injector module|failslab]
-//!                                     (Linux, root) the k-th allocation fails, k swept over a
-//!                                     workload: scull.ko's scull_fail_at, or the kernel's failslab
-//!                                     through /proc/thread-self/fail-nth
-//!   scale-reference [--baseline-dir D] [--scale-mib N]
-//!                                     (Linux) tmpfs and plain-memory 256M-vs-1M, for bench's scaling
-//! ```
 //! Targets: `model` (in-process host model), plus the kernels this build
 //! supports (`windows`/`wine` on Windows, `linux`/`qemu` on Linux).
 
+use clap::{Parser, Subcommand, ValueEnum};
 use scull_core::devices::Dev;
 use scull_core::ioctl::Cmd;
 use scull_core::store::Whence;
 use scull_tool::backend::{self, Handle, OpenOpts, Target};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-struct Args {
-    words: Vec<String>,
+const AFTER_HELP: &str = "\
+Targets: model (the in-process host model, every build); linux, qemu (Linux
+builds: /dev/scull*); windows, wine (Windows builds: \\\\.\\Scull*). Without
+--target: windows on Windows, linux when /dev/scull0 exists, else model.
+
+Sizes take a suffix: 4096, 4K, 64M, 1G (powers of 1024), or 0x1000.
+Exit codes: 0 ok, 1 a failed check or operation, 2 a usage error.
+Reference: docs/scull-tool.md";
+
+#[derive(Parser)]
+#[command(name = "scull-tool", version, about = "Drive LDD3's scull devices from user mode: commands, the conformance suite, benchmarks, stress and fuzzing", after_help = AFTER_HELP)]
+struct Cli {
+    /// Device set to drive (model, linux, qemu, windows, wine; see below)
+    #[arg(long, global = true, value_name = "TARGET")]
     target: Option<String>,
-    offset: Option<i64>,
-    len: Option<usize>,
-    filter: Option<String>,
-    processes: bool,
-    reference: bool,
-    opts: std::collections::BTreeMap<String, String>,
+    #[command(subcommand)]
+    cmd: Command,
 }
 
-impl Args {
-    fn num<T: std::str::FromStr>(&self, key: &str, default: T) -> Result<T, String> {
-        match self.opts.get(key) {
-            Some(v) => v.parse().map_err(|_| format!("--{key}: bad value `{v}`")),
-            None => Ok(default),
-        }
+#[derive(Subcommand)]
+enum Command {
+    /// Write text to a device (a store write without --offset replaces its data, as LDD3's write-only open trims)
+    Write {
+        /// scull0-3, scullpipe0-3, scullsingle, sculluid, scullwuid, scullpriv
+        #[arg(value_parser = parse_dev)]
+        dev: Dev,
+        text: String,
+        /// Write at this position, keeping the rest of the data
+        #[arg(long, value_parser = parse_offset)]
+        offset: Option<i64>,
+    },
+    /// Read from a device and print it
+    Read {
+        #[arg(value_parser = parse_dev)]
+        dev: Dev,
+        /// Read from this position
+        #[arg(long, value_parser = parse_offset)]
+        offset: Option<i64>,
+        /// At most this many bytes
+        #[arg(long, value_parser = parse_size, default_value = "256")]
+        len: u64,
+    },
+    /// Read a device from 0 to the end and write it to stdout
+    Cat {
+        #[arg(value_parser = parse_dev)]
+        dev: Dev,
+    },
+    /// Run one scull ioctl on scull0 (e.g. `qquantum`, `tquantum 64`, `reset`, `stats`)
+    Ioctl {
+        #[arg(value_parser = parse_cmd)]
+        name: Cmd,
+        /// The value argument of S/T/X/H commands
+        #[arg(allow_negative_numbers = true)]
+        value: Option<i32>,
+    },
+    /// Print the scullmem / scullpipe report (the STATS ioctl, /proc on Linux)
+    Stats,
+    /// A reader blocked on an empty scullpipe0, woken by a writer 500 ms later
+    PipeDemo,
+    /// Every command above, on one device set
+    Demo,
+    /// The black-box conformance suite; ends with `<target>: N passed, M failed, K skipped`
+    Conformance {
+        /// Only the cases whose name contains this text
+        #[arg(long)]
+        filter: Option<String>,
+        /// `json` adds one JSON object per case (name, result, reason)
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Throughput of scull0 against a plain file, scullpipe0 against pipe(2), and scaling
+    Bench {
+        /// Bytes moved per figure (whole MiB)
+        #[arg(long, value_parser = parse_size, default_value = "64M")]
+        size: u64,
+        /// The large file of the scaling figure (whole MiB)
+        #[arg(long, value_parser = parse_size, default_value = "256M")]
+        scale_size: u64,
+        /// Directory of the baseline file (default: the temp directory)
+        #[arg(long)]
+        baseline_dir: Option<PathBuf>,
+        /// Print `reference NAME = X` instead of `ratio` (figures that are not the target's own, e.g. Wine)
+        #[arg(long)]
+        reference: bool,
+    },
+    /// Concurrent pipe and store traffic; every record is checked
+    Stress {
+        #[arg(long, default_value_t = 4)]
+        writers: usize,
+        #[arg(long, default_value_t = 4)]
+        readers: usize,
+        /// Seconds per part (pipe, then store)
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Workers are processes instead of threads
+        #[arg(long)]
+        processes: bool,
+        /// The scullpipe to use
+        #[arg(long, default_value_t = 0)]
+        pipe: u8,
+        /// Checksummed slots on scull0
+        #[arg(long, default_value_t = 1024)]
+        slots: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Hostile input for a while; the devices must survive and still work
+    Fuzz {
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Fixed seeds reproduce the same operation sequence
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// (Linux, root) make the k-th allocation fail, k swept over a workload: nothing lost, corrupt or leaked
+    #[cfg(target_os = "linux")]
+    FaultSweep {
+        /// Stop after this many injected failures
+        #[arg(long, default_value_t = 2000)]
+        max_k: u32,
+        /// module: scull.ko's scull_fail_at; failslab: the kernel's failslab
+        /// through /proc/thread-self/fail-nth (any slab allocation of this thread's syscalls)
+        #[arg(long, value_enum, default_value_t = InjectorArg::Module)]
+        injector: InjectorArg,
+    },
+    /// A plain file and plain memory over bench's two working sets (the scaling reference)
+    ScaleReference {
+        #[arg(long)]
+        baseline_dir: Option<PathBuf>,
+        #[arg(long, value_parser = parse_size, default_value = "256M")]
+        scale_size: u64,
+    },
+}
+
+/// `fault-sweep --injector`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InjectorArg {
+    Module,
+    Failslab,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+/// A size: digits with an optional K/M/G (powers of 1024, `KiB`/`MB` spellings
+/// too) or a 0x hex number.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let bad = || format!("`{s}` is not a size (e.g. 4096, 4K, 64M, 1G, 0x1000)");
+    if let Some(hex) = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        return u64::from_str_radix(hex, 16).map_err(|_| bad());
     }
-}
-
-fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
-    let mut a = Args {
-        words: Vec::new(),
-        target: None,
-        offset: None,
-        len: None,
-        filter: None,
-        processes: false,
-        reference: false,
-        opts: Default::default(),
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(bad()),
     };
-    while let Some(w) = it.next() {
-        let mut val = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
-        match w.as_str() {
-            "--target" => a.target = Some(val("--target")?),
-            "--offset" => a.offset = Some(val("--offset")?.parse().map_err(|e| format!("--offset: {e}"))?),
-            "--len" => a.len = Some(val("--len")?.parse().map_err(|e| format!("--len: {e}"))?),
-            "--filter" => a.filter = Some(val("--filter")?),
-            "--processes" => a.processes = true,
-            "--reference" => a.reference = true,
-            "--mib" | "--scale-mib" | "--baseline-dir" | "--writers" | "--readers" | "--seconds" | "--seed" | "--slots" | "--pipe" | "--max-k" | "--injector" => {
-                let v = val(&w)?;
-                a.opts.insert(w[2..].to_string(), v);
-            }
-            _ => a.words.push(w),
-        }
-    }
-    Ok(a)
+    n.checked_mul(1 << shift).ok_or_else(|| format!("`{s}` is too large"))
 }
 
-fn dev(name: &str) -> Result<Dev, String> {
-    Dev::parse(name).ok_or_else(|| format!("unknown device `{name}` (scull0, scullpipe0, scullsingle, sculluid, scullwuid, scullpriv)"))
+fn parse_offset(s: &str) -> Result<i64, String> {
+    let n = parse_size(s)?;
+    i64::try_from(n).map_err(|_| format!("`{s}` is beyond the largest position"))
+}
+
+fn whole_mib(what: &str, bytes: u64) -> Result<usize, String> {
+    if bytes == 0 || bytes % (1 << 20) != 0 {
+        return Err(format!("{what}: {bytes} bytes is not a whole number of MiB (e.g. 64M)"));
+    }
+    Ok((bytes >> 20) as usize)
+}
+
+fn parse_dev(name: &str) -> Result<Dev, String> {
+    Dev::parse(name).ok_or_else(|| format!("unknown device `{name}` (scull0-3, scullpipe0-3, scullsingle, sculluid, scullwuid, scullpriv)"))
+}
+
+fn parse_cmd(name: &str) -> Result<Cmd, String> {
+    Cmd::parse(name).ok_or_else(|| {
+        let all: Vec<&str> = Cmd::ALL.iter().map(|c| c.short()).collect();
+        format!("unknown ioctl `{name}` (one of: {})", all.join(", "))
+    })
 }
 
 fn e(what: &str) -> impl Fn(scull_core::Error) -> String + '_ {
     move |err| format!("{what}: {err}")
 }
 
+/// Exit status for usage errors (clap's own errors use it too).
+const USAGE: u8 = 2;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(code) = backend::child_main(&args) {
         return ExitCode::from(code);
     }
-    match run(args) {
+    if let Some(r) = internal(&args) {
+        return finish(r);
+    }
+    let cli = Cli::parse();
+    finish(run(cli))
+}
+
+fn finish(r: Result<ExitCode, String>) -> ExitCode {
+    match r {
         Ok(code) => code,
         Err(msg) => {
             eprintln!("scull-tool: {msg}");
-            ExitCode::from(2)
+            ExitCode::FAILURE
         }
     }
 }
 
-fn run(args: Vec<String>) -> Result<ExitCode, String> {
-    let a = parse(args.into_iter())?;
-    let name = a.target.clone().unwrap_or_else(|| backend::default_target().to_string());
-    let w: Vec<&str> = a.words.iter().map(String::as_str).collect();
-    if let ["__bench-pipe2-writer", n] = w.as_slice() {
-        scull_tool::bench::pipe_writer_child(None, n.parse().map_err(|_| "bytes")?)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let t = backend::target_by_name(&name).ok_or_else(|| format!("target `{name}` is not available in this build"))?;
+fn target(name: Option<&str>) -> Result<&'static dyn Target, String> {
+    let name = name.unwrap_or_else(|| backend::default_target());
+    let Some(t) = backend::target_by_name(name) else {
+        eprintln!("scull-tool: target `{name}` is not available in this build (see scull-tool --help)");
+        std::process::exit(USAGE.into());
+    };
     // Workers on other threads need a target that lives as long as the process.
-    let t: &'static dyn Target = Box::leak(t);
+    Ok(Box::leak(t))
+}
+
+/// The hidden child entry points (`[--target T] __name args...`), spawned by
+/// this tool itself for bench and stress workers; not part of the CLI.
+fn internal(args: &[String]) -> Option<Result<ExitCode, String>> {
+    let (name, w) = match args {
+        [flag, t, rest @ ..] if flag == "--target" => (Some(t.as_str()), rest),
+        rest => (None, rest),
+    };
+    let w: Vec<&str> = w.iter().map(String::as_str).collect();
+    if !w.first()?.starts_with("__") {
+        return None;
+    }
+    let ok = |r: Result<(), String>| r.map(|()| ExitCode::SUCCESS);
+    if let ["__bench-pipe2-writer", n] = w.as_slice() {
+        return Some(ok(n.parse().map_err(|_| "bytes".to_string()).and_then(|n| scull_tool::bench::pipe_writer_child(None, n))));
+    }
+    let t = match target(name) {
+        Ok(t) => t,
+        Err(m) => return Some(Err(m)),
+    };
     if let Some(r) = scull_tool::stress::child(t, &w) {
-        r?;
-        return Ok(ExitCode::SUCCESS);
+        return Some(ok(r));
     }
     match w.as_slice() {
-        ["__bench-pipe-writer", n] => scull_tool::bench::pipe_writer_child(Some(t), n.parse().map_err(|_| "bytes")?)?,
-        ["bench"] => {
+        ["__bench-pipe-writer", n] => {
+            Some(ok(n.parse().map_err(|_| "bytes".to_string()).and_then(|n| scull_tool::bench::pipe_writer_child(Some(t), n))))
+        }
+        _ => Some(Err(format!("unknown internal command {w:?}"))),
+    }
+}
+
+fn checked(clean: bool) -> ExitCode {
+    if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    let t = target(cli.target.as_deref())?;
+    scull_tool::hint::preflight(t)?;
+    match cli.cmd {
+        Command::Write { dev, text, offset } => cmd_write(t, dev, text.as_bytes(), offset)?,
+        Command::Read { dev, offset, len } => cmd_read(t, dev, offset, len as usize)?,
+        Command::Cat { dev } => cmd_cat(t, dev)?,
+        Command::Ioctl { name, value } => cmd_ioctl(t, name, value.unwrap_or(0))?,
+        Command::Stats => print!("{}", stats(t)?),
+        Command::PipeDemo => pipe_demo(t)?,
+        Command::Demo => demo(t)?,
+        Command::Conformance { filter, format } => {
+            let s = scull_tool::conformance::run_with(t, filter.as_deref(), format == Format::Json);
+            return Ok(checked(s.failed == 0));
+        }
+        Command::Bench { size, scale_size, baseline_dir, reference } => {
             let o = scull_tool::bench::Options {
-                reference: a.reference,
-                mib: a.num("mib", 64)?,
-                scale_mib: a.num("scale-mib", 256)?,
-                baseline_dir: a.opts.get("baseline-dir").map(std::path::PathBuf::from),
+                reference,
+                mib: whole_mib("--size", size).map_err(usage)?,
+                scale_mib: whole_mib("--scale-size", scale_size).map_err(usage)?,
+                baseline_dir,
             };
             scull_tool::bench::run(t, &o)?;
         }
-        ["stress"] => {
-            let o = scull_tool::stress::Options {
-                writers: a.num("writers", 4)?,
-                readers: a.num("readers", 4)?,
-                seconds: a.num("seconds", 10.0)?,
-                processes: a.processes,
-                pipe: a.num("pipe", 0)?,
-                slots: a.num("slots", 1024)?,
-                seed: a.num("seed", 1)?,
-            };
-            if !scull_tool::stress::run(t, &o)? {
-                return Ok(ExitCode::FAILURE);
-            }
+        Command::Stress { writers, readers, seconds, processes, pipe, slots, seed } => {
+            let o = scull_tool::stress::Options { writers, readers, seconds, processes, pipe, slots, seed };
+            return Ok(checked(scull_tool::stress::run(t, &o)?));
         }
-        ["fuzz"] => {
-            let o = scull_tool::fuzz::Options { seconds: a.num("seconds", 10.0)?, seed: a.num("seed", 1)? };
-            scull_tool::fuzz::run(t, &o)?;
-        }
+        Command::Fuzz { seconds, seed } => scull_tool::fuzz::run(t, &scull_tool::fuzz::Options { seconds, seed })?,
         #[cfg(target_os = "linux")]
-        ["fault-sweep"] => {
+        Command::FaultSweep { max_k, injector } => {
             use scull_tool::backend::linux::fault_sweep::{self, Injector};
-            let inj = match a.opts.get("injector").map(String::as_str) {
-                None | Some("module") => Injector::Module,
-                Some("failslab") => Injector::Failslab,
-                Some(o) => return Err(format!("--injector: `{o}` (module or failslab)")),
+            let inj = match injector {
+                InjectorArg::Module => Injector::Module,
+                InjectorArg::Failslab => Injector::Failslab,
             };
-            if !fault_sweep::run(a.num("max-k", 2000)?, inj)? {
-                return Ok(ExitCode::FAILURE);
-            }
+            return Ok(checked(fault_sweep::run(max_k, inj)?));
         }
-        ["scale-reference"] => scull_tool::bench::scale_reference(
-            &a.opts.get("baseline-dir").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir),
-            a.num("scale-mib", 256)?,
+        Command::ScaleReference { baseline_dir, scale_size } => scull_tool::bench::scale_reference(
+            &baseline_dir.unwrap_or_else(std::env::temp_dir),
+            whole_mib("--scale-size", scale_size).map_err(usage)?,
         )?,
-        ["conformance"] => {
-            let s = scull_tool::conformance::run(t, a.filter.as_deref());
-            return Ok(if s.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE });
-        }
-        ["write", d, text] => cmd_write(t, dev(d)?, text.as_bytes(), a.offset)?,
-        ["read", d] => cmd_read(t, dev(d)?, a.offset, a.len.unwrap_or(256))?,
-        ["cat", d] => cmd_cat(t, dev(d)?)?,
-        ["ioctl", c] => cmd_ioctl(t, c, 0)?,
-        ["ioctl", c, v] => cmd_ioctl(t, c, v.parse().map_err(|e| format!("value: {e}"))?)?,
-        ["stats"] => print!("{}", stats(t)?),
-        ["pipe-demo"] => pipe_demo(t)?,
-        ["demo"] => demo(t)?,
-        _ => return Err(format!("usage: scull-tool [--target T] <conformance|write|read|cat|ioctl|stats|pipe-demo|demo> ...\ngot: {w:?}")),
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// A usage error found after parsing: print it as clap would and exit 2.
+fn usage(msg: String) -> String {
+    eprintln!("scull-tool: {msg}");
+    std::process::exit(USAGE.into());
+}
+
 fn open(t: &dyn Target, d: Dev, o: OpenOpts) -> Result<Box<dyn Handle>, String> {
-    t.open(d, o).map_err(|err| format!("open {d:?}: {err}"))
+    t.open(d, o).map_err(|err| scull_tool::hint::open_failure(t, d, o, err))
 }
 
 fn cmd_write(t: &dyn Target, d: Dev, data: &[u8], offset: Option<i64>) -> Result<(), String> {
@@ -198,7 +352,9 @@ fn cmd_write(t: &dyn Target, d: Dev, data: &[u8], offset: Option<i64>) -> Result
     while at < data.len() {
         at += h.write(&data[at..]).map_err(e("write"))?;
     }
-    println!("wrote {} bytes to {d:?}", data.len());
+    let mut name = String::new();
+    let _ = d.linux_name(&mut name);
+    println!("wrote {} bytes to {name}", data.len());
     Ok(())
 }
 
@@ -227,8 +383,7 @@ fn cmd_cat(t: &dyn Target, d: Dev) -> Result<(), String> {
     Ok(())
 }
 
-fn cmd_ioctl(t: &dyn Target, c: &str, value: i32) -> Result<(), String> {
-    let cmd = Cmd::parse(c).ok_or_else(|| format!("unknown ioctl `{c}`"))?;
+fn cmd_ioctl(t: &dyn Target, cmd: Cmd, value: i32) -> Result<(), String> {
     let mut h = open(t, Dev::Scull(0), OpenOpts::R)?;
     if cmd == Cmd::Stats {
         print!("{}", h.stats().map_err(e("stats"))?);
@@ -294,4 +449,58 @@ fn demo(t: &dyn Target) -> Result<(), String> {
     drop(open(t, Dev::Scull(0), OpenOpts::TRUNC)?);
     println!("== demo done");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("4K"), Ok(4096));
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("0x1000"), Ok(4096));
+        assert!(parse_size("12Q").is_err());
+        assert!(parse_size("-1").is_err());
+        assert!(parse_size("99999999999999G").is_err());
+        assert_eq!(whole_mib("--size", 64 << 20), Ok(64));
+        assert!(whole_mib("--size", 1000).is_err());
+    }
+
+    #[test]
+    fn harness_command_lines_parse() {
+        // The forms xtask (wine.rs, qemu.rs, host.rs) and the docs use.
+        for line in [
+            "conformance --target wine --filter uid",
+            "--target qemu stress --processes --writers 8 --readers 8 --seconds 30 --seed 20261121",
+            "--target qemu fuzz --seconds 60 --seed 20261121",
+            "--target wine bench --reference --size 64M --scale-size 256M --baseline-dir C:\\scull\\bench",
+            "--target qemu scale-reference --baseline-dir /bench",
+            "--target wine write scull0 hello",
+            "--target windows read scull0 --len 5",
+            "--target model ioctl tquantum 64",
+            "--target model ioctl qquantum",
+            "demo --target model",
+            "conformance --format json",
+        ] {
+            let argv = std::iter::once("scull-tool").chain(line.split(' '));
+            if let Err(e) = Cli::try_parse_from(argv) {
+                panic!("{line}: {e}");
+            }
+        }
+        let err = |line: &str| Cli::try_parse_from(std::iter::once("scull-tool").chain(line.split(' '))).err().map(|e| e.exit_code());
+        assert_eq!(err("write"), Some(2));
+        assert_eq!(err("write nosuchdev x"), Some(2));
+        assert_eq!(err("ioctl nosuchioctl"), Some(2));
+        assert_eq!(err("--help"), Some(0));
+        assert_eq!(err("write --help"), Some(0));
+    }
 }

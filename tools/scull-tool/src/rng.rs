@@ -1,5 +1,11 @@
 //! A small deterministic PRNG (splitmix64) so fuzz and stress runs replay
 //! from a seed.
+//!
+//! Kept instead of the `rand` crate on purpose: a printed seed must replay
+//! the same operation sequence on every build, target (musl in the QEMU
+//! guest, windows-gnu under Wine) and future dependency update, and `rand`
+//! documents its `StdRng` as not reproducible across versions. Twenty lines of splitmix64 (a published, fixed algorithm) have
+//! no such dependency and nothing in them needs cryptographic quality.
 
 #[derive(Debug, Clone)]
 pub struct Rng(u64);

@@ -22,10 +22,9 @@ use crate::backend::{OpenOpts, Target};
 use scull_core::devices::Dev;
 use scull_core::store::Whence;
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
+use crate::progress::{Goal, Progress};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const RECORD: usize = 64;
@@ -189,23 +188,6 @@ impl<T> Worker<T> {
     }
 }
 
-/// A progress bar on a terminal. Records are counted only by thread workers
-/// (child processes report at the end), so with processes it shows time only.
-fn progress_bar(label: &str, seconds: f64, counter: Option<&AtomicU64>, done: &std::sync::atomic::AtomicBool) {
-    if !std::io::stderr().is_terminal() {
-        return;
-    }
-    let start = Instant::now();
-    while !done.load(Ordering::Relaxed) {
-        let f = (start.elapsed().as_secs_f64() / seconds).min(1.0);
-        let bar: String = (0..30).map(|i| if (i as f64) < f * 30.0 { '#' } else { ' ' }).collect();
-        let records = counter.map(|c| format!(" {} records", c.load(Ordering::Relaxed))).unwrap_or_default();
-        eprint!("\r{label} [{bar}] {:5.1}s{records}", start.elapsed().as_secs_f64());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    eprintln!();
-}
-
 pub struct PipeSummary {
     pub records: u64,
     pub bytes: u64,
@@ -217,7 +199,10 @@ pub struct PipeSummary {
 }
 
 pub fn run_pipe(t: &'static dyn Target, o: &Options) -> Result<PipeSummary, String> {
-    let progress = Arc::new(AtomicU64::new(0));
+    // Records are counted only by thread workers (child processes report at
+    // the end), so with processes the progress shows time only.
+    let bar = Progress::start("stress pipe", Goal::Seconds(o.seconds), if o.processes { "" } else { "records" });
+    let progress = bar.counter().clone();
     let mut readers = Vec::new();
     for _ in 0..o.readers {
         readers.push(if o.processes {
@@ -244,11 +229,6 @@ pub fn run_pipe(t: &'static dyn Target, o: &Options) -> Result<PipeSummary, Stri
             Worker::Thread(std::thread::spawn(move || pipe_writer(t, pipe, w as u16, secs, &p)))
         });
     }
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let bar = {
-        let (p, d, s, procs) = (progress.clone(), done.clone(), o.seconds, o.processes);
-        std::thread::spawn(move || progress_bar("stress pipe", s, (!procs).then_some(&*p), &d))
-    };
     let mut written = BTreeMap::new();
     let mut first_err = None;
     for (w, h) in writers.into_iter().enumerate() {
@@ -282,8 +262,7 @@ pub fn run_pipe(t: &'static dyn Target, o: &Options) -> Result<PipeSummary, Stri
         }
     }
     drop(end);
-    done.store(true, Ordering::Relaxed);
-    let _ = bar.join();
+    drop(bar);
     if let Some(e) = first_err {
         return Err(e);
     }
@@ -386,6 +365,7 @@ pub struct StoreSummary {
 }
 
 pub fn run_store(t: &'static dyn Target, o: &Options) -> Result<StoreSummary, String> {
+    let _bar = Progress::start("stress store", Goal::Seconds(o.seconds), "");
     drop(t.open(Dev::Scull(0), OpenOpts::TRUNC).map_err(|e| format!("trim: {e}"))?);
     let parse_versions = |s: &str| -> Result<BTreeMap<u32, u64>, String> {
         s.lines()

@@ -1013,7 +1013,9 @@ pub mod fault_sweep {
         let (mut injected, mut enomem, mut short, mut leaks, mut silent) = (0u32, 0u32, 0u32, 0u32, 0u32);
         let mut k = 1;
         let mut exhausted = false;
+        let bar = crate::progress::Progress::start("fault-sweep", crate::progress::Goal::Open, "faults injected");
         while k <= max_k {
+            bar.set(u64::from(k - 1));
             arming.arm(k)?;
             let seen = workload(k, quantum, qset);
             let consumed = arming.disarm()?;
@@ -1052,6 +1054,7 @@ pub mod fault_sweep {
             }
             k += 1;
         }
+        drop(bar);
         let faults = param("scull_faults")? - faults0;
         let want_faults = if inj == Injector::Module { injected as i64 } else { 0 };
         if faults != want_faults {

@@ -703,8 +703,10 @@ fn pipe_blocked_writer_woken_by_reader(t: &dyn Target) -> R {
     let cap = DEFAULT_P_BUFFER as usize - 1;
     check!(ok(fill.write(&vec![b'a'; cap]), "fill")? == cap, "fill");
     let mut w = open(t, Dev::Pipe(3), OpenOpts::W)?;
+    // Timed from before the spawn: a thread that starts late on a loaded
+    // machine must not make a write that did block look too short.
+    let started = Instant::now();
     let writer = std::thread::spawn(move || {
-        let started = Instant::now();
         let r = w.write(b"tail");
         (r, started.elapsed())
     });
@@ -853,9 +855,10 @@ fn uid_other_user_busy(t: &dyn Target) -> R {
 fn wuid_other_user_waits_then_proceeds(t: &dyn Target) -> R {
     let mine = open(t, Dev::Wuid, OpenOpts::R)?;
     let (tx, rx) = std::sync::mpsc::channel();
+    // Timed from before the spawn (see pipe_blocked_writer_woken_by_reader).
+    let started = Instant::now();
     std::thread::scope(|s| {
         s.spawn(|| {
-            let started = Instant::now();
             let r = t.open_as(Who::Other, Dev::Wuid, OpenOpts::R).map(drop);
             let _ = tx.send((r, started.elapsed()));
         });

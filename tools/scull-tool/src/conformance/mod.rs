@@ -46,41 +46,67 @@ pub fn cases() -> Vec<Case> {
 /// Runs the common cases and the target's own, those whose name contains
 /// `filter` if given. Prints one line per case and the closing line.
 pub fn run(target: &dyn Target, filter: Option<&str>) -> Summary {
+    run_with(target, filter, false)
+}
+
+/// One case's line: `ok   NAME (N ms)`, `FAIL NAME: why`, `skip NAME: why`.
+fn human(name: &str, outcome: &Outcome, ms: u128) -> String {
+    match outcome {
+        Outcome::Pass => format!("ok   {name} ({ms} ms)"),
+        Outcome::Fail(msg) => format!("FAIL {name}: {msg}"),
+        Outcome::Skip(why) => format!("skip {name}: {why}"),
+    }
+}
+
+/// One case as a JSON object: `{"name", "result": "pass"|"fail"|"skip",
+/// "reason": null or text, "ms"}`.
+pub fn json(name: &str, outcome: &Outcome, ms: u128) -> String {
+    let (result, reason) = match outcome {
+        Outcome::Pass => ("pass", None),
+        Outcome::Fail(msg) => ("fail", Some(msg.as_str())),
+        Outcome::Skip(why) => ("skip", Some(*why)),
+    };
+    serde_json::json!({ "name": name, "result": result, "reason": reason, "ms": ms as u64 }).to_string()
+}
+
+/// [`run`], and with `json` each case is also one JSON object on its own
+/// stdout line ([`json`]), its human line going to stderr; the closing
+/// `<target>: N passed, M failed, K skipped` line stays on stdout, last.
+pub fn run_with(target: &dyn Target, filter: Option<&str>, json_lines: bool) -> Summary {
     let caps = target.caps();
     let mut all = cases();
     all.extend(target.extra_cases());
     let mut s = Summary::default();
     for case in all.iter().filter(|c| filter.is_none_or(|f| c.name.contains(f))) {
-        if let Some(why) = (case.needs)(&caps) {
-            println!("skip {}: {}", case.name, why);
-            s.skipped += 1;
-            continue;
-        }
         let started = std::time::Instant::now();
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (case.run)(target)));
-        let outcome = match r {
-            Ok(Ok(())) => Outcome::Pass,
-            Ok(Err(msg)) => Outcome::Fail(msg),
-            Err(p) => Outcome::Fail(format!(
-                "panicked: {}",
-                p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
-            )),
+        let outcome = match (case.needs)(&caps) {
+            Some(why) => Outcome::Skip(why),
+            None => {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (case.run)(target)));
+                let o = match r {
+                    Ok(Ok(())) => Outcome::Pass,
+                    Ok(Err(msg)) => Outcome::Fail(msg),
+                    Err(p) => Outcome::Fail(format!(
+                        "panicked: {}",
+                        p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+                    )),
+                };
+                cases::restore(target);
+                o
+            }
         };
         match outcome {
-            Outcome::Pass => {
-                s.passed += 1;
-                println!("ok   {} ({} ms)", case.name, started.elapsed().as_millis());
-            }
-            Outcome::Fail(msg) => {
-                s.failed += 1;
-                println!("FAIL {}: {}", case.name, msg);
-            }
-            Outcome::Skip(why) => {
-                s.skipped += 1;
-                println!("skip {}: {}", case.name, why);
-            }
+            Outcome::Pass => s.passed += 1,
+            Outcome::Fail(_) => s.failed += 1,
+            Outcome::Skip(_) => s.skipped += 1,
         }
-        cases::restore(target);
+        let ms = started.elapsed().as_millis();
+        if json_lines {
+            eprintln!("{}", human(case.name, &outcome, ms));
+            println!("{}", json(case.name, &outcome, ms));
+        } else {
+            println!("{}", human(case.name, &outcome, ms));
+        }
     }
     println!("{}: {} passed, {} failed, {} skipped", target.name(), s.passed, s.failed, s.skipped);
     s
