@@ -230,14 +230,13 @@ pub fn read_killable_while_writer_stalls(_t: &dyn Target) -> R {
     if let Err(e) = &stalled {
         problems.push(e.clone());
     }
+    // Children not reaped yet.
     let mut pids = Vec::new();
     if stalled.is_ok() {
         // Reader 1: blocked behind the stalled writer, then SIGKILLed.
         let killed = fork_reader(&dev, false)?;
-        pids.push(killed);
         // Reader 2: interrupted by SIGALRM after 1 s.
         let alarmed = fork_reader(&dev, true)?;
-        pids.push(alarmed);
         std::thread::sleep(Duration::from_millis(500));
         let s = state(killed);
         // SAFETY: signals our own child.
@@ -245,24 +244,28 @@ pub fn read_killable_while_writer_stalls(_t: &dyn Target) -> R {
         match reap(killed, BOUND) {
             Some(st) if libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL => {}
             Some(st) => problems.push(format!("the SIGKILLed reader ended with status {st:#x}, not by SIGKILL")),
-            None => problems.push(format!("a reader blocked behind the stalled writer (state {s}) was not reaped within {BOUND:?} of SIGKILL")),
+            None => {
+                problems.push(format!("a reader blocked behind the stalled writer (state {s}) was not reaped within {BOUND:?} of SIGKILL"));
+                pids.push(killed);
+            }
         }
         match reap(alarmed, BOUND + Duration::from_secs(1)) {
             Some(st) if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 => {}
             Some(st) => problems.push(format!("the SIGALRMed reader: status {st:#x} (0: EINTR, 1: read data, 2: other error, 3: open failed)")),
-            None => problems.push(format!("a reader blocked behind the stalled writer (state {}) did not see EINTR within {BOUND:?} of SIGALRM", state(alarmed))),
+            None => {
+                problems.push(format!("a reader blocked behind the stalled writer (state {}) did not see EINTR within {BOUND:?} of SIGALRM", state(alarmed)));
+                pids.push(alarmed);
+            }
         }
     }
     // Release the writer whatever happened, then let every child finish.
     stall.serve(&data)?;
     let wrote = writer.join().map_err(|_| "writer thread panicked".to_string())?;
     for pid in pids {
-        if reap(pid, Duration::from_millis(1)).is_none() {
-            // SAFETY: signals our own child (one still stuck before the release).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            if reap(pid, BOUND).is_none() {
-                problems.push(format!("reader {pid} still alive after the writer was released"));
-            }
+        // SAFETY: signals our own child, one still stuck before the release.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        if reap(pid, BOUND).is_none() {
+            problems.push(format!("reader {pid} still alive after the writer was released"));
         }
     }
     match wrote {
