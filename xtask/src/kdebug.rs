@@ -62,8 +62,11 @@ fn key() -> String {
     format!("r{RECIPE}-{:08x}", fnv(FRAGMENT))
 }
 
+/// The unpacked source does not depend on the fragment: a changed fragment
+/// reconfigures and rebuilds incrementally in the same `work/`.
 fn stamp(name: &str) -> PathBuf {
-    dir().join(format!("stamp-{name}-{}", key()))
+    let key = if name == "source" { format!("r{RECIPE}") } else { key() };
+    dir().join(format!("stamp-{name}-{key}"))
 }
 
 fn done(name: &str) -> bool {
@@ -269,4 +272,33 @@ pub fn kmod(_args: &[String]) -> Result {
     let (bz, ko) = build()?;
     println!("{}\n{}", bz.display(), ko.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fragment_asks_for_the_checkers() {
+        let req = required();
+        for o in ["CONFIG_RUST", "CONFIG_KASAN", "CONFIG_KASAN_GENERIC", "CONFIG_PROVE_LOCKING", "CONFIG_DEBUG_ATOMIC_SLEEP", "CONFIG_DEBUG_KMEMLEAK", "CONFIG_DEBUG_LIST", "CONFIG_FAULT_INJECTION", "CONFIG_FAILSLAB", "CONFIG_FAULT_INJECTION_DEBUG_FS", "CONFIG_USERFAULTFD", "CONFIG_SMP", "CONFIG_DEVTMPFS", "CONFIG_PROC_FS", "CONFIG_SYSFS", "CONFIG_MODULES", "CONFIG_MODULE_UNLOAD", "CONFIG_SERIAL_8250_CONSOLE", "CONFIG_BLK_DEV_INITRD", "CONFIG_TMPFS", "CONFIG_DEBUG_FS"] {
+            assert!(req.iter().any(|(k, v)| k == o && v.as_deref() == Some("y")), "{o}=y missing from the fragment");
+        }
+        assert!(req.iter().any(|(k, v)| k == "CONFIG_SLUB_TINY" && v.is_none()));
+        assert!(req.iter().any(|(k, v)| k == "CONFIG_LOCALVERSION" && v.as_deref() == Some(&format!("\"{}\"", &KREL[5..]) as &str)));
+    }
+
+    #[test]
+    fn a_dropped_option_fails_verification() {
+        let full: String = required()
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}\n")))
+            .collect();
+        assert!(verify_config(&full).is_ok());
+        let no_rust = full.replace("CONFIG_RUST=y\n", "# CONFIG_RUST is not set\n");
+        let e = verify_config(&no_rust).unwrap_err();
+        assert!(e.contains("CONFIG_RUST: wanted y"), "{e}");
+        let tiny = format!("{full}CONFIG_SLUB_TINY=y\n");
+        assert!(verify_config(&tiny).unwrap_err().contains("CONFIG_SLUB_TINY: wanted unset"));
+    }
 }

@@ -373,6 +373,7 @@ for f in {s}/scull-linux/*.c {s}/scull-linux/*.h {s}/scull-linux/Makefile; do [ 
 pub fn modinfo(ko: &Path) -> Result<String> {
     let cr = chroot();
     let rel = format!("{}/modinfo-scull.ko", build_subdir());
+    std::fs::create_dir_all(cr.join(build_subdir())).map_err(|e| format!("mkdir: {e}"))?;
     std::fs::copy(ko, cr.join(&rel)).map_err(|e| format!("copy: {e}"))?;
     let info = Command::new("chroot").arg(&cr).args(["/usr/sbin/modinfo", &format!("/{rel}")]).output().map_err(|e| format!("modinfo: {e}"))?;
     Ok(String::from_utf8_lossy(&info.stdout).into_owned())
