@@ -1115,6 +1115,11 @@ mod extra {
                 needs: crate::uffd::needs,
                 run: crate::uffd::read_killable_while_writer_stalls,
             },
+            Case {
+                name: "linux_pipe_reader_interruptible_while_writer_stalls_in_copy",
+                needs: crate::uffd::needs,
+                run: crate::uffd::pipe_reader_interruptible_while_writer_stalls,
+            },
         ]
     }
 
