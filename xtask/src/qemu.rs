@@ -90,7 +90,7 @@ for d in scull0 scull1 scullpipe0 sculluid; do
   ( n=0; while [ ! -e /tmp/race.stop ]; do true < /dev/$d 2>/dev/null && n=$((n+1)); done; echo $n > /tmp/race.n.$d ) &
 done
 unloads=0; busy=0; i=0; t0=$(date +%s)
-while [ $i -lt 200 ] && [ $(( $(date +%s) - t0 )) -lt 60 ]; do
+while [ $i -lt 200 ] && [ $(( $(date +%s) - t0 )) -lt $((60*SLOW)) ]; do
   i=$((i+1))
   if rmmod scull 2>/dev/null; then
     unloads=$((unloads+1))
