@@ -77,7 +77,7 @@ echo "HARNESS sysfs-quantum $(cat /sys/module/scull/parameters/scull_quantum)"
 /// and close scull devices (read-only: `<` never creates a missing node; on
 /// `true`, not `:`, whose failed redirection would end the subshell) as fast
 /// as the shell can while the script unloads and reloads the module (at
-/// most 200 rounds or 60 s). busybox rmmod does not wait: a module in use
+/// most 200 rounds or 60 s, times $SLOW). busybox rmmod does not wait: a module in use
 /// fails with EBUSY, which is counted. Ends with the module loaded again with
 /// the test parameters; checked by [`check_race`] and by the kernel-log scan
 /// (where KASAN reports a use after free).
