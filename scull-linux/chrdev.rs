@@ -109,15 +109,16 @@ impl FileRef<'_> {
         unsafe { bindings::stream_open(core::ptr::null_mut(), self.ptr) };
     }
 
-    /// Sets FMODE_ATOMIC_POS, which regular files get and char devices do not:
-    /// `fdget_pos` then takes the file's `f_pos_lock` around read, write and
-    /// llseek whenever the file is shared (another fd, another thread), so
-    /// `f_pos` is never read and written by two of them at once.
+    /// FMODE_ATOMIC_POS is set (see [`FileRef::set_atomic_pos`]).
     pub(crate) fn atomic_pos(&self) -> bool {
         // SAFETY: as in `flags`; f_mode does not change after open.
         unsafe { (*self.ptr).f_mode & FMODE_ATOMIC_POS != 0 }
     }
 
+    /// Sets FMODE_ATOMIC_POS, which regular files get and char devices do not:
+    /// `fdget_pos` then takes the file's `f_pos_lock` around read, write and
+    /// llseek whenever the file is shared (another fd, another thread), so
+    /// `f_pos` is never read and written by two of them at once.
     pub(crate) fn set_atomic_pos(&self) {
         // SAFETY: called from open, before the file is installed in any fd table, so nothing
         // else reads or writes f_mode yet.
@@ -289,9 +290,9 @@ impl<T: FileOps> Vtable<T> {
 /// crate's `Mutex` only offers `lock` (uninterruptible) and `try_lock`.
 pub(crate) fn lock_interruptible<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Error> {
     let raw = (m as *const Mutex<T>).cast::<bindings::mutex>().cast_mut();
-    // SAFETY: `Lock` is `#[repr(C)]` with its `Opaque<bindings::mutex>` (repr(transparent)) as
-    // the first field (the layout `Lock::from_raw` relies on too), so `raw` is `m`'s kernel mutex,
-    // initialised by `new_mutex!` and alive as long as `m`.
+    // SAFETY: `Lock` is `#[repr(C)]` and its first field is `state: Opaque<bindings::mutex>`
+    // (repr(transparent)), so it sits at offset 0 and `raw` is `m`'s kernel mutex, initialised
+    // by `new_mutex!` and alive as long as `m`.
     #[cfg(not(CONFIG_DEBUG_LOCK_ALLOC))]
     let r = unsafe { bindings::mutex_lock_interruptible(raw) };
     // SAFETY: as above (with lockdep, mutex_lock_interruptible is this with subclass 0).

@@ -13,7 +13,7 @@ use kernel::alloc::{flags::GFP_KERNEL, KBox, KVec};
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::poll::{PollCondVar, PollTable};
-use kernel::sync::{CondVar, Mutex};
+use kernel::sync::{CondVar, Mutex, MutexGuard};
 use kernel::uaccess::{UserPtr, UserSlice};
 use kernel::{new_condvar, new_mutex, new_poll_condvar};
 
@@ -83,19 +83,47 @@ type StoreDev = Mutex<Store<KPlat>>;
 
 struct PipeInner {
     pipe: Pipe<KPlat>,
-    waiting_readers: u32,
-    waiting_writers: u32,
 }
 
+/// A scullpipe. `inner` is held across user copies, so a caller may wait for
+/// it behind a copy that never completes (userfaultfd): it is only ever taken
+/// interruptibly, and blocked readers and writers sleep on their queue with
+/// `gate` instead, a lock held only around a wait's enqueue and a wakeup.
 #[pin_data]
 struct PipeDev {
     #[pin]
     inner: Mutex<PipeInner>,
     #[pin]
+    gate: Mutex<()>,
+    #[pin]
     inq: PollCondVar,
     #[pin]
     outq: PollCondVar,
+    waiting_readers: AtomicU32,
+    waiting_writers: AtomicU32,
     async_queue: AsyncQueue,
+}
+
+impl PipeDev {
+    /// Gives up `g` and sleeps on `q` until woken (false) or signalled (true).
+    /// `gate` is taken before `g` is dropped and wakers take it before they
+    /// notify, so a wakeup between the caller's check and its sleep is not
+    /// lost; waking never needs `inner` back.
+    fn wait(&self, g: MutexGuard<'_, PipeInner>, q: &CondVar, waiting: &AtomicU32) -> bool {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        let mut gate = self.gate.lock();
+        drop(g);
+        let signalled = q.wait_interruptible(&mut gate);
+        drop(gate);
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        signalled
+    }
+
+    /// Wakes everyone sleeping on `q` (call it after releasing `inner`).
+    fn wake(&self, q: &CondVar) {
+        let _gate = self.gate.lock();
+        q.notify_all();
+    }
 }
 
 #[pin_data]
@@ -160,9 +188,12 @@ impl State {
         for _ in 0..p_nr_devs {
             let p = KBox::pin_init(
                 pin_init!(PipeDev {
-                    inner <- new_mutex!(PipeInner { pipe: Pipe::new(), waiting_readers: 0, waiting_writers: 0 }),
+                    inner <- new_mutex!(PipeInner { pipe: Pipe::new() }),
+                    gate <- new_mutex!(()),
                     inq <- new_poll_condvar!(),
                     outq <- new_poll_condvar!(),
+                    waiting_readers: AtomicU32::new(0),
+                    waiting_writers: AtomicU32::new(0),
                     async_queue: AsyncQueue::new(),
                 }),
                 GFP_KERNEL,
@@ -216,7 +247,8 @@ impl State {
         for (i, p) in self.pipes.iter().enumerate() {
             name.set(format_args!("scullpipe{i}"));
             let g = lock_interruptible(&p.inner).map_err(|_| fmt::Error)?;
-            report::pipe_device(w, name.as_str(), &g.pipe.stats(), g.waiting_readers, g.waiting_writers)?;
+            let (r, w_) = (p.waiting_readers.load(Ordering::Relaxed), p.waiting_writers.load(Ordering::Relaxed));
+            report::pipe_device(w, name.as_str(), &g.pipe.stats(), r, w_)?;
         }
         Ok(())
     }
@@ -394,27 +426,23 @@ impl FileOps for Open {
                 *pos += n as i64;
                 Ok(n)
             }
-            Open::Pipe { dev } => {
+            Open::Pipe { dev } => loop {
                 let mut g = lock_interruptible(&dev.inner)?;
-                loop {
-                    match g.pipe.read_with(count, |src| w.write_slice(src).map_err(|_| Error::Fault)) {
-                        Err(Error::WouldBlock) if !file.nonblocking() => {
-                            g.waiting_readers += 1;
-                            let signalled = dev.inq.wait_interruptible(&mut g);
-                            g.waiting_readers -= 1;
-                            if signalled {
-                                return Err(Error::Interrupted);
-                            }
+                let r = g.pipe.read_with(count, |src| w.write_slice(src).map_err(|_| Error::Fault));
+                match r {
+                    Err(Error::WouldBlock) if !file.nonblocking() => {
+                        if dev.wait(g, &dev.inq, &dev.waiting_readers) {
+                            return Err(Error::Interrupted);
                         }
-                        Ok(n) => {
-                            drop(g);
-                            dev.outq.notify_all();
-                            return Ok(n);
-                        }
-                        Err(e) => return Err(e),
                     }
+                    Ok(n) => {
+                        drop(g);
+                        dev.wake(&dev.outq);
+                        return Ok(n);
+                    }
+                    Err(e) => return Err(e),
                 }
-            }
+            },
         }
     }
 
@@ -428,28 +456,24 @@ impl FileOps for Open {
                 *pos += n as i64;
                 Ok(n)
             }
-            Open::Pipe { dev } => {
+            Open::Pipe { dev } => loop {
                 let mut g = lock_interruptible(&dev.inner)?;
-                loop {
-                    match g.pipe.write_with(count, |dst| r.read_slice(dst).map_err(|_| Error::Fault)) {
-                        Err(Error::WouldBlock) if !file.nonblocking() => {
-                            g.waiting_writers += 1;
-                            let signalled = dev.outq.wait_interruptible(&mut g);
-                            g.waiting_writers -= 1;
-                            if signalled {
-                                return Err(Error::Interrupted);
-                            }
+                let res = g.pipe.write_with(count, |dst| r.read_slice(dst).map_err(|_| Error::Fault));
+                match res {
+                    Err(Error::WouldBlock) if !file.nonblocking() => {
+                        if dev.wait(g, &dev.outq, &dev.waiting_writers) {
+                            return Err(Error::Interrupted);
                         }
-                        Ok(n) => {
-                            drop(g);
-                            dev.inq.notify_all();
-                            dev.async_queue.kill_io_in();
-                            return Ok(n);
-                        }
-                        Err(e) => return Err(e),
                     }
+                    Ok(n) => {
+                        drop(g);
+                        dev.wake(&dev.inq);
+                        dev.async_queue.kill_io_in();
+                        return Ok(n);
+                    }
+                    Err(e) => return Err(e),
                 }
-            }
+            },
         }
     }
 

@@ -74,9 +74,10 @@ echo "HARNESS sysfs-quantum $(cat /sys/module/scull/parameters/scull_quantum)"
 }
 
 /// Guest fragment: issue 10's open-versus-rmmod race. Four processes open
-/// and close scull devices (read-only: `<` never creates a missing node) as
-/// fast as the shell can while the script unloads and reloads the module (at
-/// most 200 rounds or 60 s). busybox rmmod does not wait: a module in use
+/// and close scull devices (read-only: `<` never creates a missing node; on
+/// `true`, not `:`, whose failed redirection would end the subshell) as fast
+/// as the shell can while the script unloads and reloads the module (at
+/// most 200 rounds or 60 s, times $SLOW). busybox rmmod does not wait: a module in use
 /// fails with EBUSY, which is counted. Ends with the module loaded again with
 /// the test parameters; checked by [`check_race`] and by the kernel-log scan
 /// (where KASAN reports a use after free).
@@ -86,10 +87,10 @@ macro_rules! race_loop {
             r#"echo "== open vs rmmod race"
 rm -f /tmp/race.stop /tmp/race.n.*
 for d in scull0 scull1 scullpipe0 sculluid; do
-  ( n=0; while [ ! -e /tmp/race.stop ]; do : < /dev/$d 2>/dev/null && n=$((n+1)); done; echo $n > /tmp/race.n.$d ) &
+  ( n=0; while [ ! -e /tmp/race.stop ]; do true < /dev/$d 2>/dev/null && n=$((n+1)); done; echo $n > /tmp/race.n.$d ) &
 done
 unloads=0; busy=0; i=0; t0=$(date +%s)
-while [ $i -lt 200 ] && [ $(( $(date +%s) - t0 )) -lt 60 ]; do
+while [ $i -lt 200 ] && [ $(( $(date +%s) - t0 )) -lt $((60*SLOW)) ]; do
   i=$((i+1))
   if rmmod scull 2>/dev/null; then
     unloads=$((unloads+1))

@@ -149,10 +149,11 @@ impl Drop for Stall {
 
 extern "C" fn on_alarm(_: libc::c_int) {}
 
-/// Forks a reader of `dev`: plain, or with SIGALRM (no SA_RESTART) after 1 s.
-/// Exit status: 0 the read failed with EINTR, 1 it returned data, 2 another
-/// error, 3 the open failed.
-fn fork_reader(dev: &CString, alarm: bool) -> Result<libc::pid_t, String> {
+/// Forks a reader of `dev`: plain, or with SIGALRM (no SA_RESTART) after
+/// `alarm` seconds. Exit status, also written as one byte to `report` (if not
+/// -1) before the child closes anything: 0 the read failed with EINTR, 1 it
+/// returned data, 2 another error, 3 the open failed.
+fn fork_reader(dev: &CString, alarm: u32, report: libc::c_int) -> Result<libc::pid_t, String> {
     // SAFETY: the child only makes async-signal-safe calls (sigaction, alarm, open, read, _exit).
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -161,12 +162,12 @@ fn fork_reader(dev: &CString, alarm: bool) -> Result<libc::pid_t, String> {
     if pid == 0 {
         // SAFETY: see above; the buffer is the child's own stack.
         unsafe {
-            if alarm {
+            if alarm > 0 {
                 let mut sa: libc::sigaction = std::mem::zeroed();
                 sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
                 libc::sigemptyset(&mut sa.sa_mask);
                 libc::sigaction(libc::SIGALRM, &sa, std::ptr::null_mut());
-                libc::alarm(1);
+                libc::alarm(alarm);
             }
             let fd = libc::open(dev.as_ptr(), libc::O_RDONLY);
             if fd < 0 {
@@ -175,7 +176,11 @@ fn fork_reader(dev: &CString, alarm: bool) -> Result<libc::pid_t, String> {
             let mut b = [0u8; 16];
             let r = libc::read(fd, b.as_mut_ptr().cast(), b.len());
             let eintr = r < 0 && *libc::__errno_location() == libc::EINTR;
-            libc::_exit(if eintr { 0 } else if r >= 0 { 1 } else { 2 });
+            let code: u8 = if eintr { 0 } else if r >= 0 { 1 } else { 2 };
+            if report >= 0 {
+                libc::write(report, (&code as *const u8).cast(), 1);
+            }
+            libc::_exit(code as libc::c_int);
         }
     }
     Ok(pid)
@@ -203,14 +208,47 @@ fn reap(pid: libc::pid_t, within: Duration) -> Option<libc::c_int> {
     }
 }
 
+/// Store: the readers come after the writer stalled, and wait for the lock.
 pub fn read_killable_while_writer_stalls(_t: &dyn Target) -> R {
-    let dev = CString::new("/dev/scull0").expect("no NUL");
+    stalled_writer_case("/dev/scull0", false)
+}
+
+/// Pipe: a reader blocks on the empty pipe first; the writer then stalls
+/// holding the pipe's lock; the reader, signalled, must get EINTR without
+/// needing that lock back. (Its exit then waits in release, which cannot
+/// fail, until the writer is released: not checked, see docs/linux.md.)
+pub fn pipe_reader_interruptible_while_writer_stalls(_t: &dyn Target) -> R {
+    stalled_writer_case("/dev/scullpipe0", true)
+}
+
+fn stalled_writer_case(path: &str, pipe: bool) -> R {
+    let dev = CString::new(path).expect("no NUL");
     let stall = Stall::new()?;
     let data: Vec<u8> = (0..LEN).map(|i| (i * 7 + 3) as u8).collect();
+    let mut problems = Vec::new();
+    // Children not reaped yet.
+    let mut pids = Vec::new();
+    // A pipe keeps its data only while open: hold it open to check it after.
+    // SAFETY: a valid path; closed at the end.
+    let keep = if pipe { unsafe { libc::open(dev.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC) } } else { -1 };
+    if pipe && keep < 0 {
+        return Err(os_err("open the pipe"));
+    }
+    let mut readers = None;
+    let mut report = [-1 as libc::c_int; 2];
+    if pipe {
+        // SAFETY: a pipe(2) for the reader's report; both ends closed below.
+        if unsafe { libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(os_err("pipe2"));
+        }
+        // It blocks on the empty pipe before the writer stalls; SIGALRM after 2 s.
+        pids.push(fork_reader(&dev, 2, report[1])?);
+        std::thread::sleep(Duration::from_millis(300));
+    }
     // SAFETY: a valid path; the fd is closed by the writer thread.
     let wfd = unsafe { libc::open(dev.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
     if wfd < 0 {
-        return Err(os_err("open scull0 for writing"));
+        return Err(os_err("open for writing"));
     }
     let buf = stall.addr as usize;
     let writer = std::thread::spawn(move || {
@@ -225,19 +263,29 @@ pub fn read_killable_while_writer_stalls(_t: &dyn Target) -> R {
             Ok(n as usize)
         }
     });
-    let mut problems = Vec::new();
     let stalled = stall.wait_fault(BOUND);
     if let Err(e) = &stalled {
         problems.push(e.clone());
     }
-    let mut pids = Vec::new();
-    if stalled.is_ok() {
-        // Reader 1: blocked behind the stalled writer, then SIGKILLed.
-        let killed = fork_reader(&dev, false)?;
-        pids.push(killed);
-        // Reader 2: interrupted by SIGALRM after 1 s.
-        let alarmed = fork_reader(&dev, true)?;
-        pids.push(alarmed);
+    if stalled.is_ok() && !pipe {
+        // Reader 1 is SIGKILLed; reader 2 gets SIGALRM after 1 s.
+        readers = Some((fork_reader(&dev, 0, -1)?, fork_reader(&dev, 1, -1)?));
+    }
+    if stalled.is_ok() && pipe {
+        let mut pfd = libc::pollfd { fd: report[0], events: libc::POLLIN, revents: 0 };
+        let mut code = 9u8;
+        // SAFETY: one valid pollfd, then one byte into `code`.
+        let ready = unsafe { libc::poll(&mut pfd, 1, (BOUND + Duration::from_secs(2)).as_millis() as i32) } > 0
+            && unsafe { libc::read(report[0], (&mut code as *mut u8).cast(), 1) } == 1;
+        if !ready || code != 0 {
+            problems.push(format!(
+                "a pipe reader signalled while the writer stalled: {} (state {})",
+                if ready { format!("status {code} (0: EINTR, 1: read data, 2: other error, 3: open failed)") } else { format!("no EINTR within {BOUND:?} of SIGALRM") },
+                pids.first().map_or('?', |&p| state(p))
+            ));
+        }
+    }
+    if let Some((killed, alarmed)) = readers {
         std::thread::sleep(Duration::from_millis(500));
         let s = state(killed);
         // SAFETY: signals our own child.
@@ -245,44 +293,58 @@ pub fn read_killable_while_writer_stalls(_t: &dyn Target) -> R {
         match reap(killed, BOUND) {
             Some(st) if libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL => {}
             Some(st) => problems.push(format!("the SIGKILLed reader ended with status {st:#x}, not by SIGKILL")),
-            None => problems.push(format!("a reader blocked behind the stalled writer (state {s}) was not reaped within {BOUND:?} of SIGKILL")),
+            None => {
+                problems.push(format!("a reader (state {s}) was not reaped within {BOUND:?} of SIGKILL while the writer stalled"));
+                pids.push(killed);
+            }
         }
-        match reap(alarmed, BOUND + Duration::from_secs(1)) {
+        match reap(alarmed, BOUND + Duration::from_secs(2)) {
             Some(st) if libc::WIFEXITED(st) && libc::WEXITSTATUS(st) == 0 => {}
             Some(st) => problems.push(format!("the SIGALRMed reader: status {st:#x} (0: EINTR, 1: read data, 2: other error, 3: open failed)")),
-            None => problems.push(format!("a reader blocked behind the stalled writer (state {}) did not see EINTR within {BOUND:?} of SIGALRM", state(alarmed))),
+            None => {
+                problems.push(format!("a reader (state {}) did not see EINTR within {BOUND:?} of SIGALRM while the writer stalled", state(alarmed)));
+                pids.push(alarmed);
+            }
         }
     }
     // Release the writer whatever happened, then let every child finish.
     stall.serve(&data)?;
     let wrote = writer.join().map_err(|_| "writer thread panicked".to_string())?;
-    for pid in pids {
-        if reap(pid, Duration::from_millis(1)).is_none() {
-            // SAFETY: signals our own child (one still stuck before the release).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            if reap(pid, BOUND).is_none() {
-                problems.push(format!("reader {pid} still alive after the writer was released"));
-            }
+    for fd in report {
+        if fd >= 0 {
+            // SAFETY: our report pipe's ends.
+            unsafe { libc::close(fd) };
         }
     }
-    match wrote {
-        Ok(n) if n == LEN => {}
-        other => problems.push(format!("the stalled write: {other:?}, expected {LEN} bytes")),
+    for pid in pids {
+        // SAFETY: signals our own child, one still stuck before the release.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        if reap(pid, BOUND).is_none() {
+            problems.push(format!("reader {pid} still alive after the writer was released"));
+        }
     }
+    let want = if pipe { None } else { Some(LEN) };
+    let n_written = match wrote {
+        Ok(n) if want.is_none_or(|w| n == w) && n > 0 => n,
+        other => {
+            problems.push(format!("the stalled write: {other:?}, expected {}", if pipe { "a count > 0".to_string() } else { format!("{LEN} bytes") }));
+            0
+        }
+    };
     drop(stall);
     // Everything consistent: the device holds exactly what was written.
-    // SAFETY: a valid path; closed below.
-    let rfd = unsafe { libc::open(dev.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    // SAFETY: a valid path (or the pipe fd held open); closed below.
+    let rfd = if pipe { keep } else { unsafe { libc::open(dev.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) } };
     if rfd < 0 {
-        return Err(os_err("open scull0 for reading"));
+        return Err(os_err("open for reading"));
     }
     let mut back = vec![0u8; LEN + 1];
     // SAFETY: reading into our buffer.
     let n = unsafe { libc::read(rfd, back.as_mut_ptr().cast(), back.len()) };
     // SAFETY: our fd.
     unsafe { libc::close(rfd) };
-    if n != LEN as isize || back[..LEN] != data[..] {
-        problems.push(format!("scull0 after the stalled write: read {n} bytes, content {}", if n > 0 && back[..n as usize] == data[..n as usize] { "a prefix" } else { "differs" }));
+    if n != n_written as isize || back[..n_written] != data[..n_written] {
+        problems.push(format!("{path} after the stalled write of {n_written} bytes: read {n}"));
     }
     if problems.is_empty() {
         Ok(())

@@ -1112,10 +1112,16 @@ mod extra {
             Case { name: "linux_eperm_for_nonroot_privileged_ioctls", needs: need_root, run: eperm },
             Case { name: "linux_proc_reports", needs: no_need, run: proc_reports },
             Case { name: "linux_rmmod_refused_while_open", needs: no_need, run: rmmod_busy },
+            Case { name: "linux_shared_fd_writes_keep_every_record", needs: no_need, run: shared_fd_writes },
             Case {
                 name: "linux_read_killable_while_writer_stalls_in_copy",
                 needs: crate::uffd::needs,
                 run: crate::uffd::read_killable_while_writer_stalls,
+            },
+            Case {
+                name: "linux_pipe_reader_interruptible_while_writer_stalls_in_copy",
+                needs: crate::uffd::needs,
+                run: crate::uffd::pipe_reader_interruptible_while_writer_stalls,
             },
         ]
     }
@@ -1257,6 +1263,55 @@ mod extra {
             } else if !s.lines().any(|l| l.starts_with("scull2 size=5 ")) {
                 return Err(format!("{f} has no `scull2 size=5` line:\n{s}"));
             }
+        }
+        Ok(())
+    }
+
+    /// Threads appending through one shared fd: each write must start where
+    /// the last one ended. Store files have FMODE_ATOMIC_POS, so the VFS
+    /// serialises f_pos on f_pos_lock; without it two writers read the same
+    /// f_pos and one record overwrites another (found by the review, L4).
+    fn shared_fd_writes(_t: &dyn Target) -> R {
+        const THREADS: u8 = 4;
+        const EACH: u32 = 1500;
+        const REC: usize = 16;
+        let fd = Arc::new(sys_open(Dev::Scull(2), OpenOpts::TRUNC).map_err(|e| format!("open: {e:?}"))?);
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let fd = fd.clone();
+                std::thread::spawn(move || -> Result<(), String> {
+                    for seq in 0..EACH {
+                        let mut r = [0xEEu8; REC];
+                        r[0] = t;
+                        r[1..5].copy_from_slice(&seq.to_le_bytes());
+                        // SAFETY: writes our buffer to our fd.
+                        let n = unsafe { libc::write(fd.as_raw_fd(), r.as_ptr().cast(), REC) };
+                        if n != REC as isize {
+                            return Err(format!("write returned {n}"));
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| "writer panicked".to_string())??;
+        }
+        drop(fd);
+        let mut h = ok(sys_open(Dev::Scull(2), OpenOpts::R).map(std::fs::File::from), "open r")?;
+        let mut all = Vec::new();
+        h.read_to_end(&mut all).map_err(|e| format!("read: {e}"))?;
+        let want = THREADS as usize * EACH as usize * REC;
+        let mut seen = vec![0u32; THREADS as usize * EACH as usize];
+        for r in all.chunks(REC) {
+            let (t, seq) = (r[0] as usize, u32::from_le_bytes([r[1], r[2], r[3], r[4]]) as usize);
+            if r.len() == REC && t < THREADS as usize && seq < EACH as usize {
+                seen[t * EACH as usize + seq] += 1;
+            }
+        }
+        let lost = seen.iter().filter(|&&c| c == 0).count();
+        if all.len() != want || lost > 0 {
+            return Err(format!("{} bytes, want {want}; {lost} of {} records lost (two writes at one f_pos)", all.len(), seen.len()));
         }
         Ok(())
     }
