@@ -16,6 +16,7 @@ use kernel::alloc::{flags::GFP_KERNEL, KBox, KVec};
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::poll::PollTable;
+use kernel::sync::{Mutex, MutexGuard};
 use kernel::types::Opaque;
 use kernel::uaccess::{UserPtr, UserSlice};
 
@@ -25,6 +26,7 @@ const MINORBITS: u32 = 20;
 // <linux/fs.h> fmode_t bits (casts in the header: bindgen emits no constants).
 const FMODE_READ: u32 = 1 << 0;
 const FMODE_WRITE: u32 = 1 << 1;
+const FMODE_ATOMIC_POS: u32 = 1 << 15;
 
 pub(crate) const fn mkdev(major: u32, minor: u32) -> u32 {
     (major << MINORBITS) | minor
@@ -100,10 +102,27 @@ impl FileRef<'_> {
         unsafe { kernel::fs::File::from_raw_file(self.ptr) }
     }
 
-    /// Marks the file not seekable (pread/pwrite/lseek: ESPIPE).
+    /// Marks the file not seekable (pread/pwrite/lseek: ESPIPE). The VFS then
+    /// passes `ppos = NULL` to read and write (FMODE_STREAM).
     pub(crate) fn stream_open(&self) {
         // SAFETY: called from open with the file being opened; stream_open only sets f_mode bits.
         unsafe { bindings::stream_open(core::ptr::null_mut(), self.ptr) };
+    }
+
+    /// FMODE_ATOMIC_POS is set (see [`FileRef::set_atomic_pos`]).
+    pub(crate) fn atomic_pos(&self) -> bool {
+        // SAFETY: as in `flags`; f_mode does not change after open.
+        unsafe { (*self.ptr).f_mode & FMODE_ATOMIC_POS != 0 }
+    }
+
+    /// Sets FMODE_ATOMIC_POS, which regular files get and char devices do not:
+    /// `fdget_pos` then takes the file's `f_pos_lock` around read, write and
+    /// llseek whenever the file is shared (another fd, another thread), so
+    /// `f_pos` is never read and written by two of them at once.
+    pub(crate) fn set_atomic_pos(&self) {
+        // SAFETY: called from open, before the file is installed in any fd table, so nothing
+        // else reads or writes f_mode yet.
+        unsafe { (*self.ptr).f_mode |= FMODE_ATOMIC_POS };
     }
 }
 
@@ -113,8 +132,10 @@ pub(crate) trait FileOps: Sized + Send + Sync + 'static {
     /// `minor` is the offset of the opened node in the region.
     fn open(minor: u32, file: &FileRef<'_>) -> Result<Self, Error>;
     fn release(self, _file: &FileRef<'_>) {}
-    fn read(&self, file: &FileRef<'_>, buf: UserSlice, count: usize, pos: &mut i64) -> Result<usize, Error>;
-    fn write(&self, file: &FileRef<'_>, buf: UserSlice, count: usize, pos: &mut i64) -> Result<usize, Error>;
+    /// `pos` is the position to use and update, or `None` for a stream
+    /// (FMODE_STREAM, set by [`FileRef::stream_open`]: the VFS passes NULL).
+    fn read(&self, file: &FileRef<'_>, buf: UserSlice, count: usize, pos: Option<&mut i64>) -> Result<usize, Error>;
+    fn write(&self, file: &FileRef<'_>, buf: UserSlice, count: usize, pos: Option<&mut i64>) -> Result<usize, Error>;
     /// Returns the new position (the caller stores it in `f_pos`).
     fn llseek(&self, file: &FileRef<'_>, pos: i64, off: i64, whence: u32) -> Result<i64, Error>;
     fn ioctl(&self, file: &FileRef<'_>, cmd: u32, arg: usize) -> Result<i64, Error>;
@@ -190,8 +211,10 @@ impl<T: FileOps> Vtable<T> {
         // SAFETY: called by the VFS on a file opened through this table.
         let (t, fr) = unsafe { Self::state(file) };
         let us = UserSlice::new(UserPtr::from_ptr(buf as *mut c_void), count);
-        // SAFETY: `ppos` is valid for the duration of the call.
-        let pos = unsafe { &mut *ppos };
+        // SAFETY: `ppos` is NULL for FMODE_STREAM files; otherwise it points at the position
+        // for this call only (the VFS's local copy of f_pos, or pread's/pwrite's offset), which
+        // nothing else touches until we return.
+        let pos = unsafe { ppos.as_mut() };
         match t.read(&fr, us, count, pos) {
             Ok(n) => n as isize,
             Err(e) => errno(e) as isize,
@@ -202,8 +225,10 @@ impl<T: FileOps> Vtable<T> {
         // SAFETY: called by the VFS on a file opened through this table.
         let (t, fr) = unsafe { Self::state(file) };
         let us = UserSlice::new(UserPtr::from_ptr(buf as *mut c_void), count);
-        // SAFETY: `ppos` is valid for the duration of the call.
-        let pos = unsafe { &mut *ppos };
+        // SAFETY: `ppos` is NULL for FMODE_STREAM files; otherwise it points at the position
+        // for this call only (the VFS's local copy of f_pos, or pread's/pwrite's offset), which
+        // nothing else touches until we return.
+        let pos = unsafe { ppos.as_mut() };
         match t.write(&fr, us, count, pos) {
             Ok(n) => n as isize,
             Err(e) => errno(e) as isize,
@@ -213,7 +238,13 @@ impl<T: FileOps> Vtable<T> {
     unsafe extern "C" fn llseek(file: *mut bindings::file, off: i64, whence: c_int) -> i64 {
         // SAFETY: called by the VFS on a file opened through this table.
         let (t, fr) = unsafe { Self::state(file) };
-        // SAFETY: `file` is valid; the VFS serialises f_pos updates for seekable files.
+        if !fr.atomic_pos() {
+            // Only files opened with `set_atomic_pos` (the seekable ones) touch f_pos here.
+            return errno(Error::NotSeekable) as i64;
+        }
+        // SAFETY: `file` is valid and has FMODE_ATOMIC_POS (checked above): when the file is
+        // shared, fdget_pos holds its f_pos_lock across this call and across the read/write
+        // that update f_pos; unshared, no one else can reach f_pos.
         let pos = unsafe { (*file).f_pos };
         match t.llseek(&fr, pos, off, whence as u32) {
             Ok(p) => {
@@ -250,6 +281,29 @@ impl<T: FileOps> Vtable<T> {
             Err(e) => errno(e),
         }
     }
+}
+
+/// LDD3's `down_interruptible`: takes `m` in TASK_INTERRUPTIBLE, so a
+/// caller that waits for a holder stalled in a user copy (a userfaultfd or
+/// FUSE-backed buffer) can be killed or interrupted by a signal
+/// (`Interrupted`, ERESTARTSYS) instead of sleeping in D state. The kernel
+/// crate's `Mutex` only offers `lock` (uninterruptible) and `try_lock`.
+pub(crate) fn lock_interruptible<T>(m: &Mutex<T>) -> Result<MutexGuard<'_, T>, Error> {
+    let raw = (m as *const Mutex<T>).cast::<bindings::mutex>().cast_mut();
+    // SAFETY: `Lock` is `#[repr(C)]` and its first field is `state: Opaque<bindings::mutex>`
+    // (repr(transparent)), so it sits at offset 0 and `raw` is `m`'s kernel mutex, initialised
+    // by `new_mutex!` and alive as long as `m`.
+    #[cfg(not(CONFIG_DEBUG_LOCK_ALLOC))]
+    let r = unsafe { bindings::mutex_lock_interruptible(raw) };
+    // SAFETY: as above (with lockdep, mutex_lock_interruptible is this with subclass 0).
+    #[cfg(CONFIG_DEBUG_LOCK_ALLOC)]
+    let r = unsafe { bindings::mutex_lock_interruptible_nested(raw, 0) };
+    if r != 0 {
+        return Err(Error::Interrupted);
+    }
+    // SAFETY: we own the lock (mutex_lock_interruptible returned 0); MutexBackend's guard state
+    // is `()`, and the guard's drop unlocks it with mutex_unlock.
+    Ok(unsafe { MutexGuard::new(m, ()) })
 }
 
 /// A capability check of the current task (`capable()`).
@@ -353,10 +407,18 @@ unsafe impl Send for Cdev {}
 unsafe impl Sync for Cdev {}
 
 impl Cdev {
-    pub(crate) fn new<T: FileOps>(first: u32, count: u32) -> Result<Cdev, Error> {
+    /// `module` becomes the cdev's owner (cdev_init zeroes it): chrdev_open's
+    /// cdev_get then pins the module before it takes a reference to the cdev,
+    /// so an open racing rmmod either pins the module (and rmmod fails with
+    /// EBUSY) or fails with ENXIO; without it the open can hold the cdev past
+    /// module exit, which frees it (LDD3 sets `owner = THIS_MODULE` too).
+    pub(crate) fn new<T: FileOps>(module: &'static ThisModule, first: u32, count: u32) -> Result<Cdev, Error> {
         let cdev = KBox::new(Opaque::<bindings::cdev>::uninit(), GFP_KERNEL).map_err(|_| Error::NoMemory)?;
         // SAFETY: cdev_init fully initialises the (boxed, never moved) cdev; the table is static.
         unsafe { bindings::cdev_init(cdev.get(), Vtable::<T>::get()) };
+        // SAFETY: the cdev is initialised and not yet added, so nothing else reads it; the
+        // module outlives the cdev (it is deleted in the module's exit).
+        unsafe { (*cdev.get()).owner = module.as_ptr() };
         let mut c = Cdev { cdev, added: false };
         // SAFETY: the cdev is initialised; `first..first+count` is inside our region.
         let r = unsafe { bindings::cdev_add(c.cdev.get(), first, count) };

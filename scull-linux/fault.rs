@@ -42,16 +42,16 @@ pub(crate) fn check() -> Result<()> {
     Ok(())
 }
 
-/// A `kernel_param` in a `static`.
+/// A `kernel_param` in a `static` (also used by `params` for LDD3's parameters).
 #[repr(transparent)]
-struct Param(bindings::kernel_param);
+pub(crate) struct Param(bindings::kernel_param);
 
 // SAFETY: the kernel only reads the descriptor itself; the values it points to are atomics
 // (the kernel's param ops read and write them with plain aligned word accesses, under the
 // kernel_param lock, which cannot tear on x86-64).
 unsafe impl Sync for Param {}
 
-const fn param(name: &'static core::ffi::CStr, ops: *const bindings::kernel_param_ops, perm: u16, arg: *mut core::ffi::c_void) -> Param {
+pub(crate) const fn param(name: &'static core::ffi::CStr, ops: *const bindings::kernel_param_ops, perm: u16, arg: *mut core::ffi::c_void) -> Param {
     Param(bindings::kernel_param {
         name: name.as_ptr().cast(),
         mod_: &raw mut bindings::__this_module,

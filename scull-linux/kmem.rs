@@ -13,11 +13,16 @@
 //! qset slot array counts in [`OUTSTANDING`], which the module prints at
 //! unload (it must be 0) and in `scull_outstanding`; each attempt first asks
 //! [`fault::check`] (the debug fault injection).
+//!
+//! All of it is allocated with GFP_KERNEL_ACCOUNT: data that user space
+//! decides the size of is charged to the writer's memory cgroup, so a memcg
+//! limit bounds it as it bounds tmpfs pages (the per-device `scull_max_size`
+//! cap bounds it without one).
 
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
 use core::sync::atomic::Ordering;
-use kernel::alloc::{flags::GFP_KERNEL, KVVec};
+use kernel::alloc::{flags::GFP_KERNEL_ACCOUNT, KVVec};
 use kernel::bindings;
 use kernel::page::PAGE_SIZE;
 
@@ -96,7 +101,7 @@ struct Qset {
 impl Qset {
     fn new(index: u64, n: usize) -> Result<Qset> {
         fault::check()?;
-        let mut slots = KVVec::with_capacity(n, GFP_KERNEL).map_err(|_| Error::NoMemory)?;
+        let mut slots = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT).map_err(|_| Error::NoMemory)?;
         for _ in 0..n {
             // Within the capacity just reserved: cannot fail.
             slots.push_within_capacity(None).map_err(|_| Error::NoMemory)?;
@@ -152,7 +157,7 @@ impl QsetList for KList {
         if self.qsets.len() == self.qsets.capacity() {
             fault::check()?;
         }
-        self.qsets.reserve(1, GFP_KERNEL).map_err(|_| Error::NoMemory)?;
+        self.qsets.reserve(1, GFP_KERNEL_ACCOUNT).map_err(|_| Error::NoMemory)?;
         let q = Qset::new(index, slots)?;
         self.qsets.insert_within_capacity(at, q).map_err(|_| Error::NoMemory)?;
         self.last = at;
@@ -187,7 +192,7 @@ impl Platform for KPlat {
         let b = if len > PAGE_SIZE / 2 && len <= PAGE_SIZE {
             KBlock::page(len)?
         } else {
-            KBlock::Vec(KVVec::<u8>::zeroed(len, GFP_KERNEL).map_err(|_| Error::NoMemory)?)
+            KBlock::Vec(KVVec::<u8>::zeroed(len, GFP_KERNEL_ACCOUNT).map_err(|_| Error::NoMemory)?)
         };
         OUTSTANDING.fetch_add(1, Ordering::SeqCst);
         Ok(b)

@@ -78,8 +78,12 @@ impl<R: Report> Ops<R> {
     };
 
     unsafe extern "C" fn show(m: *mut bindings::seq_file, _v: *mut c_void) -> c_int {
-        let _ = R::show(&mut Seq(m));
-        0
+        // seq_file output never fails: an error is a signal while waiting for a device's lock
+        // (EINTR, not ERESTARTSYS: a restarted read would start the text over).
+        match R::show(&mut Seq(m)) {
+            Ok(()) => 0,
+            Err(_) => -(bindings::EINTR as c_int),
+        }
     }
 
     unsafe extern "C" fn open(_inode: *mut bindings::inode, file: *mut bindings::file) -> c_int {

@@ -13,7 +13,7 @@ use kernel::alloc::{flags::GFP_KERNEL, KBox, KVec};
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::poll::{PollCondVar, PollTable};
-use kernel::sync::{CondVar, Mutex};
+use kernel::sync::{CondVar, Mutex, MutexGuard};
 use kernel::uaccess::{UserPtr, UserSlice};
 use kernel::{new_condvar, new_mutex, new_poll_condvar};
 
@@ -52,10 +52,11 @@ mod sync;
 mod chrdev;
 mod fault;
 mod kmem;
+mod params;
 mod procfs;
 
-use access::{Caller, OwnerUid, PrivTable, SingleOpen, WaitUid};
-use chrdev::{capable, AsyncQueue, Cdev, FileOps, FileRef, Nodes, Region};
+use access::{OwnerUid, PrivTable, SingleOpen, WaitUid};
+use chrdev::{capable, lock_interruptible, AsyncQueue, Cdev, FileOps, FileRef, Nodes, Region};
 use error::Error;
 use geometry::Params;
 use ioctl::{ArgIn, ArgOut, Cmd};
@@ -71,16 +72,9 @@ module! {
     authors: ["scull-rs"],
     description: "LDD3's scull char devices, on scull-core",
     license: "GPL",
-    params: {
-        scull_major: u32 { default: 0, description: "Major number (0: dynamic)", },
-        scull_minor: u32 { default: 0, description: "First minor number", },
-        scull_nr_devs: u32 { default: 4, description: "Number of scull devices", },
-        scull_quantum: i32 { default: 4000, description: "Quantum size", },
-        scull_qset: i32 { default: 1000, description: "Quantum set size", },
-        scull_p_nr_devs: u32 { default: 4, description: "Number of scullpipe devices", },
-        scull_p_buffer: i32 { default: 4000, description: "scullpipe buffer size", },
-    },
 }
+// The parameters (scull_quantum, ..., scull_max_size) are in `params`: they
+// are readable in /sys/module/scull/parameters/, which `module!`'s are not.
 
 /// Most scullpriv instances (one per controlling tty).
 const PRIV_MAX: usize = 16;
@@ -89,19 +83,47 @@ type StoreDev = Mutex<Store<KPlat>>;
 
 struct PipeInner {
     pipe: Pipe<KPlat>,
-    waiting_readers: u32,
-    waiting_writers: u32,
 }
 
+/// A scullpipe. `inner` is held across user copies, so a caller may wait for
+/// it behind a copy that never completes (userfaultfd): it is only ever taken
+/// interruptibly, and blocked readers and writers sleep on their queue with
+/// `gate` instead, a lock held only around a wait's enqueue and a wakeup.
 #[pin_data]
 struct PipeDev {
     #[pin]
     inner: Mutex<PipeInner>,
     #[pin]
+    gate: Mutex<()>,
+    #[pin]
     inq: PollCondVar,
     #[pin]
     outq: PollCondVar,
+    waiting_readers: AtomicU32,
+    waiting_writers: AtomicU32,
     async_queue: AsyncQueue,
+}
+
+impl PipeDev {
+    /// Gives up `g` and sleeps on `q` until woken (false) or signalled (true).
+    /// `gate` is taken before `g` is dropped and wakers take it before they
+    /// notify, so a wakeup between the caller's check and its sleep is not
+    /// lost; waking never needs `inner` back.
+    fn wait(&self, g: MutexGuard<'_, PipeInner>, q: &CondVar, waiting: &AtomicU32) -> bool {
+        waiting.fetch_add(1, Ordering::Relaxed);
+        let mut gate = self.gate.lock();
+        drop(g);
+        let signalled = q.wait_interruptible(&mut gate);
+        drop(gate);
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        signalled
+    }
+
+    /// Wakes everyone sleeping on `q` (call it after releasing `inner`).
+    fn wake(&self, q: &CondVar) {
+        let _gate = self.gate.lock();
+        q.notify_all();
+    }
 }
 
 #[pin_data]
@@ -166,9 +188,12 @@ impl State {
         for _ in 0..p_nr_devs {
             let p = KBox::pin_init(
                 pin_init!(PipeDev {
-                    inner <- new_mutex!(PipeInner { pipe: Pipe::new(), waiting_readers: 0, waiting_writers: 0 }),
+                    inner <- new_mutex!(PipeInner { pipe: Pipe::new() }),
+                    gate <- new_mutex!(()),
                     inq <- new_poll_condvar!(),
                     outq <- new_poll_condvar!(),
+                    waiting_readers: AtomicU32::new(0),
+                    waiting_writers: AtomicU32::new(0),
                     async_queue: AsyncQueue::new(),
                 }),
                 GFP_KERNEL,
@@ -202,15 +227,15 @@ impl State {
         let mut name = NameBuf::new();
         for (i, d) in self.sculls.iter().enumerate() {
             name.set(format_args!("scull{i}"));
-            report::mem_device(w, name.as_str(), &d.lock().stats())?;
+            report::mem_device(w, name.as_str(), &stats_of(d)?)?;
         }
-        report::mem_device(w, "scullsingle", &self.single.lock().stats())?;
-        report::mem_device(w, "sculluid", &self.uid.lock().stats())?;
-        report::mem_device(w, "scullwuid", &self.wuid.lock().stats())?;
+        report::mem_device(w, "scullsingle", &stats_of(&self.single)?)?;
+        report::mem_device(w, "sculluid", &stats_of(&self.uid)?)?;
+        report::mem_device(w, "scullwuid", &stats_of(&self.wuid)?)?;
         let privs = self.privs.lock();
         for (k, d) in privs.iter() {
             name.set(format_args!("scullpriv.{k}"));
-            report::mem_device(w, name.as_str(), &d.lock().stats())?;
+            report::mem_device(w, name.as_str(), &stats_of(d)?)?;
         }
         Ok(())
     }
@@ -221,11 +246,18 @@ impl State {
         let mut name = NameBuf::new();
         for (i, p) in self.pipes.iter().enumerate() {
             name.set(format_args!("scullpipe{i}"));
-            let g = p.inner.lock();
-            report::pipe_device(w, name.as_str(), &g.pipe.stats(), g.waiting_readers, g.waiting_writers)?;
+            let g = lock_interruptible(&p.inner).map_err(|_| fmt::Error)?;
+            let (r, w_) = (p.waiting_readers.load(Ordering::Relaxed), p.waiting_writers.load(Ordering::Relaxed));
+            report::pipe_device(w, name.as_str(), &g.pipe.stats(), r, w_)?;
         }
         Ok(())
     }
+}
+
+/// A store's numbers; a signal while waiting for its lock (held by a writer
+/// stalled in a user copy) ends the report (`fmt::Error`).
+fn stats_of(d: &StoreDev) -> Result<store::StoreStats, fmt::Error> {
+    lock_interruptible(d).map(|g| g.stats()).map_err(|_| fmt::Error)
 }
 
 /// A short device name formatted on the stack.
@@ -271,17 +303,25 @@ enum Open {
     Pipe { dev: &'static PipeDev },
 }
 
-fn current_caller() -> Caller<u32> {
+/// The current task's (uid, euid).
+fn current_ids() -> (u32, u32) {
     let uid = current!().uid().into_uid_in_current_ns();
     let euid = kernel::task::Kuid::current_euid().into_uid_in_current_ns();
-    Caller { uid, euid, privileged: capable(bindings::CAP_DAC_OVERRIDE) }
+    (uid, euid)
+}
+
+/// LDD3's override, asked only when the owner does not match (`open_lazy`):
+/// capable() audits and sets PF_SUPERPRIV, so the owner's opens must not call it.
+fn may_override() -> bool {
+    capable(bindings::CAP_DAC_OVERRIDE)
 }
 
 /// LDD3 trims a store opened write-only; scull-rs also trims on O_TRUNC.
-fn maybe_trim(st: &State, dev: &StoreDev, file: &FileRef<'_>) {
+fn maybe_trim(st: &State, dev: &StoreDev, file: &FileRef<'_>) -> R<()> {
     if file.write_only() || (file.writable() && file.flags() & bindings::O_TRUNC != 0) {
-        dev.lock().trim(st.params.geometry());
+        lock_interruptible(dev)?.trim(st.params.geometry());
     }
+    Ok(())
 }
 
 fn open_store(st: &'static State, minor: u32, file: &FileRef<'_>) -> R<Open> {
@@ -293,15 +333,16 @@ fn open_store(st: &'static State, minor: u32, file: &FileRef<'_>) -> R<Open> {
             (&st.single, Access::Single)
         }
         Some(1) => {
-            st.uid_state.lock().open(&current_caller())?;
+            let (uid, euid) = current_ids();
+            st.uid_state.lock().open_lazy(uid, euid, may_override)?;
             (&st.uid, Access::Uid)
         }
         Some(2) => {
             let ws = &st.wuid_state;
-            let caller = current_caller();
+            let (uid, euid) = current_ids();
             let mut g = ws.lock.lock();
             loop {
-                match g.open(&caller) {
+                match g.open_lazy(uid, euid, may_override) {
                     Ok(()) => break,
                     Err(Error::WouldBlock) if !file.nonblocking() => {
                         if ws.cv.wait_interruptible(&mut g) {
@@ -326,8 +367,28 @@ fn open_store(st: &'static State, minor: u32, file: &FileRef<'_>) -> R<Open> {
         }
         Some(_) => return Err(Error::NoDevice),
     };
-    maybe_trim(st, dev, file);
+    if let Err(e) = maybe_trim(st, dev, file) {
+        release_access(st, access);
+        return Err(e);
+    }
+    // Shared store files serialise f_pos (read/write/llseek) on f_pos_lock, which
+    // char devices do not get by default; llseek's SAFETY comment relies on it.
+    file.set_atomic_pos();
     Ok(Open::Store { dev, access })
+}
+
+/// Gives back what `open_store` claimed for `access`.
+fn release_access(st: &State, access: Access) {
+    match access {
+        Access::Plain | Access::Priv => {}
+        Access::Single => st.single_open.release(),
+        Access::Uid => st.uid_state.lock().release(),
+        Access::Wuid => {
+            if st.wuid_state.lock.lock().release() {
+                st.wuid_state.cv.notify_all();
+            }
+        }
+    }
 }
 
 impl FileOps for Open {
@@ -337,7 +398,7 @@ impl FileOps for Open {
         if minor >= n && minor < n + st.p_nr_devs {
             let dev: &'static PipeDev = &st.pipes[(minor - n) as usize];
             file.stream_open();
-            dev.inner.lock().pipe.open(&KPlat, file.readable(), file.writable(), st.params.p_buffer() as usize)?;
+            lock_interruptible(&dev.inner)?.pipe.open(&KPlat, file.readable(), file.writable(), st.params.p_buffer() as usize)?;
             return Ok(Open::Pipe { dev });
         }
         open_store(st, minor, file)
@@ -350,83 +411,69 @@ impl FileOps for Open {
                 let _ = dev.async_queue.helper(-1, file, false);
                 dev.inner.lock().pipe.release(file.readable(), file.writable());
             }
-            Open::Store { access, .. } => match access {
-                Access::Plain | Access::Priv => {}
-                Access::Single => st.single_open.release(),
-                Access::Uid => st.uid_state.lock().release(),
-                Access::Wuid => {
-                    if st.wuid_state.lock.lock().release() {
-                        st.wuid_state.cv.notify_all();
+            Open::Store { access, .. } => release_access(st, access),
+        }
+    }
+
+    fn read(&self, file: &FileRef<'_>, buf: UserSlice, count: usize, pos: Option<&mut i64>) -> R<usize> {
+        let mut w = buf.writer();
+        match self {
+            Open::Store { dev, .. } => {
+                // Store files are seekable (not FMODE_STREAM): the VFS always passes a position.
+                let pos = pos.ok_or(Error::Invalid)?;
+                let at = u64::try_from(*pos).map_err(|_| Error::Invalid)?;
+                let n = lock_interruptible(dev)?.read_with(at, count, |src| w.write_slice(src).map_err(|_| Error::Fault))?;
+                *pos += n as i64;
+                Ok(n)
+            }
+            Open::Pipe { dev } => loop {
+                let mut g = lock_interruptible(&dev.inner)?;
+                let r = g.pipe.read_with(count, |src| w.write_slice(src).map_err(|_| Error::Fault));
+                match r {
+                    Err(Error::WouldBlock) if !file.nonblocking() => {
+                        if dev.wait(g, &dev.inq, &dev.waiting_readers) {
+                            return Err(Error::Interrupted);
+                        }
                     }
+                    Ok(n) => {
+                        drop(g);
+                        dev.wake(&dev.outq);
+                        return Ok(n);
+                    }
+                    Err(e) => return Err(e),
                 }
             },
         }
     }
 
-    fn read(&self, file: &FileRef<'_>, buf: UserSlice, count: usize, pos: &mut i64) -> R<usize> {
-        let mut w = buf.writer();
-        match self {
-            Open::Store { dev, .. } => {
-                let at = u64::try_from(*pos).map_err(|_| Error::Invalid)?;
-                let n = dev.lock().read_with(at, count, |src| w.write_slice(src).map_err(|_| Error::Fault))?;
-                *pos += n as i64;
-                Ok(n)
-            }
-            Open::Pipe { dev } => {
-                let mut g = dev.inner.lock();
-                loop {
-                    match g.pipe.read_with(count, |src| w.write_slice(src).map_err(|_| Error::Fault)) {
-                        Err(Error::WouldBlock) if !file.nonblocking() => {
-                            g.waiting_readers += 1;
-                            let signalled = dev.inq.wait_interruptible(&mut g);
-                            g.waiting_readers -= 1;
-                            if signalled {
-                                return Err(Error::Interrupted);
-                            }
-                        }
-                        Ok(n) => {
-                            drop(g);
-                            dev.outq.notify_all();
-                            return Ok(n);
-                        }
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-        }
-    }
-
-    fn write(&self, file: &FileRef<'_>, buf: UserSlice, count: usize, pos: &mut i64) -> R<usize> {
+    fn write(&self, file: &FileRef<'_>, buf: UserSlice, count: usize, pos: Option<&mut i64>) -> R<usize> {
         let mut r = buf.reader();
         match self {
             Open::Store { dev, .. } => {
+                let pos = pos.ok_or(Error::Invalid)?;
                 let at = u64::try_from(*pos).map_err(|_| Error::Invalid)?;
-                let n = dev.lock().write_with(at, count, |dst| r.read_slice(dst).map_err(|_| Error::Fault))?;
+                let n = lock_interruptible(dev)?.write_with(at, count, |dst| r.read_slice(dst).map_err(|_| Error::Fault))?;
                 *pos += n as i64;
                 Ok(n)
             }
-            Open::Pipe { dev } => {
-                let mut g = dev.inner.lock();
-                loop {
-                    match g.pipe.write_with(count, |dst| r.read_slice(dst).map_err(|_| Error::Fault)) {
-                        Err(Error::WouldBlock) if !file.nonblocking() => {
-                            g.waiting_writers += 1;
-                            let signalled = dev.outq.wait_interruptible(&mut g);
-                            g.waiting_writers -= 1;
-                            if signalled {
-                                return Err(Error::Interrupted);
-                            }
+            Open::Pipe { dev } => loop {
+                let mut g = lock_interruptible(&dev.inner)?;
+                let res = g.pipe.write_with(count, |dst| r.read_slice(dst).map_err(|_| Error::Fault));
+                match res {
+                    Err(Error::WouldBlock) if !file.nonblocking() => {
+                        if dev.wait(g, &dev.outq, &dev.waiting_writers) {
+                            return Err(Error::Interrupted);
                         }
-                        Ok(n) => {
-                            drop(g);
-                            dev.inq.notify_all();
-                            dev.async_queue.kill_io_in();
-                            return Ok(n);
-                        }
-                        Err(e) => return Err(e),
                     }
+                    Ok(n) => {
+                        drop(g);
+                        dev.wake(&dev.inq);
+                        dev.async_queue.kill_io_in();
+                        return Ok(n);
+                    }
+                    Err(e) => return Err(e),
                 }
-            }
+            },
         }
     }
 
@@ -435,7 +482,7 @@ impl FileOps for Open {
             Open::Pipe { .. } => Err(Error::NotSeekable),
             Open::Store { dev, .. } => {
                 let whence = Whence::from_raw(whence)?;
-                let size = dev.lock().size();
+                let size = lock_interruptible(dev)?.size();
                 let p = store::seek(u64::try_from(pos).map_err(|_| Error::Invalid)?, size, whence, off)?;
                 i64::try_from(p).map_err(|_| Error::Invalid)
             }
@@ -503,8 +550,8 @@ fn stats_ioctl(st: &State, out: UserSlice) -> R<i64> {
     let mut buf = KVec::<u8>::zeroed(size, GFP_KERNEL).map_err(|_| Error::NoMemory)?;
     let len = {
         let mut t = report::TextBuf::new(&mut buf[..size - 1]);
-        let _ = st.mem_report(&mut t);
-        let _ = st.pipe_report(&mut t);
+        // A TextBuf never fails: an error is a signal while waiting for a device's lock.
+        st.mem_report(&mut t).and_then(|()| st.pipe_report(&mut t)).map_err(|_| Error::Interrupted)?;
         t.len()
     };
     out.writer().write_slice(&buf[..len + 1]).map_err(|_| Error::Fault)?;
@@ -548,11 +595,11 @@ struct ScullModule {
     inner: Option<Inner>,
 }
 
-fn register(st: &State, major: u32, minor: u32) -> R<Registration> {
+fn register(st: &State, module: &'static ThisModule, major: u32, minor: u32) -> R<Registration> {
     let total = st.nr_devs + st.p_nr_devs + 4;
     let region = Region::new(major, minor, total, c"scull")?;
     REGION_BASE.store(region.base, Ordering::Release);
-    let cdev = Cdev::new::<Open>(region.base, total)?;
+    let cdev = Cdev::new::<Open>(module, region.base, total)?;
     let mut nodes = Nodes::new(c"scull")?;
     let mut name = NameBuf::new();
     for i in 0..st.nr_devs {
@@ -579,22 +626,18 @@ fn register(st: &State, major: u32, minor: u32) -> R<Registration> {
 }
 
 impl kernel::Module for ScullModule {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
-        let quantum = module_parameters::scull_quantum.value();
-        let qset = module_parameters::scull_qset.value();
-        let p_buffer = module_parameters::scull_p_buffer.value();
-        let nr_devs = geometry::nr_devs(module_parameters::scull_nr_devs.value() as i64).map_err(kerr)? as u32;
-        let p_nr_devs = geometry::nr_devs(module_parameters::scull_p_nr_devs.value() as i64).map_err(kerr)? as u32;
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        let p = params::loaded();
+        let (quantum, qset, p_buffer) = (p.quantum, p.qset, p.p_buffer);
+        let nr_devs = geometry::nr_devs(p.nr_devs as i64).map_err(kerr)? as u32;
+        let p_nr_devs = geometry::nr_devs(p.p_nr_devs as i64).map_err(kerr)? as u32;
         let params = Params::with(quantum as i64, qset as i64, p_buffer as i64).map_err(kerr)?;
+        params.set_max_size(p.max_size).map_err(kerr)?;
         let state = KBox::new(State::new(params, nr_devs, p_nr_devs).map_err(kerr)?, GFP_KERNEL)?;
         // Published before the first cdev_add: an open may come right after it.
         STATE.store(&*state as *const State as *mut State, Ordering::Release);
         let mut inner = Inner { reg: None, state };
-        match register(
-            &inner.state,
-            module_parameters::scull_major.value(),
-            module_parameters::scull_minor.value(),
-        ) {
+        match register(&inner.state, module, p.major, p.minor) {
             Ok(r) => inner.reg = Some(r),
             Err(e) => {
                 STATE.store(core::ptr::null_mut(), Ordering::Release);
@@ -602,14 +645,15 @@ impl kernel::Module for ScullModule {
             }
         }
         pr_info!(
-            "major {} minors {}.. : {} scull, {} scullpipe, 4 access devices; quantum={} qset={} p_buffer={}\n",
+            "major {} minors {}.. : {} scull, {} scullpipe, 4 access devices; quantum={} qset={} p_buffer={} max_size={}\n",
             chrdev::major(region_base()),
             chrdev::minor(region_base()),
             nr_devs,
             p_nr_devs,
             quantum,
             qset,
-            p_buffer
+            p_buffer,
+            p.max_size
         );
         Ok(ScullModule { inner: Some(inner) })
     }

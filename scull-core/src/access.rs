@@ -82,12 +82,20 @@ impl<Id: Copy + PartialEq> Owner<Id> {
     /// LDD3's test: free, or held by the caller's uid or euid, or the caller
     /// may override.
     pub fn available(&self, c: &Caller<Id>) -> bool {
-        self.count == 0 || self.owner == Some(c.uid) || self.owner == Some(c.euid) || c.privileged
+        self.admits(c.uid, c.euid, || c.privileged)
     }
 
-    fn take(&mut self, c: &Caller<Id>) {
+    /// The same test in LDD3's order, with the privilege check last and lazy:
+    /// `privileged` runs only when the device is held by another user. (On
+    /// Linux it is `capable(CAP_DAC_OVERRIDE)`, which audits and marks the
+    /// task PF_SUPERPRIV, so it must not run for the owner's own opens.)
+    pub fn admits(&self, uid: Id, euid: Id, privileged: impl FnOnce() -> bool) -> bool {
+        self.count == 0 || self.owner == Some(uid) || self.owner == Some(euid) || privileged()
+    }
+
+    fn take_uid(&mut self, uid: Id) {
         if self.count == 0 {
-            self.owner = Some(c.uid);
+            self.owner = Some(uid);
         }
         self.count += 1;
     }
@@ -128,10 +136,16 @@ impl<Id: Copy + PartialEq> OwnerUid<Id> {
     }
 
     pub fn open(&mut self, c: &Caller<Id>) -> Result<()> {
-        if !self.state.available(c) {
+        self.open_lazy(c.uid, c.euid, || c.privileged)
+    }
+
+    /// [`OwnerUid::open`] asking for the privilege only when it decides (see
+    /// [`Owner::admits`]).
+    pub fn open_lazy(&mut self, uid: Id, euid: Id, privileged: impl FnOnce() -> bool) -> Result<()> {
+        if !self.state.admits(uid, euid, privileged) {
             return Err(Error::Busy);
         }
-        self.state.take(c);
+        self.state.take_uid(uid);
         Ok(())
     }
 
@@ -165,10 +179,16 @@ impl<Id: Copy + PartialEq> WaitUid<Id> {
 
     /// Opens, or says the caller must wait and try again when woken.
     pub fn open(&mut self, c: &Caller<Id>) -> Result<()> {
-        if !self.state.available(c) {
+        self.open_lazy(c.uid, c.euid, || c.privileged)
+    }
+
+    /// [`WaitUid::open`] asking for the privilege only when it decides (see
+    /// [`Owner::admits`]).
+    pub fn open_lazy(&mut self, uid: Id, euid: Id, privileged: impl FnOnce() -> bool) -> Result<()> {
+        if !self.state.admits(uid, euid, privileged) {
             return Err(Error::WouldBlock);
         }
-        self.state.take(c);
+        self.state.take_uid(uid);
         Ok(())
     }
 
@@ -332,6 +352,35 @@ mod more_tests {
         assert_eq!(u.open(&Caller::new(0, false)), Err(Error::Busy), "the owner is 1001, not the euid 0");
         assert_eq!(u.open(&Caller { uid: 7, euid: 1001, privileged: false }), Ok(()), "matches on the caller's euid");
         assert_eq!(u.open(&Caller::new(1002, false)), Err(Error::Busy));
+    }
+
+    /// The privilege check runs only when the device is held by someone else
+    /// (LDD3's order; on Linux `capable()` audits and sets PF_SUPERPRIV).
+    #[test]
+    fn privilege_is_asked_only_when_the_owner_differs() {
+        use core::cell::Cell;
+        let asked = Cell::new(0);
+        let ask = |answer: bool| {
+            let asked = &asked;
+            move || {
+                asked.set(asked.get() + 1);
+                answer
+            }
+        };
+        let mut u = OwnerUid::<u32>::new();
+        assert_eq!(u.open_lazy(1000, 1000, ask(false)), Ok(()), "free device");
+        assert_eq!(u.open_lazy(1000, 1000, ask(false)), Ok(()), "the owner again");
+        assert_eq!(u.open_lazy(7, 1000, ask(false)), Ok(()), "the owner's euid");
+        assert_eq!(asked.get(), 0, "no privilege check while the identities decide");
+        assert_eq!(u.open_lazy(1001, 1001, ask(false)), Err(Error::Busy));
+        assert_eq!(asked.get(), 1, "asked once for another user");
+        assert_eq!(u.open_lazy(0, 0, ask(true)), Ok(()), "an overriding caller");
+        assert_eq!(asked.get(), 2);
+        let mut w = WaitUid::<u32>::new();
+        assert_eq!(w.open_lazy(5, 5, ask(true)), Ok(()));
+        assert_eq!(asked.get(), 2, "free scullwuid asks nothing");
+        assert_eq!(w.open_lazy(6, 6, ask(false)), Err(Error::WouldBlock));
+        assert_eq!(asked.get(), 3);
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Store geometry (quantum and qset sizes), pipe buffer size, and the global
-//! defaults that LDD3 keeps in module parameters and that the ioctls change.
+//! Store geometry (quantum and qset sizes, and the size cap), pipe buffer
+//! size, and the global defaults that LDD3 keeps in module parameters and that
+//! the ioctls change.
 
 use crate::error::{Error, Result};
 use crate::sync::{AtomicI32, AtomicU64, Ordering};
@@ -27,20 +28,41 @@ pub const MAX_NR_DEVS: i32 = 64;
 /// The largest byte offset plus one that a scull device can hold (`loff_t` max).
 pub const MAX_SIZE: u64 = i64::MAX as u64;
 
-/// A validated (quantum, qset) pair.
+/// Default per-device size cap (`scull_max_size`): 512 MiB, twice what the
+/// benchmark's scaling step stores in one device. A write at or past the cap
+/// is `FileTooBig`; one that crosses it is cut short at the cap (as POSIX
+/// writes are at RLIMIT_FSIZE). LDD3 had no cap: any user of the 0666 nodes
+/// could fill kernel memory.
+pub const DEFAULT_MAX_SIZE: u64 = 512 << 20;
+
+/// Validates a `scull_max_size` value: 1 byte up to [`MAX_SIZE`] (0 would be
+/// a device that holds nothing, so it is refused rather than meaning
+/// "unbounded").
+pub fn max_size(size: u64) -> Result<u64> {
+    if size == 0 || size > MAX_SIZE {
+        return Err(Error::Invalid);
+    }
+    Ok(size)
+}
+
+/// A validated (quantum, qset) pair and the size cap that goes with it.
 ///
 /// Both are positive, `quantum <= MAX_QUANTUM`, `qset <= MAX_QSET` (each is
 /// one kernel allocation), and `quantum * qset` fits in an `i32`, which is the
 /// type LDD3 computes `itemsize` in: products that would overflow it are
-/// rejected instead of silently wrapping.
+/// rejected instead of silently wrapping. The cap (`scull_max_size`) rides
+/// along so that every store created or trimmed from [`Params::geometry`]
+/// gets it; it is a load-time value, never changed by an ioctl.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
     quantum: u32,
     qset: u32,
+    max_size: u64,
 }
 
 impl Geometry {
-    pub const DEFAULT: Geometry = Geometry { quantum: DEFAULT_QUANTUM as u32, qset: DEFAULT_QSET as u32 };
+    pub const DEFAULT: Geometry =
+        Geometry { quantum: DEFAULT_QUANTUM as u32, qset: DEFAULT_QSET as u32, max_size: DEFAULT_MAX_SIZE };
 
     /// Validates a geometry.
     pub fn new(quantum: i64, qset: i64) -> Result<Geometry> {
@@ -48,9 +70,21 @@ impl Geometry {
             return Err(Error::Invalid);
         }
         match quantum.checked_mul(qset) {
-            Some(span) if span <= i32::MAX as i64 => Ok(Geometry { quantum: quantum as u32, qset: qset as u32 }),
+            Some(span) if span <= i32::MAX as i64 => {
+                Ok(Geometry { quantum: quantum as u32, qset: qset as u32, max_size: DEFAULT_MAX_SIZE })
+            }
             _ => Err(Error::Invalid),
         }
+    }
+
+    /// The same geometry with another size cap (validated by [`max_size`]).
+    pub fn with_max_size(self, size: u64) -> Result<Geometry> {
+        Ok(Geometry { max_size: max_size(size)?, ..self })
+    }
+
+    /// One past the largest byte offset a store with this geometry holds.
+    pub const fn max_size(self) -> u64 {
+        self.max_size
     }
 
     /// Bytes per quantum.
@@ -80,8 +114,9 @@ impl Geometry {
         ((self.quantum as u64) << 32) | self.qset as u64
     }
 
-    fn unpack(v: u64) -> Geometry {
-        Geometry { quantum: (v >> 32) as u32, qset: v as u32 }
+    /// The pair only: the cap is kept apart (see [`Params`]).
+    fn unpack(v: u64, max_size: u64) -> Geometry {
+        Geometry { quantum: (v >> 32) as u32, qset: v as u32, max_size }
     }
 }
 
@@ -112,11 +147,13 @@ pub fn nr_devs(n: i64) -> Result<usize> {
 /// pick the buffer size up when their buffer is next allocated.
 ///
 /// Quantum and qset live in one atomic so that a reader always sees a pair that
-/// was validated together.
+/// was validated together. The size cap is set once at load (module parameter
+/// / registry value `scull_max_size`) and never changes after.
 #[derive(Debug)]
 pub struct Params {
     geometry: AtomicU64,
     p_buffer: AtomicI32,
+    max_size: AtomicU64,
 }
 
 impl Params {
@@ -126,6 +163,7 @@ impl Params {
         Params {
             geometry: AtomicU64::new(((DEFAULT_QUANTUM as u64) << 32) | DEFAULT_QSET as u64),
             p_buffer: AtomicI32::new(DEFAULT_P_BUFFER),
+            max_size: AtomicU64::new(DEFAULT_MAX_SIZE),
         }
     }
 
@@ -135,6 +173,7 @@ impl Params {
         Params {
             geometry: AtomicU64::new(((DEFAULT_QUANTUM as u64) << 32) | DEFAULT_QSET as u64),
             p_buffer: AtomicI32::new(DEFAULT_P_BUFFER),
+            max_size: AtomicU64::new(DEFAULT_MAX_SIZE),
         }
     }
 
@@ -148,9 +187,22 @@ impl Params {
         Ok(params)
     }
 
-    /// The current default geometry.
+    /// Sets the load-time size cap (`scull_max_size`), validated. Call it
+    /// before the first device exists: stores take the cap when they are
+    /// created or trimmed.
+    pub fn set_max_size(&self, size: u64) -> Result<()> {
+        self.max_size.store(max_size(size)?, Ordering::Release);
+        Ok(())
+    }
+
+    /// The per-device size cap.
+    pub fn max_size(&self) -> u64 {
+        self.max_size.load(Ordering::Acquire)
+    }
+
+    /// The current default geometry (with the size cap).
     pub fn geometry(&self) -> Geometry {
-        Geometry::unpack(self.geometry.load(Ordering::Acquire))
+        Geometry::unpack(self.geometry.load(Ordering::Acquire), self.max_size())
     }
 
     pub fn quantum(&self) -> i32 {
@@ -169,7 +221,7 @@ impl Params {
     pub fn update_geometry(&self, f: impl Fn(Geometry) -> Result<Geometry>) -> Result<Geometry> {
         let mut cur = self.geometry.load(Ordering::Acquire);
         loop {
-            let old = Geometry::unpack(cur);
+            let old = Geometry::unpack(cur, self.max_size());
             let new = f(old)?;
             match self.geometry.compare_exchange_weak(cur, new.pack(), Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => return Ok(old),
@@ -261,6 +313,27 @@ mod tests {
         assert_eq!(nr_devs(-1), Err(Error::Invalid));
         assert_eq!(nr_devs(0), Ok(0));
         assert_eq!(nr_devs(65), Err(Error::Invalid));
+    }
+
+    #[test]
+    fn max_size_is_validated_and_rides_with_the_geometry() {
+        let p = Params::new();
+        assert_eq!(p.max_size(), DEFAULT_MAX_SIZE);
+        const { assert!(DEFAULT_MAX_SIZE >= 256 << 20, "the benchmark stores 256 MiB in one device") };
+        assert_eq!(p.geometry().max_size(), DEFAULT_MAX_SIZE);
+        assert_eq!(p.set_max_size(0), Err(Error::Invalid));
+        assert_eq!(p.set_max_size(MAX_SIZE + 1), Err(Error::Invalid));
+        assert_eq!(p.max_size(), DEFAULT_MAX_SIZE, "a rejected value changes nothing");
+        p.set_max_size(12345).unwrap();
+        assert_eq!(p.geometry().max_size(), 12345);
+        // Geometry ioctls keep the cap.
+        p.set_quantum(10).unwrap();
+        assert_eq!(p.geometry().max_size(), 12345);
+        p.reset();
+        assert_eq!(p.geometry().max_size(), 12345, "RESET restores quantum and qset, not the load-time cap");
+        assert_eq!(Geometry::DEFAULT.with_max_size(7).unwrap().max_size(), 7);
+        assert_eq!(Geometry::DEFAULT.with_max_size(0), Err(Error::Invalid));
+        assert_eq!(max_size(MAX_SIZE), Ok(MAX_SIZE));
     }
 }
 

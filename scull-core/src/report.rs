@@ -1,11 +1,13 @@
 //! Report text: the counterparts of LDD3's /proc/scullmem, /proc/scullseq and
 //! /proc/scullpipe, formatted with `core::fmt` into a caller's buffer.
 //!
-//! The format is stable (version 1) and line oriented. Kernel addresses are
+//! The format is stable (version 1) and line oriented; new `key=value`
+//! fields are only ever appended to a line (`max_size=`, the per-device size
+//! cap, came after the first release). Kernel addresses are
 //! never printed (LDD3 printed `%p`s, which leak kernel layout).
 //!
 //! ```text
-//! scullmem v1 quantum=4000 qset=1000
+//! scullmem v1 quantum=4000 qset=1000 max_size=536870912
 //! scull0 size=12 quantum=4000 qset=1000 qsets=1 quanta=1
 //! ...
 //! scullpipe v1 buffer=4000
@@ -84,7 +86,7 @@ impl Write for Counter {
 
 /// Header of the memory report.
 pub fn mem_header(w: &mut dyn Write, params: &Params) -> fmt::Result {
-    writeln!(w, "scullmem v1 quantum={} qset={}", params.quantum(), params.qset())
+    writeln!(w, "scullmem v1 quantum={} qset={} max_size={}", params.quantum(), params.qset(), params.max_size())
 }
 
 /// One device line of the memory report. `name` is e.g. `scull0`.
@@ -149,7 +151,7 @@ mod tests {
             let mut it = text.lines();
             [it.next().unwrap(), it.next().unwrap(), it.next().unwrap(), it.next().unwrap()]
         };
-        assert_eq!(lines[0], "scullmem v1 quantum=4000 qset=1000");
+        assert_eq!(lines[0], "scullmem v1 quantum=4000 qset=1000 max_size=536870912");
         assert_eq!(lines[1], "scull0 size=12 quantum=4000 qset=1000 qsets=1 quanta=1");
         assert_eq!(lines[2], "scullpipe v1 buffer=4000");
         assert_eq!(field(lines[3], "wp"), Some("5"));

@@ -12,7 +12,11 @@
 //! - The qset list is sparse and its look-ups are cached, so sequential
 //!   positioning is O(1) amortised (LDD3 walks from the head on every call),
 //!   and a write at a huge offset allocates one qset, not all before it.
-//! - Sizes and positions are bounded by [`MAX_SIZE`]; beyond it is `FileTooBig`.
+//! - Each store has a size cap (its geometry's [`Geometry::max_size`], the
+//!   `scull_max_size` parameter, default [`DEFAULT_MAX_SIZE`](crate::geometry::DEFAULT_MAX_SIZE)):
+//!   a write at or past it is `FileTooBig`, a write crossing it is cut short
+//!   at the cap (POSIX's rule at RLIMIT_FSIZE), and nothing already stored
+//!   changes. LDD3 had no bound.
 //!
 //! Invariant: every allocated byte at an offset `>= size` is zero. So extending
 //! the file (SetEndOfFile, a write past a hole) never exposes old data.
@@ -21,7 +25,7 @@
 //! `KSEMAPHORE` on Windows, a `Mutex` on Linux and the host).
 
 use crate::error::{Error, Result};
-use crate::geometry::{Geometry, MAX_SIZE};
+use crate::geometry::Geometry;
 use crate::mem::{Platform, QsetList};
 
 /// Where a seek is relative to.
@@ -48,7 +52,7 @@ impl Whence {
 }
 
 /// scull's llseek: a negative or overflowing result is `Invalid`, a position
-/// beyond the end of data is allowed (up to [`MAX_SIZE`]).
+/// beyond the end of data is allowed (up to [`MAX_SIZE`](crate::geometry::MAX_SIZE)).
 pub fn seek(pos: u64, size: u64, whence: Whence, off: i64) -> Result<u64> {
     let base = match whence {
         Whence::Set => 0i64,
@@ -58,6 +62,15 @@ pub fn seek(pos: u64, size: u64, whence: Whence, off: i64) -> Result<u64> {
     match base.checked_add(off) {
         Some(p) if p >= 0 => Ok(p as u64),
         _ => Err(Error::Invalid),
+    }
+}
+
+/// Bytes a write at `pos` may store before the size cap: `FileTooBig` at or
+/// past the cap, else at least 1. The one decision both kernels make.
+pub fn cap_room(g: Geometry, pos: u64) -> Result<u64> {
+    match g.max_size().checked_sub(pos) {
+        Some(room) if room > 0 => Ok(room),
+        _ => Err(Error::FileTooBig),
     }
 }
 
@@ -151,16 +164,13 @@ impl<P: Platform> Store<P> {
     /// written; partial only if an allocation or `copy_in` fails after some
     /// progress, in which case that error is dropped and the bytes already
     /// written stand. With no progress the error is returned. A position at or
-    /// beyond [`MAX_SIZE`] is `FileTooBig`; a write crossing it is cut short.
+    /// beyond the size cap is `FileTooBig`; a write crossing it is cut short.
     pub fn write_with(&mut self, pos: u64, count: usize, mut copy_in: impl FnMut(&mut [u8]) -> Result<()>) -> Result<usize> {
         if count == 0 {
             return Ok(0);
         }
-        if pos >= MAX_SIZE {
-            return Err(Error::FileTooBig);
-        }
-        let want = (count as u64).min(MAX_SIZE - pos) as usize;
         let g = self.geom;
+        let want = (count as u64).min(cap_room(g, pos)?) as usize;
         let mut done = 0usize;
         let mut failure = None;
         // As in read_with: one look-up per qset, one copy per quantum.
@@ -222,7 +232,7 @@ impl<P: Platform> Store<P> {
     /// later extension reads zeros or holes, never old bytes. Extending only
     /// moves the end: the new range is a hole. Allocates nothing.
     pub fn set_len(&mut self, len: u64) -> Result<()> {
-        if len > MAX_SIZE {
+        if len > self.geom.max_size() {
             return Err(Error::FileTooBig);
         }
         if len >= self.size {
@@ -320,6 +330,7 @@ impl<P: Platform> Drop for Store<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geometry::MAX_SIZE;
     use crate::host::HostPlatform;
     extern crate std;
     use std::vec;
@@ -444,6 +455,7 @@ mod tests {
         s.set_len(0).unwrap();
         assert_eq!(p.stats().outstanding(), 0);
         assert_eq!(s.set_len(MAX_SIZE + 1), Err(Error::FileTooBig));
+        assert_eq!(s.set_len(crate::geometry::DEFAULT_MAX_SIZE + 1), Err(Error::FileTooBig), "the default cap");
     }
 
     #[test]
@@ -461,7 +473,7 @@ mod tests {
     #[test]
     fn huge_offsets() {
         let p = HostPlatform::new();
-        let mut s = Store::new(p.clone(), Geometry::DEFAULT);
+        let mut s = Store::new(p.clone(), Geometry::DEFAULT.with_max_size(MAX_SIZE).unwrap());
         assert_eq!(s.write(MAX_SIZE, b"x"), Err(Error::FileTooBig));
         assert_eq!(s.write(u64::MAX, b"x"), Err(Error::FileTooBig));
         assert_eq!(s.write(MAX_SIZE - 1, b"xyz"), Ok(1), "cut short at the limit");
@@ -470,6 +482,29 @@ mod tests {
         assert_eq!(read_all(&mut s, MAX_SIZE - 1, 8), b"x");
         assert_eq!(read_all(&mut s, u64::MAX, 8), b"");
         assert!(p.stats().bytes() < 64 * 1024);
+    }
+
+    #[test]
+    fn size_cap_cuts_short_then_refuses_and_loses_nothing() {
+        let p = HostPlatform::new();
+        let mut s = Store::new(p.clone(), Geometry::new(4, 2).unwrap().with_max_size(10).unwrap());
+        assert_eq!(s.write(0, b"0123456"), Ok(7));
+        assert_eq!(s.write(7, b"789abc"), Ok(3), "a write crossing the cap is cut short at it");
+        assert_eq!(s.size(), 10);
+        assert_eq!(s.write(10, b"x"), Err(Error::FileTooBig), "at the cap");
+        assert_eq!(s.write(1 << 40, b"x"), Err(Error::FileTooBig), "far past it");
+        assert_eq!(s.write(9, b""), Ok(0), "an empty write is never refused");
+        assert_eq!(read_all(&mut s, 0, 20), b"0123456789", "nothing lost");
+        assert_eq!(s.set_len(11), Err(Error::FileTooBig));
+        assert_eq!(s.set_len(10), Ok(()));
+        let before = p.stats().outstanding();
+        assert_eq!(s.write(12, b"zz"), Err(Error::FileTooBig));
+        assert_eq!(p.stats().outstanding(), before, "a refused write allocates nothing");
+        // Trimming with the default geometry takes the default cap.
+        s.trim(Geometry::DEFAULT);
+        assert_eq!(s.geometry().max_size(), crate::geometry::DEFAULT_MAX_SIZE);
+        assert_eq!(cap_room(Geometry::DEFAULT, crate::geometry::DEFAULT_MAX_SIZE - 1), Ok(1));
+        assert_eq!(cap_room(Geometry::DEFAULT, u64::MAX), Err(Error::FileTooBig));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Random operation sequences on the quantum store against a plain `Vec<u8>`
 //! reference (plus the set of allocated quanta, which decides where holes
-//! are), across random geometries.
+//! are), across random geometries and size caps (`scull_max_size`).
 
 use proptest::prelude::*;
 use scull_core::geometry::Geometry;
@@ -33,13 +33,23 @@ struct Reference {
     size: u64,
     quanta: BTreeSet<u64>,
     quantum: u64,
+    max_size: u64,
 }
 
 impl Reference {
-    fn write(&mut self, pos: u64, d: &[u8]) -> usize {
+    fn new(quantum: u64, max_size: u64) -> Reference {
+        Reference { data: Vec::new(), size: 0, quanta: BTreeSet::new(), quantum, max_size }
+    }
+
+    /// The cap's rule: nothing at or past it, a crossing write cut short.
+    fn write(&mut self, pos: u64, d: &[u8]) -> Result<usize, scull_core::Error> {
         if d.is_empty() {
-            return 0;
+            return Ok(0);
         }
+        if pos >= self.max_size {
+            return Err(scull_core::Error::FileTooBig);
+        }
+        let d = &d[..d.len().min((self.max_size - pos) as usize)];
         let end = pos + d.len() as u64;
         if self.data.len() < end as usize {
             self.data.resize(end as usize, 0);
@@ -49,7 +59,7 @@ impl Reference {
             self.quanta.insert(q);
         }
         self.size = self.size.max(end);
-        d.len()
+        Ok(d.len())
     }
 
     fn read(&self, pos: u64, n: usize) -> Vec<u8> {
@@ -66,7 +76,10 @@ impl Reference {
         out
     }
 
-    fn set_len(&mut self, len: u64) {
+    fn set_len(&mut self, len: u64) -> Result<(), scull_core::Error> {
+        if len > self.max_size {
+            return Err(scull_core::Error::FileTooBig);
+        }
         if len < self.size {
             let q = self.quantum;
             self.quanta.retain(|&i| i * q < len);
@@ -75,6 +88,7 @@ impl Reference {
             }
         }
         self.size = len;
+        Ok(())
     }
 }
 
@@ -82,16 +96,16 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
     #[test]
-    fn store_matches_reference(quantum in 1i64..24, qset in 1i64..6, ops in prop::collection::vec(op(), 1..60)) {
-        let geom = Geometry::new(quantum, qset).unwrap();
+    fn store_matches_reference(quantum in 1i64..24, qset in 1i64..6, max_size in 1u64..400, ops in prop::collection::vec(op(), 1..60)) {
+        let geom = Geometry::new(quantum, qset).unwrap().with_max_size(max_size).unwrap();
         let platform = HostPlatform::new();
         let mut s = Store::new(platform.clone(), geom);
-        let mut r = Reference { data: Vec::new(), size: 0, quanta: BTreeSet::new(), quantum: quantum as u64 };
+        let mut r = Reference::new(quantum as u64, max_size);
         let mut pos = 0u64;
         for op in ops {
             match op {
                 Op::Write(p, d) => {
-                    prop_assert_eq!(s.write(p, &d), Ok(r.write(p, &d)));
+                    prop_assert_eq!(s.write(p, &d), r.write(p, &d));
                 }
                 Op::Read(p, n) => {
                     let mut buf = vec![0xAAu8; n];
@@ -100,12 +114,11 @@ proptest! {
                     prop_assert!(buf[got..].iter().all(|&b| b == 0xAA), "read wrote past its count");
                 }
                 Op::SetLen(l) => {
-                    s.set_len(l).unwrap();
-                    r.set_len(l);
+                    prop_assert_eq!(s.set_len(l), r.set_len(l));
                 }
                 Op::Trim => {
                     s.trim(geom);
-                    r = Reference { data: Vec::new(), size: 0, quanta: BTreeSet::new(), quantum: quantum as u64 };
+                    r = Reference::new(quantum as u64, max_size);
                 }
                 Op::Seek(w, o) => {
                     let whence = Whence::from_raw(w as u32).unwrap();
@@ -117,6 +130,7 @@ proptest! {
                 }
             }
             prop_assert_eq!(s.size(), r.size);
+            prop_assert!(s.size() <= max_size, "the size never passes the cap");
             let st = s.stats();
             prop_assert_eq!(st.quanta, r.quanta.len(), "allocated quanta match the reference");
             prop_assert!(st.qsets <= st.quanta.max(1) * 1 + st.qsets, "sanity");

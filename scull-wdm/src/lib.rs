@@ -108,12 +108,13 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
     kprint!("release build: no bridge IOCTLs, no test switches");
     acl::release();
     kprint!(
-        "loaded: scull_nr_devs={} scull_p_nr_devs={} scull_quantum={} scull_qset={} scull_p_buffer={}",
+        "loaded: scull_nr_devs={} scull_p_nr_devs={} scull_quantum={} scull_qset={} scull_p_buffer={} scull_max_size={}",
         nr,
         pnr,
         dev::PARAMS.quantum(),
         dev::PARAMS.qset(),
-        dev::PARAMS.p_buffer()
+        dev::PARAMS.p_buffer(),
+        dev::PARAMS.max_size()
     );
     STATUS_SUCCESS
 }
@@ -159,6 +160,8 @@ fn apply(p: &registry::Values) -> Result<(usize, usize), &'static str> {
     geometry::pipe_buffer_size(b).map_err(|_| "scull_p_buffer")?;
     let nr = geometry::nr_devs(p.nr_devs.unwrap_or(geometry::DEFAULT_NR_DEVS) as i64).map_err(|_| "scull_nr_devs")?;
     let pnr = geometry::nr_devs(p.p_nr_devs.unwrap_or(geometry::DEFAULT_P_NR_DEVS) as i64).map_err(|_| "scull_p_nr_devs")?;
+    let max = p.max_size.map_or(geometry::DEFAULT_MAX_SIZE, |m| m as u32 as u64);
+    dev::PARAMS.set_max_size(max).map_err(|_| "scull_max_size")?;
     dev::PARAMS.update_geometry(|_| Ok(g)).map_err(|_| "geometry")?;
     dev::PARAMS.set_p_buffer(b).map_err(|_| "scull_p_buffer")?;
     Ok((nr, pnr))

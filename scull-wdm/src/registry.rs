@@ -1,7 +1,9 @@
 //! LDD3's module parameters as registry values under the service key:
 //! `HKLM\SYSTEM\CurrentControlSet\Services\scull\Parameters`, REG_DWORDs
 //! `scull_quantum`, `scull_qset`, `scull_nr_devs`, `scull_p_buffer`,
-//! `scull_p_nr_devs`. Missing values keep LDD3's defaults.
+//! `scull_p_nr_devs`. Missing values keep LDD3's defaults. Also
+//! `scull_max_size` (REG_DWORD, bytes, read as unsigned: the per-device size
+//! cap, default 512 MiB; see scull-core's `geometry::DEFAULT_MAX_SIZE`).
 //!
 //! Also read: `scull_sddl` (REG_SZ, the device ACL; see `acl`),
 //! `scull_debug_level` (REG_DWORD 0..3, see `log`), and two test-only
@@ -19,6 +21,7 @@ pub struct Values {
     pub nr_devs: Option<i32>,
     pub p_buffer: Option<i32>,
     pub p_nr_devs: Option<i32>,
+    pub max_size: Option<i32>,
     pub test_identity: Option<i32>,
     pub fail_at: Option<i32>,
     pub debug_level: Option<i32>,
@@ -78,6 +81,7 @@ pub fn read(registry_path: *mut UNICODE_STRING) -> Values {
     v.nr_devs = dword(key, "scull_nr_devs");
     v.p_buffer = dword(key, "scull_p_buffer");
     v.p_nr_devs = dword(key, "scull_p_nr_devs");
+    v.max_size = dword(key, "scull_max_size");
     v.test_identity = dword(key, "scull_test_identity");
     v.fail_at = dword(key, "scull_fail_at");
     v.debug_level = dword(key, "scull_debug_level");

@@ -28,7 +28,7 @@ use std::time::Instant;
 use crate::util::{apt_install, cache_dir, root, run, step, target_dir, Result};
 
 pub const KREL: &str = "7.3.4+deb13-amd64";
-const KVER_PKG: &str = "7.3.4-1~bpo13+1";
+pub const KVER_PKG: &str = "7.3.4-1~bpo13+1";
 const KBUILD_PKG: &str = "linux-kbuild-7.3.4+deb13";
 const HEADERS: &str = "/usr/src/linux-headers-7.3.4+deb13-amd64";
 /// Bump when the chroot recipe changes: old stamps are then ignored.
@@ -59,7 +59,7 @@ fn mark(name: &str) -> Result {
     std::fs::write(stamp(name), b"").map_err(|e| format!("write stamp {name}: {e}"))
 }
 
-fn sh(script: &str) -> Result {
+pub fn sh(script: &str) -> Result {
     run(Command::new("bash").args(["-euo", "pipefail", "-c", script]))
 }
 
@@ -88,7 +88,7 @@ fn unmount_all(p: &Path) -> Result {
 }
 
 /// `rm -rf` that refuses to cross live mounts.
-fn remove_dir(p: &Path) -> Result {
+pub fn remove_dir(p: &Path) -> Result {
     if !p.exists() {
         return Ok(());
     }
@@ -103,26 +103,43 @@ fn remove_dir(p: &Path) -> Result {
 /// concurrent runs in the shared chroot (two worktrees, or a kernel build
 /// beside a module build) never unmount each other's /proc, and nothing is
 /// left mounted under the cache if a run is killed.
-pub struct Mounted(PathBuf);
+/// Host directories can be bind-mounted into the chroot the same way
+/// ([`Mounted::bind`]): the debug kernel's cache lives outside the chroot.
+pub struct Mounted(PathBuf, Vec<(PathBuf, String)>);
 
 impl Mounted {
     pub fn new(root: &Path) -> Result<Self> {
-        Ok(Mounted(root.to_path_buf()))
+        Ok(Mounted(root.to_path_buf(), Vec::new()))
+    }
+    /// Bind-mounts `host` at `inside` (absolute, in the chroot) for each command.
+    pub fn bind(mut self, host: &Path, inside: &str) -> Self {
+        self.1.push((host.to_path_buf(), inside.to_string()));
+        self
     }
     pub fn run(&self, script: &str) -> Result {
         let proc_dir = self.0.join("proc");
-        run(Command::new("unshare")
-            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg(r#"mount -t proc proc "$1" && shift && exec chroot "$@""#)
+        // $1 = proc dir, then host/target pairs up to "--", then the chroot command.
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(
+                r#"mount -t proc proc "$1" && shift
+while [ "$1" != -- ]; do mkdir -p "$2" && mount --bind "$1" "$2" || exit 1; shift 2; done
+shift && exec chroot "$@""#,
+            )
             .arg("sh")
-            .arg(&proc_dir)
+            .arg(&proc_dir);
+        for (host, inside) in &self.1 {
+            cmd.arg(host).arg(self.0.join(inside.trim_start_matches('/')));
+        }
+        run(cmd
+            .arg("--")
             .arg(&self.0)
             .args(["/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"])
             .args(["bash", "-euo", "pipefail", "-c", script]))
     }
 }
 
-fn apt_opts(d: &Path) -> String {
+pub fn apt_opts(d: &Path) -> String {
     format!(
         "-o Dir::Etc::SourceList={d}/apt/sources.list -o Dir::Etc::SourceParts=/dev/null \
          -o Dir::State::Lists={d}/apt/lists -o Dir::Cache={d}/apt/cache -o Debug::NoLocking=1 -qq",
@@ -136,21 +153,26 @@ fn apt_opts(d: &Path) -> String {
 /// into the same temporary directory. The kernel drops the lock if the
 /// process dies.
 pub fn setup_lock() -> Result<std::fs::File> {
-    let p = dir().join("setup.lock");
+    lock(&dir().join("setup.lock"), "chroot setup")
+}
+
+/// An exclusive lock on the file `p` (created), waited for if taken.
+pub fn lock(p: &Path, what: &str) -> Result<std::fs::File> {
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&p)
+        .open(p)
         .map_err(|e| format!("{}: {e}", p.display()))?;
     if f.try_lock().is_err() {
-        eprintln!("kmod: waiting for another checkout's chroot setup ({})", p.display());
+        eprintln!("kmod: waiting for another checkout's {what} ({})", p.display());
         f.lock().map_err(|e| format!("lock {}: {e}", p.display()))?;
     }
     Ok(f)
 }
 
-fn setup() -> Result {
+/// Steps 1-6 above (each skipped when its stamp exists).
+pub fn setup() -> Result {
     let _lock = setup_lock()?;
     let d = dir();
     let ds = d.display();
@@ -293,15 +315,36 @@ pub fn build_subdir() -> String {
     format!("build/{}", if name.is_empty() { "scull" } else { &name })
 }
 
-/// Builds scull.ko and returns its path (target/scull-linux/scull.ko).
+/// A kernel build tree in the chroot that scull.ko can be built against.
+pub struct Tree<'a> {
+    /// The tree's path inside the chroot (`make -C`).
+    pub kdir: &'a str,
+    /// Extra make variables (`KERNELRELEASE=...`, `CC=...`).
+    pub make_vars: String,
+    /// Appended to the chroot build dir and to `target/scull-linux`.
+    pub suffix: &'a str,
+    /// Host directories the build needs in the chroot (see [`Mounted::bind`]).
+    pub binds: Vec<(PathBuf, &'a str)>,
+}
+
+/// Builds scull.ko against Debian's headers and returns its path
+/// (target/scull-linux/scull.ko).
 pub fn build() -> Result<PathBuf> {
     let t0 = Instant::now();
     setup()?;
     crate::util::note(&format!("kmod: chroot and metadata ready ({:.0} s)", t0.elapsed().as_secs_f64()));
-    step("kmod: building scull.ko");
+    let ko = build_against(&Tree { kdir: HEADERS, make_vars: format!("KERNELRELEASE={KREL}"), suffix: "", binds: Vec::new() })?;
+    crate::util::note(&format!("kmod: done in {:.0} s", t0.elapsed().as_secs_f64()));
+    Ok(ko)
+}
+
+/// Builds scull.ko against `tree` (the chroot is ready) and returns its path
+/// (target/scull-linux<suffix>/scull.ko).
+pub fn build_against(tree: &Tree) -> Result<PathBuf> {
+    step(&format!("kmod: building scull.ko against {}", tree.kdir));
     let cr = chroot();
     let src = root();
-    let b = build_subdir();
+    let b = format!("{}{}", build_subdir(), tree.suffix);
     // The module and the core are copied (not bind-mounted) into the chroot,
     // under a directory of this checkout's own, so two worktrees can build.
     sh(&format!(
@@ -313,18 +356,34 @@ for f in {s}/scull-linux/*.c {s}/scull-linux/*.h {s}/scull-linux/Makefile; do [ 
         c = cr.display(),
         s = src.display()
     ))?;
-    let m = Mounted::new(&cr)?;
-    m.run(&format!("make -C {HEADERS} M=/{b}/scull-linux KERNELRELEASE={KREL} -j2 modules"))?;
+    let mut m = Mounted::new(&cr)?;
+    for (host, inside) in &tree.binds {
+        m = m.bind(host, inside);
+    }
+    m.run(&format!("make -C {} M=/{b}/scull-linux {} -j2 modules", tree.kdir, tree.make_vars))?;
     drop(m);
-    let out = target_dir().join("scull-linux");
+    let out = target_dir().join(format!("scull-linux{}", tree.suffix));
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let ko = out.join("scull.ko");
     std::fs::copy(cr.join(&b).join("scull-linux/scull.ko"), &ko).map_err(|e| format!("copy scull.ko: {e}"))?;
-    crate::util::note(&format!("kmod: done in {:.0} s", t0.elapsed().as_secs_f64()));
     Ok(ko)
 }
 
-pub fn kmod(_args: &[String]) -> Result {
+/// `modinfo` of a built scull.ko (run in the chroot, where kmod is installed).
+pub fn modinfo(ko: &Path) -> Result<String> {
+    let cr = chroot();
+    let rel = format!("{}/modinfo-scull.ko", build_subdir());
+    std::fs::create_dir_all(cr.join(build_subdir())).map_err(|e| format!("mkdir: {e}"))?;
+    std::fs::copy(ko, cr.join(&rel)).map_err(|e| format!("copy: {e}"))?;
+    let info = Command::new("chroot").arg(&cr).args(["/usr/sbin/modinfo", &format!("/{rel}")]).output().map_err(|e| format!("modinfo: {e}"))?;
+    Ok(String::from_utf8_lossy(&info.stdout).into_owned())
+}
+
+/// `cargo xtask kmod [--debug-kernel]`.
+pub fn kmod(args: &[String]) -> Result {
+    if args.iter().any(|a| a == "--debug-kernel") {
+        return crate::kdebug::kmod(args);
+    }
     let ko = build()?;
     println!("{}", ko.display());
     Ok(())

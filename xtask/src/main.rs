@@ -2,6 +2,7 @@
 
 mod host;
 mod inf;
+mod kdebug;
 mod kmod;
 mod qemu;
 mod util;
@@ -19,7 +20,8 @@ usage: cargo xtask [-v] <command>
 
   demo        run the demo end to end (model device)
   test        run every test (unit, property, fault injection, loom, conformance
-              on the model, scull.sys under Wine, the Linux module in QEMU)
+              on the model, scull.sys under Wine, the Linux module in QEMU on
+              Debian's kernel and on the debug kernel)
   bench-core  scull-core store vs memcpy benchmark (prints ratio lines)
   bench       every benchmark (core, and the devices on each target)
   conformance run the conformance suite against the host model
@@ -29,7 +31,9 @@ usage: cargo xtask [-v] <command>
   wine        load scull.sys in Wine and run the conformance suite there (`wine demo`: the demo)
   inf-check   check inf/scull.inx (sections, keys, isolation rules) [FILE]
   kmod        build scull.ko for Debian's 7.3.4 kernel (trixie chroot, cached)
+              (`kmod --debug-kernel`: the KASAN/lockdep/kmemleak kernel and scull.ko for it)
   qemu        boot Debian's 7.3.4 kernel in QEMU and run the suite against scull.ko
+              (`qemu --debug-kernel`: the same on the debug kernel, 2 vCPUs, failslab, kmemleak)
 ";
 
 fn main() {
@@ -89,5 +93,7 @@ fn test(_args: &[String]) -> Result {
     util::section("test: the Windows driver under Wine");
     wine::run_suite(&[])?;
     util::section("test: the Linux module in QEMU");
-    qemu::qemu(&[])
+    qemu::qemu(&[])?;
+    util::section("test: the Linux module in QEMU on the debug kernel (KASAN, lockdep, kmemleak, failslab; 2 vCPUs)");
+    qemu::qemu(&["--debug-kernel".into()])
 }

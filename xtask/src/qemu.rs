@@ -2,15 +2,22 @@
 //! with a busybox initramfs holding scull.ko and a static scull-tool.
 //!
 //! - Test mode (no option): loads the module with non-default parameters,
-//!   runs the conformance suite, reads the /proc reports, then in the same
-//!   boot `scull-tool stress --processes` (8 + 8 processes, 30 s per part),
-//!   `scull-tool fuzz` (60 s, fixed seed, invalid user pointers included) and
-//!   `scull-tool fault-sweep` (the module's `scull_fail_at` countdown swept
-//!   over a workload); checks that rmmod is refused while a device is open,
+//!   checks them in /sys/module/scull/parameters, runs the conformance suite
+//!   (with the Linux-only userfaultfd case), reads the /proc reports, then in
+//!   the same boot `scull-tool stress --processes` (8 + 8 processes, 30 s per
+//!   part), `scull-tool fuzz` (60 s, fixed seed, invalid user pointers
+//!   included), `scull-tool fault-sweep` (the module's `scull_fail_at`
+//!   countdown swept over a workload) and the open-versus-rmmod race loop
+//!   (`race_loop!`); checks that rmmod is refused while a device is open,
 //!   unloads, and checks the outstanding-allocation line and the kernel log.
 //! - `--bench`: default parameters, 1.5 GiB of guest memory, a tmpfs
 //!   baseline; prints `scull-tool bench`'s ratio and MB/s lines.
 //! - `--demo`: runs `scull-tool demo` in the guest and prints it.
+//! - `--debug-kernel`: the test mode's script on the debug kernel
+//!   ([`crate::kdebug`]: KASAN, lockdep, kmemleak, failslab) with 2 vCPUs and
+//!   2 GiB, plus a failslab-driven fault sweep and a kmemleak scan after
+//!   unload; the console must show the checkers initialised and none of
+//!   their reports. Its last line is `qemu-debug: N passed, M failed`.
 //!
 //! The last line printed is `qemu: N passed, M failed`: the suite's cases plus
 //! the harness's own checks.
@@ -18,7 +25,7 @@
 use std::process::Command;
 use std::time::Instant;
 
-use crate::kmod;
+use crate::{kdebug, kmod};
 use crate::util::{apt_install, cargo, root, run, rustup_targets, step, target_dir, Result};
 
 const MUSL: &str = "x86_64-unknown-linux-musl";
@@ -44,40 +51,119 @@ poweroff -f
 "#;
 
 /// Test mode: conformance, stress, fuzz, fault sweep, unload.
-const TEST: &str = r#"echo "== insmod with invalid parameters (must be refused)"
+/// The test boot's load parameters: all non-default, so sysfs and the
+/// reports show load-time values (the race loop reloads with them too).
+macro_rules! test_params {
+    () => {
+        "scull_quantum=1000 scull_qset=50 scull_p_buffer=1024 scull_nr_devs=4 scull_p_nr_devs=4 scull_max_size=67108864"
+    };
+}
+const TEST_PARAMS: &str = test_params!();
+
+/// Guest fragment: mode and value of every parameter LDD3 shows in sysfs
+/// (plus scull_max_size); checked by [`check_sysfs`].
+macro_rules! sysfs_params {
+    () => {
+        r#"echo "== /sys/module/scull/parameters"
+for p in scull_major scull_minor scull_nr_devs scull_quantum scull_qset scull_p_nr_devs scull_p_buffer scull_max_size; do
+  echo "HARNESS sysparam $p $(stat -c %a /sys/module/scull/parameters/$p 2>&1) $(cat /sys/module/scull/parameters/$p 2>&1)"
+done
+echo "HARNESS sysfs-quantum $(cat /sys/module/scull/parameters/scull_quantum)"
+"#
+    };
+}
+
+/// Guest fragment: issue 10's open-versus-rmmod race. Four processes open
+/// and close scull devices (read-only: `<` never creates a missing node; on
+/// `true`, not `:`, whose failed redirection would end the subshell) as fast
+/// as the shell can while the script unloads and reloads the module (at
+/// most 200 rounds or 60 s, times $SLOW). busybox rmmod does not wait: a module in use
+/// fails with EBUSY, which is counted. Ends with the module loaded again with
+/// the test parameters; checked by [`check_race`] and by the kernel-log scan
+/// (where KASAN reports a use after free).
+macro_rules! race_loop {
+    () => {
+        concat!(
+            r#"echo "== open vs rmmod race"
+rm -f /tmp/race.stop /tmp/race.n.*
+for d in scull0 scull1 scullpipe0 sculluid; do
+  ( n=0; while [ ! -e /tmp/race.stop ]; do true < /dev/$d 2>/dev/null && n=$((n+1)); done; echo $n > /tmp/race.n.$d ) &
+done
+unloads=0; busy=0; i=0; t0=$(date +%s)
+while [ $i -lt 200 ] && [ $(( $(date +%s) - t0 )) -lt $((60*SLOW)) ]; do
+  i=$((i+1))
+  if rmmod scull 2>/dev/null; then
+    unloads=$((unloads+1))
+    insmod /scull.ko "#,
+            test_params!(),
+            r#" || { echo "HARNESS race-insmod-failed round $i"; break; }
+  else
+    busy=$((busy+1))
+  fi
+done
+touch /tmp/race.stop
+wait
+grep -q '^scull ' /proc/modules || insmod /scull.ko "#,
+            test_params!(),
+            r#"
+echo "HARNESS race rounds=$i unloads=$unloads busy=$busy opens=$(cat /tmp/race.n.* | tr '
+' ' ')"
+echo "HARNESS race-loaded $(grep -c '^scull ' /proc/modules)"
+sleep 1
+echo race > /dev/scull0 && echo "HARNESS race-after $(cat /dev/scull0)"
+"#
+        )
+    };
+}
+
+/// Test mode: bad parameters, load, sysfs, conformance, stress, fuzz, fault
+/// sweep, the open-vs-rmmod race (the debug boot runs it too).
+const TEST: &str = concat!(
+    r#"echo "== insmod with invalid parameters (must be refused)"
 insmod /scull.ko scull_quantum=0
 echo "HARNESS badparam-quantum rc=$?"
 insmod /scull.ko scull_qset=1000 scull_quantum=4000000
 echo "HARNESS badparam-product rc=$?"
 insmod /scull.ko scull_p_buffer=1
 echo "HARNESS badparam-pbuffer rc=$?"
+insmod /scull.ko scull_max_size=0
+echo "HARNESS badparam-maxsize rc=$?"
 echo "HARNESS badparam-loaded $(grep -c '^scull ' /proc/modules)"
 echo "== insmod"
-insmod /scull.ko scull_quantum=1000 scull_qset=50 scull_p_buffer=1024 scull_nr_devs=4 scull_p_nr_devs=4
+insmod /scull.ko "#,
+    test_params!(),
+    r#"
 echo "HARNESS insmod rc=$?"
 sleep 1
 echo "HARNESS nodes $(ls /dev | grep -c '^scull')"
 ls -l /dev/scull*
 echo "HARNESS params $(cat /proc/scullmem | head -1)"
 echo "HARNESS sysfs $(cd /sys/module/scull/parameters && ls | tr '\n' ' ')"
-echo "== conformance"
-setsid cttyhack timeout 360 /scull-tool conformance --target qemu
+"#,
+    sysfs_params!(),
+    r#"echo "== conformance"
+setsid cttyhack timeout $((360*SLOW)) /scull-tool conformance --target qemu
 echo "HARNESS conformance rc=$?"
 echo "== reports"
 cat /proc/scullmem /proc/scullseq /proc/scullpipe
 echo "HARNESS reports rc=$?"
 echo "== stress"
-timeout 150 /scull-tool --target qemu stress --processes --writers 8 --readers 8 --seconds 30 --seed 20261121 2>/tmp/stress.err
+timeout $((150*SLOW)) /scull-tool --target qemu stress --processes --writers 8 --readers 8 --seconds 30 --seed 20261121 2>/tmp/stress.err
 echo "HARNESS stress rc=$?"
 tr '\r' '\n' </tmp/stress.err | grep -v '^stress .*records$' | tail -20
 echo "== fuzz"
-timeout 150 /scull-tool --target qemu fuzz --seconds 60 --seed 20261121
+timeout $((150*SLOW)) /scull-tool --target qemu fuzz --seconds 60 --seed 20261121
 echo "HARNESS fuzz rc=$?"
 echo "== fault sweep"
-timeout 120 /scull-tool --target qemu fault-sweep
+timeout $((120*SLOW)) /scull-tool --target qemu fault-sweep
 echo "HARNESS fault-sweep rc=$?"
 echo "HARNESS faults-armed $(cat /sys/module/scull/parameters/scull_fail_at)"
-echo "== rmmod"
+"#,
+    race_loop!()
+);
+
+/// Test mode, last: rmmod refused while open, trim, unload.
+const UNLOAD: &str = r#"echo "== rmmod"
 exec 3</dev/scull0
 rmmod scull
 echo "HARNESS rmmod-while-open rc=$?"
@@ -87,6 +173,41 @@ setsid cttyhack sh -c ': > /dev/scullpriv'
 echo "HARNESS outstanding-after-trim $(cat /sys/module/scull/parameters/scull_outstanding)"
 rmmod scull
 echo "HARNESS rmmod rc=$?"
+"#;
+
+/// Debug kernel, first: debugfs, and kmemleak's boot-time suspects cleared
+/// (objects are reported once 5 s old, hence the pause before the scan).
+const DEBUG_START: &str = r#"mount -t debugfs debugfs /sys/kernel/debug
+echo "== kmemleak: clearing boot-time suspects"
+sleep 6
+echo scan > /sys/kernel/debug/kmemleak && echo clear > /sys/kernel/debug/kmemleak
+echo "HARNESS kmemleak-clear rc=$?"
+"#;
+
+/// Debug kernel, before unload: the kernel's failslab drives the fault sweep.
+const DEBUG_FAILSLAB: &str = r#"echo "== failslab sweep"
+timeout $((120*SLOW)) /scull-tool --target qemu fault-sweep --injector failslab --max-k 5000
+echo "HARNESS failslab-sweep rc=$?"
+echo "HARNESS failslab-faults $(cat /sys/module/scull/parameters/scull_faults)"
+"#;
+
+/// Debug kernel, after unload: kmemleak scans (twice, 5 s apart, as its
+/// documentation advises), the report, lockdep still on, the whole log.
+const DEBUG_END: &str = r#"echo "== kmemleak scan"
+sleep 6
+echo scan > /sys/kernel/debug/kmemleak
+sleep 6
+echo scan > /sys/kernel/debug/kmemleak
+echo "HARNESS kmemleak-scan rc=$?"
+echo "== kmemleak report"
+cat /sys/kernel/debug/kmemleak
+echo "== kmemleak end"
+echo "HARNESS kmemleak-objects $(grep -c 'unreferenced object' /sys/kernel/debug/kmemleak)"
+echo "HARNESS kmemleak-scull $(grep -c scull /sys/kernel/debug/kmemleak)"
+echo "HARNESS lockdep $(grep -E '^ *debug_locks:' /proc/lockdep_stats | tr -s ' ')"
+echo "== dmesg"
+dmesg
+echo "== dmesg end"
 "#;
 
 /// Bench mode: LDD3's default geometry, a tmpfs baseline.
@@ -127,8 +248,52 @@ echo "HARNESS rmmod rc=$?"
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Test,
+    Debug,
     Bench,
     Demo,
+}
+
+/// The kernel a mode boots, and what differs with it.
+struct Kernel {
+    image: std::path::PathBuf,
+    ko: std::path::PathBuf,
+    name: &'static str,
+    /// modinfo's vermagic starts with this.
+    vermagic: String,
+    smp: u32,
+    /// Factor on the guest script's timeouts (`$SLOW`).
+    slow: u32,
+    /// Console log level and friends.
+    append: &'static str,
+}
+
+fn kernel(mode: Mode) -> Result<Kernel> {
+    Ok(if mode == Mode::Debug {
+        let (image, ko) = kdebug::build()?;
+        Kernel {
+            image,
+            ko,
+            name: "the debug 7.3.4 kernel",
+            vermagic: format!("{} SMP ", kdebug::KREL),
+            smp: 2,
+            // KASAN and lockdep on TCG with two busy host cores.
+            slow: 4,
+            // loglevel=5: the checkers' reports (KERN_ERR, KERN_WARNING) are on
+            // the console as they happen. TCG vCPUs on busy host cores stall
+            // long enough for RCU's 21 s stall warning: give it the maximum.
+            append: "loglevel=5 rcupdate.rcu_cpu_stall_timeout=300",
+        }
+    } else {
+        Kernel {
+            ko: kmod::build()?,
+            image: kmod::vmlinuz()?,
+            name: "Debian's 7.3.4 kernel",
+            vermagic: format!("{} ", kmod::KREL),
+            smp: 1,
+            slow: 1,
+            append: "loglevel=4",
+        }
+    })
 }
 
 fn sh(script: &str) -> Result {
@@ -163,26 +328,17 @@ fn harness(console: &str, key: &str) -> Option<String> {
 fn boot(mode: Mode, script: &str, mem_mib: u32, timeout_s: u32, checks: &mut Checks) -> Result<String> {
     apt_install(&["qemu-system-x86", "busybox-static", "cpio", "gzip"])?;
     rustup_targets(&[MUSL])?;
-    let ko = kmod::build()?;
-    let vmlinuz = kmod::vmlinuz()?;
+    let k = kernel(mode)?;
+    let ko = &k.ko;
 
-    if mode == Mode::Test {
-        // modinfo runs in the chroot (kmod is installed there).
-        let cr = kmod::chroot();
-        let rel = format!("{}/scull.ko", kmod::build_subdir());
-        std::fs::copy(&ko, cr.join(&rel)).map_err(|e| format!("copy: {e}"))?;
-        let info = Command::new("chroot")
-            .arg(&cr)
-            .args(["/usr/sbin/modinfo", &format!("/{rel}")])
-            .output()
-            .map_err(|e| format!("modinfo: {e}"))?;
-        let info = String::from_utf8_lossy(&info.stdout).into_owned();
+    if matches!(mode, Mode::Test | Mode::Debug) {
+        let info = kmod::modinfo(ko)?;
         print!("{info}");
-        let params = ["scull_major", "scull_minor", "scull_nr_devs", "scull_quantum", "scull_qset", "scull_p_nr_devs", "scull_p_buffer"];
+        let params = ["scull_major", "scull_minor", "scull_nr_devs", "scull_quantum", "scull_qset", "scull_p_nr_devs", "scull_p_buffer", "scull_max_size"];
         let has = |p: &str| info.lines().any(|l| l.starts_with("parm:") && l.contains(&format!("{p}:")));
-        checks.check(params.iter().all(|p| has(p)), "modinfo lists the 7 LDD3 parameters");
+        checks.check(params.iter().all(|p| has(p)), "modinfo lists the 7 LDD3 parameters and scull_max_size");
         checks.check(["scull_fail_at", "scull_faults", "scull_outstanding"].iter().all(|p| has(p)), "modinfo lists the fault-injection and counter parameters");
-        checks.check(info.contains("vermagic:       7.3.4+deb13-amd64 "), "vermagic is 7.3.4+deb13-amd64");
+        checks.check(info.contains(&format!("vermagic:       {}", k.vermagic)), &format!("vermagic is {}", k.vermagic.trim_end()));
     }
 
     step("qemu: static scull-tool (musl)");
@@ -199,21 +355,22 @@ fn boot(mode: Mode, script: &str, mem_mib: u32, timeout_s: u32, checks: &mut Che
         std::fs::create_dir_all(ir.join(d)).map_err(|e| e.to_string())?;
     }
     std::fs::copy("/bin/busybox", ir.join("bin/busybox")).map_err(|e| format!("busybox: {e}"))?;
-    std::fs::copy(&ko, ir.join("scull.ko")).map_err(|e| e.to_string())?;
+    std::fs::copy(ko, ir.join("scull.ko")).map_err(|e| e.to_string())?;
     std::fs::copy(&tool, ir.join("scull-tool")).map_err(|e| e.to_string())?;
-    std::fs::write(ir.join("init"), format!("{PRELUDE}{script}{DMESG_SCAN}")).map_err(|e| e.to_string())?;
+    std::fs::write(ir.join("init"), format!("{PRELUDE}SLOW={}\n{script}{DMESG_SCAN}", k.slow)).map_err(|e| e.to_string())?;
     std::fs::write(ir.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\nother:x:1001:1001:other:/:/bin/sh\n").map_err(|e| e.to_string())?;
     sh(&format!("chmod 755 {0}/init {0}/bin/busybox {0}/scull-tool && cd {0} && find . | cpio -o -H newc --quiet | gzip -1 > {1}/initrd.gz", ir.display(), q.display()))?;
 
-    step(&format!("qemu: booting Debian's 7.3.4 kernel (TCG, {mem_mib} MiB, at most {timeout_s} s)"));
+    step(&format!("qemu: booting {} (TCG, {} vCPU, {mem_mib} MiB, at most {timeout_s} s)", k.name, k.smp));
     let log = q.join(match mode {
         Mode::Test => "console.log",
+        Mode::Debug => "debug-console.log",
         Mode::Bench => "bench-console.log",
         Mode::Demo => "demo-console.log",
     });
     let t0 = Instant::now();
     let mut cmd = Command::new("timeout");
-    cmd.args([&timeout_s.to_string(), "qemu-system-x86_64", "-accel", "tcg", "-m", &mem_mib.to_string(), "-smp", "1", "-nographic", "-no-reboot"]);
+    cmd.args([&timeout_s.to_string(), "qemu-system-x86_64", "-accel", "tcg", "-m", &mem_mib.to_string(), "-smp", &k.smp.to_string(), "-nographic", "-no-reboot"]);
     if mode == Mode::Bench {
         // Touch all guest RAM up front: otherwise the first guest write to each
         // page costs a host page fault, which the first big run pays and the
@@ -222,16 +379,16 @@ fn boot(mode: Mode, script: &str, mem_mib: u32, timeout_s: u32, checks: &mut Che
     }
     let status = crate::util::progress(|| cmd
         .arg("-kernel")
-        .arg(&vmlinuz)
+        .arg(&k.image)
         .arg("-initrd")
         .arg(q.join("initrd.gz"))
-        .args(["-append", "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init"])
+        .args(["-append", &format!("console=ttyS0 panic=-1 quiet {} rdinit=/init", k.append)])
         .stdin(std::process::Stdio::null())
         .output())
         .map_err(|e| format!("qemu: {e}"))?;
     let console = String::from_utf8_lossy(&status.stdout).into_owned();
     std::fs::write(&log, &console).map_err(|e| e.to_string())?;
-    if mode == Mode::Test {
+    if matches!(mode, Mode::Test | Mode::Debug) {
         print!("{console}");
     }
     eprintln!("qemu: guest ran {:.0} s; console log in {} ({:?})", t0.elapsed().as_secs_f64(), log.display(), status.status);
@@ -249,24 +406,27 @@ fn boot(mode: Mode, script: &str, mem_mib: u32, timeout_s: u32, checks: &mut Che
     Ok(console)
 }
 
-/// `cargo xtask qemu [--bench | --demo]`.
+/// `cargo xtask qemu [--bench | --demo | --debug-kernel]`.
 pub fn qemu(args: &[String]) -> Result {
     let mode = match args.first().map(String::as_str) {
         None | Some("--test") => Mode::Test,
+        Some("--debug-kernel") => Mode::Debug,
         Some("--bench") => Mode::Bench,
         Some("--demo") => Mode::Demo,
-        Some(other) => return Err(format!("qemu: unknown option `{other}` (--bench, --demo, or nothing for the tests)")),
+        Some(other) => return Err(format!("qemu: unknown option `{other}` (--bench, --demo, --debug-kernel, or nothing for the tests)")),
     };
     let t0 = Instant::now();
     let mut c = Checks { pass: 0, fail: 0 };
     match mode {
         Mode::Test => test(&mut c)?,
+        Mode::Debug => debug(&mut c)?,
         Mode::Bench => bench(&mut c)?,
         Mode::Demo => demo(&mut c)?,
     }
     let _ = root();
-    crate::util::note(&format!("qemu: {:.0} s in all", t0.elapsed().as_secs_f64()));
-    println!("qemu: {} passed, {} failed", c.pass, c.fail);
+    let name = if mode == Mode::Debug { "qemu-debug" } else { "qemu" };
+    crate::util::note(&format!("{name}: {:.0} s in all", t0.elapsed().as_secs_f64()));
+    println!("{name}: {} passed, {} failed", c.pass, c.fail);
     if c.fail == 0 {
         Ok(())
     } else {
@@ -275,15 +435,59 @@ pub fn qemu(args: &[String]) -> Result {
 }
 
 fn test(c: &mut Checks) -> Result {
-    let console = boot(Mode::Test, TEST, 1024, 420, c)?;
+    let console = boot(Mode::Test, &format!("{TEST}{UNLOAD}"), 1024, 480, c)?;
+    test_checks(c, &console);
+    Ok(())
+}
+
+/// What a kernel checker prints when it finds something, by checker.
+const REPORTS: &[(&str, &[&str])] = &[
+    ("KASAN", &["BUG: KASAN", "KASAN:"]),
+    ("lockdep", &["possible circular locking", "WARNING: possible", "inconsistent lock state", "possible recursive locking", "DEBUG_LOCKS_WARN_ON", "lockdep is turned off", "suspicious RCU usage"]),
+    ("DEBUG_ATOMIC_SLEEP", &["sleeping function called from invalid context", "BUG: scheduling while atomic"]),
+    ("kmemleak", &["unreferenced object", "kmemleak: Kernel memory leak detector disabled"]),
+    ("DEBUG_LIST", &["list_add corruption", "list_del corruption"]),
+    ("hung task / RCU stall", &["blocked for more than", "rcu_preempt detected stalls", "self-detected stall"]),
+    ("WARN/BUG/Oops", &["WARNING:", "BUG:", "Oops", "Call Trace", "Kernel panic", "refcount_t", "UBSAN"]),
+];
+
+/// The debug kernel: the test script plus failslab, kmemleak and the log.
+fn debug(c: &mut Checks) -> Result {
+    let script = format!("{DEBUG_START}{TEST}{DEBUG_FAILSLAB}{UNLOAD}{DEBUG_END}");
+    let console = boot(Mode::Debug, &script, 2048, 3000, c)?;
+    test_checks(c, &console);
     let h = |k: &str| harness(&console, k);
+    c.check(console.contains("KernelAddressSanitizer initialized (generic)"), "KASAN (generic) initialised (boot log)");
+    c.check(console.contains("Lock dependency validator"), "lockdep initialised (boot log)");
+    c.check(console.contains("kmemleak: Kernel memory leak detector initialized"), "kmemleak initialised (boot log)");
+    c.check(h("kmemleak-clear rc=").as_deref() == Some("0"), "kmemleak: boot-time suspects scanned and cleared before insmod");
     c.check(
-        ["badparam-quantum rc=", "badparam-product rc=", "badparam-pbuffer rc="].iter().all(|k| h(k).is_some_and(|v| v != "0"))
-            && h("badparam-loaded").as_deref() == Some("0"),
-        "insmod refuses quantum=0, a quantum*qset overflowing int, and a 1-byte pipe",
+        h("failslab-sweep rc=").as_deref() == Some("0") && console.lines().any(|l| l.trim_end() == "failslab-sweep: 0 lost, 0 corrupt, 0 leaked"),
+        "failslab sweep (the k-th slab allocation of the tool's syscalls fails): 0 lost, 0 corrupt, 0 leaked",
     );
+    c.check(h("kmemleak-scan rc=").as_deref() == Some("0"), "kmemleak scans ran after unload");
+    c.check(h("kmemleak-objects").as_deref() == Some("0"), "kmemleak reports no unreferenced object");
+    c.check(h("kmemleak-scull").as_deref() == Some("0"), "kmemleak's report does not mention scull");
+    c.check(h("lockdep").as_deref() == Some("debug_locks: 1"), "lockdep still on at the end (no splat switched it off)");
+    for (checker, pats) in REPORTS {
+        let hits: Vec<&str> = console.lines().filter(|l| !l.contains("HARNESS") && pats.iter().any(|p| l.contains(p))).take(5).collect();
+        c.check(hits.is_empty(), &format!("no {checker} report on the console {hits:?}"));
+    }
+    Ok(())
+}
+
+/// The test script's checks (the stock and the debug kernel run it alike).
+fn test_checks(c: &mut Checks, console: &str) {
+    let h = |k: &str| harness(console, k);
+    c.check(
+        ["badparam-quantum rc=", "badparam-product rc=", "badparam-pbuffer rc=", "badparam-maxsize rc="].iter().all(|k| h(k).is_some_and(|v| v != "0"))
+            && h("badparam-loaded").as_deref() == Some("0"),
+        "insmod refuses quantum=0, a quantum*qset overflowing int, a 1-byte pipe and scull_max_size=0",
+    );
+    check_sysfs(console, c);
+    check_race(console, c);
     c.check(h("nodes").and_then(|n| n.parse::<u32>().ok()) == Some(12), "devtmpfs made the 12 /dev/scull* nodes");
-    c.check(h("params").as_deref() == Some("scullmem v1 quantum=1000 qset=50"), "module parameters in effect (/proc/scullmem header)");
+    c.check(h("params").as_deref() == Some("scullmem v1 quantum=1000 qset=50 max_size=67108864"), "module parameters in effect (/proc/scullmem header)");
     c.check(
         h("sysfs").is_some_and(|s| ["scull_fail_at", "scull_faults", "scull_outstanding"].iter().all(|p| s.split(' ').any(|w| w == *p))),
         "scull_fail_at, scull_faults and scull_outstanding are in /sys/module/scull/parameters",
@@ -316,7 +520,34 @@ fn test(c: &mut Checks) -> Result {
         }
         None => c.check(false, "the conformance summary line in the console"),
     }
-    Ok(())
+}
+
+/// The sysfs fragment: each parameter is 0444 and shows its load-time value
+/// (`TEST_PARAMS`, or 0 for scull_major and scull_minor).
+fn check_sysfs(console: &str, c: &mut Checks) {
+    let given = |p: &str| TEST_PARAMS.split(' ').find_map(|kv| kv.strip_prefix(p)?.strip_prefix('=')).unwrap_or("0");
+    let mut wrong = Vec::new();
+    for p in ["scull_major", "scull_minor", "scull_nr_devs", "scull_quantum", "scull_qset", "scull_p_nr_devs", "scull_p_buffer", "scull_max_size"] {
+        let want = format!("444 {}", given(p));
+        let got = harness(console, &format!("sysparam {p} "));
+        if got.as_deref() != Some(want.as_str()) {
+            wrong.push(format!("{p}: {got:?}, want {want:?}"));
+        }
+    }
+    c.check(wrong.is_empty(), &format!("/sys/module/scull/parameters: the 8 parameters are 0444 with their load-time values {wrong:?}"));
+    c.check(harness(console, "sysfs-quantum").as_deref() == Some("1000"), "cat /sys/module/scull/parameters/scull_quantum prints the load-time 1000");
+}
+
+/// The race fragment: the module was unloaded at least once while the
+/// openers ran, every reload worked, and the devices work after it.
+fn check_race(console: &str, c: &mut Checks) {
+    let line = harness(console, "race ").unwrap_or_default();
+    let unloads = line.split(' ').find_map(|kv| kv.strip_prefix("unloads=")?.parse::<u32>().ok()).unwrap_or(0);
+    c.check(
+        unloads > 0 && harness(console, "race-insmod-failed").is_none() && harness(console, "race-loaded").as_deref() == Some("1"),
+        &format!("open vs rmmod race: unloaded and reloaded under concurrent opens ({line})"),
+    );
+    c.check(harness(console, "race-after").as_deref() == Some("race"), "the devices work after the race loop");
 }
 
 fn section<'a>(console: &'a str, from: &str, to: &str) -> Vec<&'a str> {

@@ -8,3 +8,5 @@ pub mod hint;
 pub mod progress;
 pub mod rng;
 pub mod stress;
+#[cfg(target_os = "linux")]
+pub mod uffd;

@@ -129,12 +129,16 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// (Linux, root) sweep scull.ko's scull_fail_at over a workload: nothing lost, corrupt or leaked
+    /// (Linux, root) make the k-th allocation fail, k swept over a workload: nothing lost, corrupt or leaked
     #[cfg(target_os = "linux")]
     FaultSweep {
         /// Stop after this many injected failures
         #[arg(long, default_value_t = 2000)]
         max_k: u32,
+        /// module: scull.ko's scull_fail_at; failslab: the kernel's failslab
+        /// through /proc/thread-self/fail-nth (any slab allocation of this thread's syscalls)
+        #[arg(long, value_enum, default_value_t = InjectorArg::Module)]
+        injector: InjectorArg,
     },
     /// A plain file and plain memory over bench's two working sets (the scaling reference)
     ScaleReference {
@@ -143,6 +147,13 @@ enum Command {
         #[arg(long, value_parser = parse_size, default_value = "256M")]
         scale_size: u64,
     },
+}
+
+/// `fault-sweep --injector`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum InjectorArg {
+    Module,
+    Failslab,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -302,7 +313,14 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         Command::Fuzz { seconds, seed } => scull_tool::fuzz::run(t, &scull_tool::fuzz::Options { seconds, seed })?,
         #[cfg(target_os = "linux")]
-        Command::FaultSweep { max_k } => return Ok(checked(scull_tool::backend::linux::fault_sweep::run(max_k)?)),
+        Command::FaultSweep { max_k, injector } => {
+            use scull_tool::backend::linux::fault_sweep::{self, Injector};
+            let inj = match injector {
+                InjectorArg::Module => Injector::Module,
+                InjectorArg::Failslab => Injector::Failslab,
+            };
+            return Ok(checked(fault_sweep::run(max_k, inj)?));
+        }
         Command::ScaleReference { baseline_dir, scale_size } => scull_tool::bench::scale_reference(
             &baseline_dir.unwrap_or_else(std::env::temp_dir),
             whole_mib("--scale-size", scale_size).map_err(usage)?,

@@ -171,6 +171,7 @@ pub fn all() -> Vec<Case> {
         case!(seek_past_end_then_write_makes_hole, open_modes),
         case!(set_len_shrinks_and_extends_with_zeros, set_len),
         case!(huge_offsets_are_refused_cleanly, open_modes),
+        case!(size_cap_cuts_short_then_refuses, open_modes),
         case!(missing_device_fails_to_open, always),
         case!(ioctl_query_defaults, always),
         case!(ioctl_set_and_tell_quantum, privileged),
@@ -414,16 +415,47 @@ fn huge_offsets_are_refused_cleanly(t: &dyn Target) -> R {
     write_all(&mut *h, b"safe")?;
     let max = i64::MAX;
     check!(ok(h.seek(Whence::Set, max - 1), "seek max-1")? == (max - 1) as u64, "seek to the last offset");
-    check!(ok(h.write(b"!"), "write at max-1")? == 1, "write of the last byte");
-    check!(ok(h.seek(Whence::End, 0), "end")? == max as u64, "size is the maximum");
-    // At the limit: EFBIG from scull (Linux's VFS may say EINVAL first).
+    // Far past the size cap: EFBIG from scull (Linux's VFS may say EINVAL first).
+    expect_err(h.write(b"!"), &[Error::FileTooBig, Error::Invalid], "write at the last offset")?;
+    check!(ok(h.seek(Whence::Set, max), "seek max")? == max as u64, "seek to the maximum");
     expect_err(h.write(b"?"), &[Error::FileTooBig, Error::Invalid], "write at the maximum offset")?;
     expect_err(h.seek(Whence::Cur, 1), &[Error::Invalid], "seek beyond the maximum")?;
+    check!(ok(h.seek(Whence::End, 0), "end")? == 4, "refused writes moved the end");
     ok(h.seek(Whence::Set, 0), "seek")?;
     let got = read_n(&mut *h, 10)?;
-    check!(got == b"safe\0\0\0\0\0\0", "earlier data lost or stale: {got:?}");
+    check!(got == b"safe", "earlier data lost or stale: {got:?}");
     let line = stats_line(&ok(h.stats(), "stats")?, "scull0")?;
-    check!(field(&line, "qsets") == Some("2"), "a huge offset must cost one qset, not a walk: {line}");
+    check!(field(&line, "qsets") == Some("1") && field(&line, "quanta") == Some("1"), "a refused write allocated: {line}");
+    Ok(())
+}
+
+/// The per-device size cap (`scull_max_size`) from the report header.
+fn max_size(h: &mut dyn Handle) -> Result<u64, String> {
+    let text = ok(h.stats(), "stats")?;
+    let head = text.lines().next().unwrap_or("");
+    field(head, "max_size").and_then(|v| v.parse().ok()).ok_or_else(|| format!("no max_size= in the report header: {head}"))
+}
+
+/// `scull_max_size`: a write crossing the cap is cut short at it, one at the
+/// cap is EFBIG, and nothing stored before changes. Sparse, so it is cheap
+/// whatever the cap.
+fn size_cap_cuts_short_then_refuses(t: &dyn Target) -> R {
+    let mut h = fresh(t, Dev::Scull(1))?;
+    let cap = max_size(&mut *h)?;
+    check!(cap >= 8 && cap <= i64::MAX as u64, "implausible max_size {cap}");
+    write_all(&mut *h, b"head")?;
+    let at = cap - 3;
+    check!(ok(h.seek(Whence::Set, at as i64), "seek cap-3")? == at, "seek below the cap");
+    check!(ok(h.write(b"tail!!"), "write crossing the cap")? == 3, "a write crossing the cap is cut short at it");
+    check!(ok(h.seek(Whence::End, 0), "end")? == cap, "the size stops at the cap");
+    expect_err(h.write(b"?"), &[Error::FileTooBig], "write at the cap")?;
+    ok(h.seek(Whence::Set, (cap + 1000) as i64), "seek past the cap")?;
+    expect_err(h.write(b"?"), &[Error::FileTooBig], "write past the cap")?;
+    check!(ok(h.seek(Whence::End, 0), "end")? == cap, "a refused write moved the end");
+    ok(h.seek(Whence::Set, 0), "seek")?;
+    check!(read_n(&mut *h, 4)? == b"head", "data before the cap changed");
+    ok(h.seek(Whence::Set, at as i64), "seek")?;
+    check!(read_n(&mut *h, 100)? == b"tai", "the cut-short write's bytes");
     Ok(())
 }
 
