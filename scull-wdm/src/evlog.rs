@@ -55,8 +55,9 @@ pub fn load_refused(driver: *mut DRIVER_OBJECT, why: Refused, value: &str, statu
         units += 1;
     }
     let size = STRING_OFFSET + (units + 1) * 2;
-    // SAFETY: DriverEntry's driver object, at PASSIVE_LEVEL; `size` is at
-    // most ERROR_LOG_MAXIMUM_SIZE (asserted above), so it fits the UCHAR.
+    // SAFETY: DriverEntry's driver object, at PASSIVE_LEVEL; the loop above
+    // keeps `units` below MAX_UNITS, so `size` is at most MAX_ENTRY (240),
+    // the largest entry the call accepts, and fits its UCHAR.
     let entry = unsafe { IoAllocateErrorLogEntry(driver.cast(), size as u8) } as *mut IO_ERROR_LOG_PACKET;
     if entry.is_null() {
         kprint!("event log: IoAllocateErrorLogEntry returned NULL; no entry written for {value}");
