@@ -50,9 +50,10 @@ unsafe impl Send for KBlock {}
 impl KBlock {
     /// One zeroed page for `len <= PAGE_SIZE` bytes.
     fn page(len: usize) -> Result<KBlock> {
-        // SAFETY: a plain page allocation with a valid GFP mask; it may sleep,
+        // SAFETY: a plain page allocation with a valid GFP mask (charged to the
+        // caller's memory cgroup, like every other block here); it may sleep,
         // and the store is only ever called in process context.
-        let addr = unsafe { bindings::get_zeroed_page_noprof(bindings::GFP_KERNEL) };
+        let addr = unsafe { bindings::get_zeroed_page_noprof(bindings::GFP_KERNEL_ACCOUNT) };
         let addr = NonNull::new(addr as *mut u8).ok_or(Error::NoMemory)?;
         Ok(KBlock::Page { addr, len })
     }
