@@ -34,6 +34,8 @@ const MUSL: &str = "x86_64-unknown-linux-musl";
 const PRELUDE: &str = r#"#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
+# The serial console is a tty that cannot redraw a line: plain progress lines.
+export TERM=dumb
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev

@@ -1,7 +1,8 @@
 //! Progress of the long commands (stress, fuzz, fault-sweep, bench) on
-//! stderr: an indicatif bar when stderr is a terminal, otherwise one plain
-//! line every [`PLAIN_EVERY`] (CI logs, the QEMU console), so stdout keeps
-//! only the results the harnesses parse.
+//! stderr: an indicatif bar when stderr is a terminal that can move its
+//! cursor, otherwise one plain line every [`PLAIN_EVERY`] (CI logs, and the
+//! QEMU guest, whose serial console is a tty but runs with `TERM=dumb`), so
+//! stdout keeps only the results the harnesses parse.
 //!
 //! A [`Progress`] is either timed (the task runs for a fixed number of
 //! seconds: the bar shows time, the message a count) or counted (a known
@@ -39,7 +40,8 @@ impl Progress {
     /// the counter counts (`records`, `ops`, ...; empty: a timed task that
     /// counts nothing).
     pub fn start(label: &str, goal: Goal, unit: &'static str) -> Progress {
-        Progress::with(label, goal, unit, std::io::stderr().is_terminal())
+        let term = std::env::var("TERM").ok();
+        Progress::with(label, goal, unit, wants_bar(std::io::stderr().is_terminal(), term.as_deref()))
     }
 
     fn with(label: &str, goal: Goal, unit: &'static str, terminal: bool) -> Progress {
@@ -79,6 +81,13 @@ impl Drop for Progress {
             let _ = t.join();
         }
     }
+}
+
+/// A bar redraws its line in place, so it needs a tty whose terminal moves
+/// the cursor: `TERM=dumb` (the usual name of one that cannot, and what the
+/// QEMU guest sets for its serial console) or no TERM at all get plain lines.
+fn wants_bar(stderr_is_tty: bool, term: Option<&str>) -> bool {
+    stderr_is_tty && !matches!(term, None | Some("" | "dumb"))
 }
 
 /// Sleeps up to `d`, returning early (true) once `done` is set.
@@ -166,6 +175,16 @@ mod tests {
         assert_eq!(plain_line("fault-sweep", Goal::Open, "faults", 3, Duration::from_secs(20)), "fault-sweep: 3 faults after 20 s");
         assert_eq!(plain_line("bench", Goal::Open, "", 0, Duration::from_secs(20)), "bench: running, 20 s");
         assert_eq!(plain_line("cases", Goal::Steps(13), "cases", 3, Duration::from_secs(20)), "cases: 3/13 cases after 20 s");
+    }
+
+    #[test]
+    fn bars_only_on_a_tty_that_moves_its_cursor() {
+        assert!(wants_bar(true, Some("xterm-256color")));
+        assert!(wants_bar(true, Some("linux")));
+        assert!(!wants_bar(true, Some("dumb")), "the QEMU guest's serial console");
+        assert!(!wants_bar(true, None));
+        assert!(!wants_bar(true, Some("")));
+        assert!(!wants_bar(false, Some("xterm")), "a pipe or a CI log");
     }
 
     #[test]
