@@ -87,8 +87,9 @@ struct PipeInner {
 
 /// A scullpipe. `inner` is held across user copies, so a caller may wait for
 /// it behind a copy that never completes (userfaultfd): it is only ever taken
-/// interruptibly, and blocked readers and writers sleep on their queue with
-/// `gate` instead, a lock held only around a wait's enqueue and a wakeup.
+/// interruptibly ([`PipeDev::lock`]) or not waited for at all (release), and
+/// blocked readers and writers sleep on their queue with `gate` instead, a
+/// lock held only around a wait's enqueue and a wakeup.
 #[pin_data]
 struct PipeDev {
     #[pin]
@@ -101,10 +102,52 @@ struct PipeDev {
     outq: PollCondVar,
     waiting_readers: AtomicU32,
     waiting_writers: AtomicU32,
+    /// Releases that found `inner` taken, applied by its next holder.
+    deferred_readers: AtomicU32,
+    deferred_writers: AtomicU32,
     async_queue: AsyncQueue,
 }
 
 impl PipeDev {
+    /// Takes `inner` (interruptibly: ERESTARTSYS on a signal) and applies the
+    /// releases deferred while it was held.
+    fn lock(&self) -> Result<MutexGuard<'_, PipeInner>, Error> {
+        let mut g = lock_interruptible(&self.inner)?;
+        self.apply_deferred(&mut g);
+        Ok(g)
+    }
+
+    fn apply_deferred(&self, g: &mut PipeInner) {
+        for _ in 0..self.deferred_readers.swap(0, Ordering::AcqRel) {
+            g.pipe.release(true, false);
+        }
+        for _ in 0..self.deferred_writers.swap(0, Ordering::AcqRel) {
+            g.pipe.release(false, true);
+        }
+    }
+
+    /// Releases one open without sleeping for `inner`. Release cannot fail,
+    /// and in an exiting task no signal can end a wait (the kernel drops
+    /// signals to a dying process), so a close behind a writer stalled in a
+    /// user copy would otherwise leave the task unkillable until the copy
+    /// completes. If `inner` is held, the release is recorded and the
+    /// holder's successor applies it (the next open, read, write, poll or
+    /// report); the buffer a last release frees is freed then, at the latest
+    /// at module exit.
+    fn release(&self, read: bool, write: bool) {
+        if let Some(mut g) = self.inner.try_lock() {
+            self.apply_deferred(&mut g);
+            g.pipe.release(read, write);
+            return;
+        }
+        self.deferred_readers.fetch_add(u32::from(read), Ordering::AcqRel);
+        self.deferred_writers.fetch_add(u32::from(write), Ordering::AcqRel);
+        // The holder may have let go meanwhile: apply it now if so.
+        if let Some(mut g) = self.inner.try_lock() {
+            self.apply_deferred(&mut g);
+        }
+    }
+
     /// Gives up `g` and sleeps on `q` until woken (false) or signalled (true).
     /// `gate` is taken before `g` is dropped and wakers take it before they
     /// notify, so a wakeup between the caller's check and its sleep is not
@@ -194,6 +237,8 @@ impl State {
                     outq <- new_poll_condvar!(),
                     waiting_readers: AtomicU32::new(0),
                     waiting_writers: AtomicU32::new(0),
+                    deferred_readers: AtomicU32::new(0),
+                    deferred_writers: AtomicU32::new(0),
                     async_queue: AsyncQueue::new(),
                 }),
                 GFP_KERNEL,
@@ -246,7 +291,7 @@ impl State {
         let mut name = NameBuf::new();
         for (i, p) in self.pipes.iter().enumerate() {
             name.set(format_args!("scullpipe{i}"));
-            let g = lock_interruptible(&p.inner).map_err(|_| fmt::Error)?;
+            let g = p.lock().map_err(|_| fmt::Error)?;
             let (r, w_) = (p.waiting_readers.load(Ordering::Relaxed), p.waiting_writers.load(Ordering::Relaxed));
             report::pipe_device(w, name.as_str(), &g.pipe.stats(), r, w_)?;
         }
@@ -398,7 +443,7 @@ impl FileOps for Open {
         if minor >= n && minor < n + st.p_nr_devs {
             let dev: &'static PipeDev = &st.pipes[(minor - n) as usize];
             file.stream_open();
-            lock_interruptible(&dev.inner)?.pipe.open(&KPlat, file.readable(), file.writable(), st.params.p_buffer() as usize)?;
+            dev.lock()?.pipe.open(&KPlat, file.readable(), file.writable(), st.params.p_buffer() as usize)?;
             return Ok(Open::Pipe { dev });
         }
         open_store(st, minor, file)
@@ -409,7 +454,7 @@ impl FileOps for Open {
         match self {
             Open::Pipe { dev } => {
                 let _ = dev.async_queue.helper(-1, file, false);
-                dev.inner.lock().pipe.release(file.readable(), file.writable());
+                dev.release(file.readable(), file.writable());
             }
             Open::Store { access, .. } => release_access(st, access),
         }
@@ -427,7 +472,7 @@ impl FileOps for Open {
                 Ok(n)
             }
             Open::Pipe { dev } => loop {
-                let mut g = lock_interruptible(&dev.inner)?;
+                let mut g = dev.lock()?;
                 let r = g.pipe.read_with(count, |src| w.write_slice(src).map_err(|_| Error::Fault));
                 match r {
                     Err(Error::WouldBlock) if !file.nonblocking() => {
@@ -457,7 +502,7 @@ impl FileOps for Open {
                 Ok(n)
             }
             Open::Pipe { dev } => loop {
-                let mut g = lock_interruptible(&dev.inner)?;
+                let mut g = dev.lock()?;
                 let res = g.pipe.write_with(count, |dst| r.read_slice(dst).map_err(|_| Error::Fault));
                 match res {
                     Err(Error::WouldBlock) if !file.nonblocking() => {
@@ -522,7 +567,10 @@ impl FileOps for Open {
             Open::Pipe { dev } => {
                 table.register_wait(file.as_file(), &dev.inq);
                 table.register_wait(file.as_file(), &dev.outq);
-                let g = dev.inner.lock();
+                // A signal ends the wait for a lock held by a stalled copy:
+                // nothing is ready, and the poll syscall, seeing the signal
+                // pending, returns EINTR (ERESTARTNOHAND).
+                let Ok(g) = dev.lock() else { return 0 };
                 let mut mask = 0;
                 if g.pipe.readable() {
                     mask |= bindings::POLLIN | bindings::POLLRDNORM;

@@ -33,7 +33,8 @@ usage: cargo xtask [-v] <command>
   kmod        build scull.ko for Debian's 7.3.4 kernel (trixie chroot, cached)
               (`kmod --debug-kernel`: the KASAN/lockdep/kmemleak kernel and scull.ko for it)
   qemu        boot Debian's 7.3.4 kernel in QEMU and run the suite against scull.ko
-              (`qemu --debug-kernel`: the same on the debug kernel, 2 vCPUs, failslab, kmemleak)
+              (`qemu --debug-kernel`: the same on the debug kernel, 2 vCPUs, failslab, kmemleak;
+              `qemu --debug-kernel --race`: only the open-versus-rmmod race loop there)
 ";
 
 fn main() {

@@ -186,6 +186,32 @@ fn fork_reader(dev: &CString, alarm: u32, report: libc::c_int) -> Result<libc::p
     Ok(pid)
 }
 
+/// Forks a poller of the pipe `dev`: it opens it (non-blocking, read-only),
+/// waits for a byte on `go`, then polls it for input for up to 30 s. It is
+/// meant to be killed while in poll(2); its exit status is not checked.
+fn fork_poller(dev: &CString, go: libc::c_int) -> Result<libc::pid_t, String> {
+    // SAFETY: the child only makes async-signal-safe calls (open, read, poll, _exit).
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(os_err("fork"));
+    }
+    if pid == 0 {
+        // SAFETY: see above; the buffers are the child's own stack.
+        unsafe {
+            let fd = libc::open(dev.as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK);
+            if fd < 0 {
+                libc::_exit(3);
+            }
+            let mut b = 0u8;
+            libc::read(go, (&mut b as *mut u8).cast(), 1);
+            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            libc::poll(&mut pfd, 1, 30_000);
+            libc::_exit(0);
+        }
+    }
+    Ok(pid)
+}
+
 /// The process state letter from /proc/PID/stat (R, S, D...).
 fn state(pid: libc::pid_t) -> char {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -215,8 +241,10 @@ pub fn read_killable_while_writer_stalls(_t: &dyn Target) -> R {
 
 /// Pipe: a reader blocks on the empty pipe first; the writer then stalls
 /// holding the pipe's lock; the reader, signalled, must get EINTR without
-/// needing that lock back. (Its exit then waits in release, which cannot
-/// fail, until the writer is released: not checked, see docs/linux.md.)
+/// needing that lock back, and its exit (whose release cannot fail, nor be
+/// interrupted in a dying task) must not wait for the lock either. A poller
+/// that calls poll(2) on the pipe while the writer stalls must be killable.
+/// Each is bounded by [`BOUND`].
 pub fn pipe_reader_interruptible_while_writer_stalls(_t: &dyn Target) -> R {
     stalled_writer_case("/dev/scullpipe0", true)
 }
@@ -236,7 +264,15 @@ fn stalled_writer_case(path: &str, pipe: bool) -> R {
     }
     let mut readers = None;
     let mut report = [-1 as libc::c_int; 2];
+    let mut go = [-1 as libc::c_int; 2];
+    let mut poller = None;
     if pipe {
+        // SAFETY: a pipe(2) to start the poller; both ends closed below.
+        if unsafe { libc::pipe2(go.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+            return Err(os_err("pipe2"));
+        }
+        // It opens the pipe now (an open waits for the lock) and polls on `go`.
+        poller = Some(fork_poller(&dev, go[0])?);
         // SAFETY: a pipe(2) for the reader's report; both ends closed below.
         if unsafe { libc::pipe2(report.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
             return Err(os_err("pipe2"));
@@ -283,7 +319,28 @@ fn stalled_writer_case(path: &str, pipe: bool) -> R {
                 if ready { format!("status {code} (0: EINTR, 1: read data, 2: other error, 3: open failed)") } else { format!("no EINTR within {BOUND:?} of SIGALRM") },
                 pids.first().map_or('?', |&p| state(p))
             ));
+        } else if let Some(&reader) = pids.first() {
+            // Having reported, it exits: its release must not wait for the lock.
+            if reap(reader, BOUND).is_some() {
+                pids.clear();
+            } else {
+                problems.push(format!("the pipe reader's exit (state {}) waited for the stalled writer's lock in release", state(reader)));
+            }
         }
+    }
+    if let (Some(p), true) = (poller.take(), stalled.is_ok()) {
+        // SAFETY: one byte into our own pipe; the poller then calls poll(2) on the scull pipe.
+        unsafe { libc::write(go[1], b"g".as_ptr().cast(), 1) };
+        std::thread::sleep(Duration::from_millis(500));
+        let s = state(p);
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+        if reap(p, BOUND).is_none() {
+            problems.push(format!("a poller of the pipe (state {s}) was not reaped within {BOUND:?} of SIGKILL while the writer stalled"));
+            pids.push(p);
+        }
+    } else if let Some(p) = poller {
+        pids.push(p);
     }
     if let Some((killed, alarmed)) = readers {
         std::thread::sleep(Duration::from_millis(500));
@@ -310,7 +367,7 @@ fn stalled_writer_case(path: &str, pipe: bool) -> R {
     // Release the writer whatever happened, then let every child finish.
     stall.serve(&data)?;
     let wrote = writer.join().map_err(|_| "writer thread panicked".to_string())?;
-    for fd in report {
+    for fd in report.into_iter().chain(go) {
         if fd >= 0 {
             // SAFETY: our report pipe's ends.
             unsafe { libc::close(fd) };
