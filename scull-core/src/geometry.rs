@@ -2,6 +2,8 @@
 //! size, and the global defaults that LDD3 keeps in module parameters and that
 //! the ioctls change.
 
+use core::num::NonZeroU64;
+
 use crate::error::{Error, Result};
 use crate::sync::{AtomicI32, AtomicU64, Ordering};
 
@@ -103,11 +105,16 @@ impl Geometry {
     }
 
     /// Where byte `pos` lives: (qset index, slot in that qset, offset in the quantum).
-    pub const fn locate(self, pos: u64) -> (u64, usize, usize) {
-        let span = self.span();
-        let item = pos / span;
+    pub fn locate(self, pos: u64) -> (u64, usize, usize) {
+        // Both are at least 1 ([`Geometry::new`]). Dividing by NonZeroU64 has
+        // no division-by-zero panic path: in the kernel build objtool reported
+        // that path's call as falling through into the next function.
+        let quantum = NonZeroU64::new(u64::from(self.quantum)).unwrap_or(NonZeroU64::MIN);
+        let qset = NonZeroU64::new(u64::from(self.qset)).unwrap_or(NonZeroU64::MIN);
+        // Two u32 factors: the product cannot saturate.
+        let span = quantum.saturating_mul(qset);
         let rest = pos % span;
-        (item, (rest / self.quantum as u64) as usize, (rest % self.quantum as u64) as usize)
+        (pos / span, (rest / quantum) as usize, (rest % quantum) as usize)
     }
 
     fn pack(self) -> u64 {
