@@ -75,7 +75,8 @@ echo "HARNESS sysfs-quantum $(cat /sys/module/scull/parameters/scull_quantum)"
     };
 }
 
-/// Guest fragment: issue 10's open-versus-rmmod race (L2). Openers loop on
+/// Guest fragment: issue 10's open-versus-rmmod race (L2). Openers
+/// (`scull-tool open-loop`: open(2) and close(2) in a tight loop) loop on
 /// their own device nodes in /tmp (mknod'd with the devices' numbers after
 /// each load, so they survive the devtmpfs node removal that module exit does
 /// before cdev_del, and every open during the unload reaches chrdev_open),
@@ -86,10 +87,10 @@ echo "HARNESS sysfs-quantum $(cat /sys/module/scull/parameters/scull_quantum)"
 /// reference but not yet read `cdev->ops` can stay off the CPU while the
 /// whole of module exit runs. Without `cdev.owner` that opener then reads
 /// (and puts) the freed cdev, which KASAN reports; with it, cdev_get fails
-/// once the module is going and the open gets ENXIO. Openers open read-only
-/// (`<` never creates a missing node; on `true`, not `:`, whose failed
-/// redirection would end the subshell). busybox rmmod does not wait: a module
-/// in use fails with EBUSY, which is counted. Ends with the module loaded
+/// once the module is going and the open gets ENXIO; and an open file holds
+/// two module references instead of one, which the fragment checks directly.
+/// busybox rmmod does not wait: a module in use fails with EBUSY, which is
+/// counted. Ends with the module loaded
 /// again with the test parameters; checked by [`check_race`] and by the
 /// kernel-log scan.
 macro_rules! race_loop {
@@ -104,11 +105,15 @@ race_nodes() {
   done
 }
 race_nodes
-if [ $(nproc) -gt 1 ]; then on_openers="taskset 1"; unloader=2; else on_openers=""; unloader=1; fi
+exec 3</tmp/race.scull0
+echo "HARNESS race-refcnt $(cat /sys/module/scull/refcnt)"
+exec 3<&-
+cpus=$(grep -c ^processor /proc/cpuinfo)
+if [ $cpus -gt 1 ]; then on_openers="taskset 1"; unloader=2; else on_openers=""; unloader=1; fi
 j=0
 for d in scull0 scull1 scullpipe0 sculluid scull0 scullpipe0; do
   j=$((j+1))
-  $on_openers sh -c 'n=0; while [ ! -e /tmp/race.stop ]; do true < /tmp/race.'$d' 2>/dev/null && n=$((n+1)); done; echo $n > /tmp/race.n.'$j &
+  $on_openers /scull-tool open-loop /tmp/race.$d --until /tmp/race.stop > /tmp/race.n.$j 2>/dev/null &
 done
 taskset -p $unloader $$ >/dev/null
 unloads=0; busy=0; i=0; t0=$(date +%s)
@@ -126,11 +131,11 @@ while [ $unloads -lt 100 ] && [ $(( $(date +%s) - t0 )) -lt $((60*SLOW)) ]; do
 done
 touch /tmp/race.stop
 wait
-taskset -p $(printf '%x' $(( (1 << $(nproc)) - 1 ))) $$ >/dev/null
+taskset -p $(printf '%x' $(( (1 << cpus) - 1 ))) $$ >/dev/null
 grep -q '^scull ' /proc/modules || insmod /scull.ko "#,
             test_params!(),
             r#"
-echo "HARNESS race rounds=$i unloads=$unloads busy=$busy cpus=$(nproc) opens=$(cat /tmp/race.n.* | tr '
+echo "HARNESS race rounds=$i unloads=$unloads busy=$busy cpus=$cpus opens=$(cat /tmp/race.n.* | tr '
 ' ' ')"
 echo "HARNESS race-loaded $(grep -c '^scull ' /proc/modules)"
 sleep 1
@@ -481,6 +486,9 @@ echo "HARNESS insmod rc=$?"
         r#"rmmod scull
 echo "HARNESS rmmod rc=$?"
 echo "HARNESS lockdep $(grep -E '^ *debug_locks:' /proc/lockdep_stats | tr -s ' ')"
+echo "== dmesg"
+dmesg
+echo "== dmesg end"
 "#
     );
     let mut c = Checks { pass: 0, fail: 0 };
@@ -610,6 +618,12 @@ fn check_race(console: &str, c: &mut Checks) {
         &format!("open vs rmmod race: unloaded and reloaded under concurrent opens ({line})"),
     );
     c.check(harness(console, "race-after").as_deref() == Some("race"), "the devices work after the race loop");
+    // An open file pins the module twice: through its file_operations and,
+    // since `cdev.owner` is set (L2), through the cdev it holds.
+    c.check(
+        harness(console, "race-refcnt").as_deref() == Some("2"),
+        &format!("one open file holds 2 module references, the fops' and the cdev's (refcnt {:?})", harness(console, "race-refcnt")),
+    );
 }
 
 fn section<'a>(console: &'a str, from: &str, to: &str) -> Vec<&'a str> {

@@ -140,6 +140,16 @@ enum Command {
         #[arg(long, value_enum, default_value_t = InjectorArg::Module)]
         injector: InjectorArg,
     },
+    /// (Linux) open and close the paths in turn, as fast as possible, until
+    /// the file UNTIL exists; prints `opened=N failed=M` (the open-versus-rmmod
+    /// race of `cargo xtask qemu`)
+    #[cfg(target_os = "linux")]
+    OpenLoop {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        until: PathBuf,
+    },
     /// A plain file and plain memory over bench's two working sets (the scaling reference)
     ScaleReference {
         #[arg(long)]
@@ -321,12 +331,38 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             };
             return Ok(checked(fault_sweep::run(max_k, inj)?));
         }
+        #[cfg(target_os = "linux")]
+        Command::OpenLoop { paths, until } => {
+            let (opened, failed) = open_loop(&paths, &until);
+            println!("opened={opened} failed={failed}");
+        }
         Command::ScaleReference { baseline_dir, scale_size } => scull_tool::bench::scale_reference(
             &baseline_dir.unwrap_or_else(std::env::temp_dir),
             whole_mib("--scale-size", scale_size).map_err(usage)?,
         )?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `open-loop`: opens (read-only) and closes each path in turn until `until`
+/// exists, looked for every 256 opens so the loop stays in open(2) and
+/// close(2). Returns how many opens succeeded and failed.
+#[cfg(target_os = "linux")]
+fn open_loop(paths: &[PathBuf], until: &std::path::Path) -> (u64, u64) {
+    let (mut opened, mut failed) = (0u64, 0u64);
+    loop {
+        for _ in 0..256 {
+            for p in paths {
+                match std::fs::File::open(p) {
+                    Ok(_) => opened += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+        }
+        if until.exists() {
+            return (opened, failed);
+        }
+    }
 }
 
 /// A usage error found after parsing: print it as clap would and exit 2.
