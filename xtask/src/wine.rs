@@ -218,9 +218,7 @@ fn setup() -> Result<Wine> {
     // lines went missing). Give it 120 s, then restart the server so that
     // services.exe reads the value.
     let control = r"HKLM\System\CurrentControlSet\Control";
-    if !w.wine(60, &["reg", "add", control, "/v", "ServicesPipeTimeout", "/t", "REG_SZ", "/d", "120000", "/f"])? {
-        return Err("reg add ServicesPipeTimeout failed".into());
-    }
+    reg_add(&w, control, "ServicesPipeTimeout", "REG_SZ", "120000")?;
     w.kill_server();
     let _ = w.cmd(60, WINESERVER).arg("-w").stderr(Stdio::null()).status();
     let _ = w.cmd(30, WINESERVER).arg("-p60").stderr(Stdio::null()).status();
@@ -276,20 +274,29 @@ fn stop(w: &Wine, _load: usize) -> Result<Option<i64>> {
 fn use_build(w: &Wine, test: bool) -> Result {
     let key = r"HKLM\System\CurrentControlSet\Services\scull";
     let path = if test { r"C:\scull\test\scull.sys" } else { r"C:\scull\scull.sys" };
-    if !w.wine(60, &["reg", "add", key, "/v", "ImagePath", "/t", "REG_EXPAND_SZ", "/d", path, "/f"])? {
-        return Err("reg add ImagePath failed".into());
+    reg_add(w, key, "ImagePath", "REG_EXPAND_SZ", path)
+}
+
+/// `wine reg add KEY /v NAME /t TYPE /d VALUE /f`, tried up to 3 times: it is
+/// idempotent, and once (a CI run on 2026-12-02, right after `sc stop`) Wine
+/// failed to start reg.exe at all ("Application could not be started ...
+/// ShellExecuteEx failed: Internal error"), which is Wine's launcher, not
+/// the driver. Each retry is reported.
+fn reg_add(w: &Wine, key: &str, name: &str, ty: &str, value: &str) -> Result {
+    for attempt in 1..=3 {
+        if w.wine(60, &["reg", "add", key, "/v", name, "/t", ty, "/d", value, "/f"])? {
+            return Ok(());
+        }
+        eprintln!("wine: reg add {name} failed (attempt {attempt} of 3; {})", w.log.display());
+        std::thread::sleep(Duration::from_secs(2));
     }
-    Ok(())
+    Err(format!("reg add {name} failed 3 times (see {})", w.log.display()))
 }
 
 /// Sets REG_DWORD `name` under the service's Parameters key.
 fn set_param(w: &Wine, name: &str, value: u32) -> Result {
     let key = r"HKLM\System\CurrentControlSet\Services\scull\Parameters";
-    let v = value.to_string();
-    if !w.wine(60, &["reg", "add", key, "/v", name, "/t", "REG_DWORD", "/d", &v, "/f"])? {
-        return Err(format!("reg add {name} failed"));
-    }
-    Ok(())
+    reg_add(w, key, name, "REG_DWORD", &value.to_string())
 }
 
 /// `sc start scull` for the `load`-th time; waits for its `loaded:` line.
@@ -642,10 +649,7 @@ fn refused_load_event_log(w: &Wine) -> std::result::Result<(), String> {
 /// Sets REG_SZ `name` under the service's Parameters key.
 fn set_param_sz(w: &Wine, name: &str, value: &str) -> Result {
     let key = r"HKLM\System\CurrentControlSet\Services\scull\Parameters";
-    if !w.wine(60, &["reg", "add", key, "/v", name, "/t", "REG_SZ", "/d", value, "/f"])? {
-        return Err(format!("reg add {name} failed"));
-    }
-    Ok(())
+    reg_add(w, key, name, "REG_SZ", value)
 }
 
 /// Starts `win-pend-read` on scullpipe0, waits until its read is pended in
