@@ -76,7 +76,9 @@ echo "HARNESS sysfs-quantum $(cat /sys/module/scull/parameters/scull_quantum)"
 }
 
 /// Guest fragment: issue 10's open-versus-rmmod race (L2). Openers
-/// (`scull-tool open-loop`: open(2) and close(2) in a tight loop) loop on
+/// (`scull-tool open-loop`: open(2) and close(2), each pair followed by a
+/// random pause averaging 8 times what the pair took, so that rmmod finds
+/// the module unused often enough; see `open_loop`) loop on
 /// their own device nodes in /tmp (mknod'd with the devices' numbers after
 /// each load, so they survive the devtmpfs node removal that module exit does
 /// before cdev_del, and every open during the unload reaches chrdev_open),
@@ -113,7 +115,7 @@ if [ $cpus -gt 1 ]; then on_openers="taskset 1"; unloader=2; else on_openers="";
 j=0
 for d in scull0 scull1 scullpipe0 sculluid scull0 scullpipe0; do
   j=$((j+1))
-  $on_openers /scull-tool open-loop /tmp/race.$d --until /tmp/race.stop > /tmp/race.n.$j 2>/dev/null &
+  $on_openers /scull-tool open-loop /tmp/race.$d --until /tmp/race.stop --pause 8 --seed $j > /tmp/race.n.$j 2>/dev/null &
 done
 taskset -p $unloader $$ >/dev/null
 unloads=0; busy=0; i=0; t0=$(date +%s)

@@ -140,15 +140,22 @@ enum Command {
         #[arg(long, value_enum, default_value_t = InjectorArg::Module)]
         injector: InjectorArg,
     },
-    /// (Linux) open and close the paths in turn, as fast as possible, until
-    /// the file UNTIL exists; prints `opened=N failed=M` (the open-versus-rmmod
-    /// race of `cargo xtask qemu`)
+    /// (Linux) open and close the paths in turn until the file UNTIL exists;
+    /// prints `opened=N failed=M` (the open-versus-rmmod race of
+    /// `cargo xtask qemu`)
     #[cfg(target_os = "linux")]
     OpenLoop {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
         #[arg(long)]
         until: PathBuf,
+        /// After each open and close, sleep a random time averaging PAUSE
+        /// times as long as that pair took (0: no pause, as fast as possible)
+        #[arg(long, default_value_t = 0)]
+        pause: u32,
+        /// Seed of the pauses' random lengths
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// A plain file and plain memory over bench's two working sets (the scaling reference)
     ScaleReference {
@@ -332,8 +339,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             return Ok(checked(fault_sweep::run(max_k, inj)?));
         }
         #[cfg(target_os = "linux")]
-        Command::OpenLoop { paths, until } => {
-            let (opened, failed) = open_loop(&paths, &until);
+        Command::OpenLoop { paths, until, pause, seed } => {
+            let (opened, failed) = open_loop(&paths, &until, pause, seed);
             println!("opened={opened} failed={failed}");
         }
         Command::ScaleReference { baseline_dir, scale_size } => scull_tool::bench::scale_reference(
@@ -345,17 +352,37 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
 }
 
 /// `open-loop`: opens (read-only) and closes each path in turn until `until`
-/// exists, looked for every 256 opens so the loop stays in open(2) and
-/// close(2). Returns how many opens succeeded and failed.
+/// exists, looked for every 256 rounds so the loop stays in open(2) and
+/// close(2) (every round when pausing). Returns how many opens succeeded and failed.
+///
+/// With `pause` > 0, each open and close is followed by a sleep of a random
+/// length, uniform in 0..2·pause times what that pair took (so pause times on
+/// average). An opener that is preempted inside open(2) or close(2) holds a
+/// module reference until it runs again; without pauses, several openers
+/// sharing a CPU on a preemptible kernel are nearly always inside one, and
+/// rmmod is refused nearly every time (a fresh-machine CI run made 2 unloads
+/// in 4 minutes). Scaling the pause by the measured pair keeps the openers'
+/// share of the time the same on a fast kernel and on a slow debug one.
 #[cfg(target_os = "linux")]
-fn open_loop(paths: &[PathBuf], until: &std::path::Path) -> (u64, u64) {
+fn open_loop(paths: &[PathBuf], until: &std::path::Path, pause: u32, seed: u64) -> (u64, u64) {
+    use std::time::{Duration, Instant};
+    let mut rng = scull_tool::rng::Rng::new(seed);
     let (mut opened, mut failed) = (0u64, 0u64);
+    // Pausing openers look for `until` after every round: 256 rounds with
+    // pauses can take a minute on a debug kernel.
+    let per_look = if pause > 0 { 1 } else { 256 };
     loop {
-        for _ in 0..256 {
+        for _ in 0..per_look {
             for p in paths {
+                let start = Instant::now();
                 match std::fs::File::open(p) {
                     Ok(_) => opened += 1,
                     Err(_) => failed += 1,
+                }
+                if pause > 0 {
+                    let took = start.elapsed().as_nanos() as u64;
+                    let ns = took.saturating_mul(2 * u64::from(pause));
+                    std::thread::sleep(Duration::from_nanos(rng.below(ns.max(1))));
                 }
             }
         }
