@@ -4,7 +4,8 @@
 //!
 //! - scull_vs_tmpfs_write / _read: sequential 64 MiB through `scull0` against
 //!   a file in a tmpfs directory (`/dev/shm` when present, else the temp
-//!   directory), 64 KiB buffers; best of 3 alternating rounds.
+//!   directory), 64 KiB buffers; best of 15 alternating rounds (each round's
+//!   figures and the median of the rounds' own ratios print as `info:`).
 //! - pipe_vs_pipe2: 64 MiB from a writer to a reader through `scullpipe0`
 //!   (buffer set to 64 KiB) against an OS pipe of the default size (64 KiB on
 //!   Linux); writer and reader are separate processes when the target allows.
@@ -34,6 +35,21 @@ pub const BUF: usize = 64 * 1024;
 /// Rounds of the big measurements, alternating scull0 and its baseline, best
 /// of each: a load burst on a shared machine then spoils a round, not a ratio.
 const ROUNDS: usize = 3;
+
+/// Rounds of the scull0-against-file comparison (64 MiB each way, well under
+/// a second a round). Under QEMU TCG on this shared machine both sides' speed
+/// moves by 2x in phases lasting seconds; with 5 rounds one side sometimes
+/// saw only slow phases (docs/performance.md).
+const FILE_ROUNDS: usize = 15;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
 
 /// What the baselines are on this OS (the ratio names stay as defined above).
 const FILE_LABEL: &str = if cfg!(windows) { "plain file" } else { "tmpfs" };
@@ -346,14 +362,26 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     // Progress on stderr while the measurements run (a spinner, or a line every 10 s).
     let _bar = crate::progress::Progress::start("bench", crate::progress::Goal::Open, "");
     let (mut sw, mut sr, mut fw, mut fr) = (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
-    for _ in 0..ROUNDS {
-        let (w, r) = scull_io(t, bytes)?;
-        (sw, sr) = (sw.min(w), sr.min(r));
-        let (w, r) = file_io(&dir, bytes)?;
-        (fw, fr) = (fw.min(w), fr.min(r));
+    let mut rounds = Vec::new();
+    for i in 0..FILE_ROUNDS {
+        // Alternate which side goes first, so neither always runs on the
+        // pages (and in the cache state) the other just left.
+        let (s, f) = if i % 2 == 0 {
+            let s = scull_io(t, bytes)?;
+            (s, file_io(&dir, bytes)?)
+        } else {
+            let f = file_io(&dir, bytes)?;
+            (scull_io(t, bytes)?, f)
+        };
+        (sw, sr, fw, fr) = (sw.min(s.0), sr.min(s.1), fw.min(f.0), fr.min(f.1));
+        let r = [s.0, s.1, f.0, f.1].map(|d| mbps(bytes, d));
+        println!("info: round {i}: scull0 write {:.1} read {:.1}, {FILE_LABEL} write {:.1} read {:.1} MB/s", r[0], r[1], r[2], r[3]);
+        rounds.push(r);
     }
+    let median_ratio = |a: usize, b: usize| median(rounds.iter().map(|r| r[a] / r[b]).collect());
+    println!("info: median of the {FILE_ROUNDS} rounds' own ratios: write {:.2}, read {:.2}", median_ratio(0, 2), median_ratio(1, 3));
     let (sw, sr, fw, fr) = (mbps(bytes, sw), mbps(bytes, sr), mbps(bytes, fw), mbps(bytes, fr));
-    println!("scull0 write {sw:.1} MB/s, {FILE_LABEL} write {fw:.1} MB/s (best of {ROUNDS} alternating rounds)");
+    println!("scull0 write {sw:.1} MB/s, {FILE_LABEL} write {fw:.1} MB/s (best of {FILE_ROUNDS} alternating rounds)");
     println!("{tag} scull_vs_tmpfs_write = {:.2}", sw / fw);
     println!("scull0 read {sr:.1} MB/s, {FILE_LABEL} read {fr:.1} MB/s");
     println!("{tag} scull_vs_tmpfs_read = {:.2}", sr / fr);
@@ -372,9 +400,18 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     // of each (plain memory's buffer stays touched across rounds).
     let mut mem_buf = vec![1u8; big];
     let mut best: Option<(Phases, (Duration, Duration))> = None;
-    for _ in 0..ROUNDS {
+    for i in 0..ROUNDS {
         let p = scull_phases(t, big, true)?;
         let m = memory_once(&mut mem_buf);
+        println!(
+            "info: {} MiB round {i}: scull0 fresh {:.1} overwrite {:.1} read {:.1}, memory write {:.1} read {:.1} MB/s",
+            o.scale_mib,
+            mbps(big, p.fresh),
+            mbps(big, p.over),
+            mbps(big, p.read),
+            mbps(big, m.0),
+            mbps(big, m.1)
+        );
         best = Some(match best {
             None => (p, m),
             Some((bp, bm)) => (
