@@ -361,8 +361,8 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
 
     // Progress on stderr while the measurements run (a spinner, or a line every 10 s).
     let _bar = crate::progress::Progress::start("bench", crate::progress::Goal::Open, "");
-    let (mut sw, mut sr, mut fw, mut fr) = (Duration::MAX, Duration::MAX, Duration::MAX, Duration::MAX);
-    let mut rounds = Vec::new();
+    // Each round's [scull0 write, scull0 read, file write, file read] MB/s.
+    let mut rounds: Vec<[f64; 4]> = Vec::new();
     for i in 0..FILE_ROUNDS {
         // Alternate which side goes first, so neither always runs on the
         // pages (and in the cache state) the other just left.
@@ -373,14 +373,14 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
             let f = file_io(&dir, bytes)?;
             (scull_io(t, bytes)?, f)
         };
-        (sw, sr, fw, fr) = (sw.min(s.0), sr.min(s.1), fw.min(f.0), fr.min(f.1));
         let r = [s.0, s.1, f.0, f.1].map(|d| mbps(bytes, d));
         println!("info: round {i}: scull0 write {:.1} read {:.1}, {FILE_LABEL} write {:.1} read {:.1} MB/s", r[0], r[1], r[2], r[3]);
         rounds.push(r);
     }
     let median_ratio = |a: usize, b: usize| median(rounds.iter().map(|r| r[a] / r[b]).collect());
     println!("info: median of the {FILE_ROUNDS} rounds' own ratios: write {:.2}, read {:.2}", median_ratio(0, 2), median_ratio(1, 3));
-    let (sw, sr, fw, fr) = (mbps(bytes, sw), mbps(bytes, sr), mbps(bytes, fw), mbps(bytes, fr));
+    let best = |k: usize| rounds.iter().map(|r| r[k]).fold(0f64, f64::max);
+    let (sw, sr, fw, fr) = (best(0), best(1), best(2), best(3));
     println!("scull0 write {sw:.1} MB/s, {FILE_LABEL} write {fw:.1} MB/s (best of {FILE_ROUNDS} alternating rounds)");
     println!("{tag} scull_vs_tmpfs_write = {:.2}", sw / fw);
     println!("scull0 read {sr:.1} MB/s, {FILE_LABEL} read {fr:.1} MB/s");
