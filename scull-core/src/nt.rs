@@ -81,11 +81,19 @@ pub enum CreateAction {
 }
 
 /// The create disposition, the high 8 bits of
-/// `Parameters.Create.Options`: CREATE_ALWAYS and TRUNCATE_EXISTING arrive
-/// as FILE_OVERWRITE_IF and FILE_OVERWRITE and trim; OPEN_EXISTING and
-/// OPEN_ALWAYS (FILE_OPEN, FILE_OPEN_IF) open; CREATE_NEW (FILE_CREATE) is
-/// refused, since a device always exists. FILE_SUPERSEDE (0, NtCreateFile
-/// only) opens: Wine passes no disposition at all, which reads as 0.
+/// `Parameters.Create.Options`: FILE_OVERWRITE_IF and FILE_OVERWRITE trim;
+/// FILE_OPEN and FILE_OPEN_IF open; FILE_CREATE is refused, since a device
+/// always exists. FILE_SUPERSEDE (0, NtCreateFile only) opens: Wine passes
+/// no disposition at all, which reads as 0.
+///
+/// Which disposition a CreateFileW mode becomes depends on the user-mode
+/// library: CREATE_ALWAYS is FILE_OVERWRITE_IF, OPEN_EXISTING FILE_OPEN,
+/// OPEN_ALWAYS FILE_OPEN_IF and CREATE_NEW FILE_CREATE everywhere; but
+/// TRUNCATE_EXISTING is FILE_OVERWRITE in Wine's and ReactOS's kernel32
+/// only. Windows' CreateFileW opens with FILE_OPEN and then sets
+/// FileAllocationInformation to 0 (reported by OSR), so on Windows that trim
+/// arrives as IRP_MJ_SET_INFORMATION ([`set_information`],
+/// [`allocation_len`]), not here.
 pub fn create_action(options: u32) -> Result<CreateAction, NtStatus> {
     match options >> 24 {
         FILE_OVERWRITE | FILE_OVERWRITE_IF => Ok(CreateAction::Trim),
@@ -154,10 +162,12 @@ pub fn next_file_pointer(synchronous: bool, start: u64, done: usize) -> Option<i
 /// FILE_INFORMATION_CLASS values scull serves.
 pub const FILE_STANDARD_INFORMATION: u32 = 5;
 pub const FILE_POSITION_INFORMATION: u32 = 14;
+pub const FILE_ALLOCATION_INFORMATION: u32 = 19;
 pub const FILE_END_OF_FILE_INFORMATION: u32 = 20;
 /// sizeof(FILE_STANDARD_INFORMATION): two LARGE_INTEGERs, a ULONG, two BOOLEANs, padded to 8.
 pub const STANDARD_INFO_LEN: usize = 24;
-/// sizeof(FILE_POSITION_INFORMATION) and sizeof(FILE_END_OF_FILE_INFORMATION).
+/// sizeof(FILE_POSITION_INFORMATION), sizeof(FILE_ALLOCATION_INFORMATION)
+/// and sizeof(FILE_END_OF_FILE_INFORMATION): one LARGE_INTEGER.
 pub const OFFSET_INFO_LEN: usize = 8;
 
 /// What the device is, as the information requests see it.
@@ -199,31 +209,52 @@ pub fn query_information(class: u32, len: usize, dev: Seekable, current: i64, ou
 pub enum SetInformation {
     /// SetEndOfFile: the new size (trim or extend with zeros).
     EndOfFile(u64),
+    /// FileAllocationInformation: the new allocation size. Apply it with
+    /// [`allocation_len`] under the store's lock.
+    Allocation(u64),
     /// The new CurrentByteOffset (only reaches a driver for a file object
     /// the I/O manager does not position itself).
     Position(i64),
 }
 
 /// Decodes an IRP_MJ_SET_INFORMATION's class and system buffer.
-pub fn set_information(class: u32, input: &[u8], dev: Seekable) -> Result<SetInformation, NtStatus> {
-    if class != FILE_END_OF_FILE_INFORMATION && class != FILE_POSITION_INFORMATION {
-        return Err(STATUS_INVALID_DEVICE_REQUEST);
-    }
+///
+/// `write`: the handle was granted write access (its role,
+/// [`role_from_granted`]); the classes that change the data need it.
+pub fn set_information(class: u32, input: &[u8], dev: Seekable, write: bool) -> Result<SetInformation, NtStatus> {
+    let changes_data = match class {
+        FILE_END_OF_FILE_INFORMATION | FILE_ALLOCATION_INFORMATION => true,
+        FILE_POSITION_INFORMATION => false,
+        _ => return Err(STATUS_INVALID_DEVICE_REQUEST),
+    };
     let Some(b) = input.get(..OFFSET_INFO_LEN) else {
         return Err(Error::BufferTooSmall.ntstatus());
     };
     let Seekable::Store { .. } = dev else {
         return Err(Error::NotSeekable.ntstatus());
     };
+    if changes_data && !write {
+        return Err(Error::Perm.ntstatus());
+    }
     let v = i64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-    if class == FILE_END_OF_FILE_INFORMATION {
-        return u64::try_from(v).map(SetInformation::EndOfFile).map_err(|_| Error::Invalid.ntstatus());
+    let len = || u64::try_from(v).map_err(|_| Error::Invalid.ntstatus());
+    match class {
+        FILE_END_OF_FILE_INFORMATION => return len().map(SetInformation::EndOfFile),
+        FILE_ALLOCATION_INFORMATION => return len().map(SetInformation::Allocation),
+        _ => {}
     }
     match store::seek(0, 0, Whence::Set, v) {
         Ok(p) if p <= MAX_SIZE => Ok(SetInformation::Position(p as i64)),
         Ok(_) => Err(Error::FileTooBig.ntstatus()),
         Err(e) => Err(e.ntstatus()),
     }
+}
+
+/// The size a FileAllocationInformation set of `allocation` leaves a store
+/// of `size` bytes with: `Some(allocation)` (truncate) when it is smaller,
+/// `None` (nothing to do) otherwise.
+pub fn allocation_len(allocation: u64, size: u64) -> Option<u64> {
+    (allocation < size).then_some(allocation)
 }
 
 // ---------------------------------------------------------------- pended creates
@@ -296,9 +327,12 @@ mod tests {
     #[test]
     fn create_disposition_trims_opens_or_refuses() {
         // "IRP_MJ_CREATE (IFS)": the disposition is the high 8 bits of
-        // Parameters.Create.Options. "CreateFileW": CREATE_ALWAYS arrives as
-        // FILE_OVERWRITE_IF, TRUNCATE_EXISTING as FILE_OVERWRITE, OPEN_EXISTING
-        // as FILE_OPEN, OPEN_ALWAYS as FILE_OPEN_IF, CREATE_NEW as FILE_CREATE.
+        // Parameters.Create.Options. "NtCreateFile": FILE_OVERWRITE and
+        // FILE_OVERWRITE_IF overwrite an existing file. (Which CreateFileW
+        // mode becomes which disposition is kernel32's choice: Wine and
+        // ReactOS send FILE_OVERWRITE for TRUNCATE_EXISTING, Windows sends
+        // FILE_OPEN and a FileAllocationInformation set of 0, see
+        // `allocation_information_truncates_or_does_nothing`.)
         let opt = |d: u32| (d << 24) | 0x20; // FILE_SYNCHRONOUS_IO_NONALERT in the low bits
         assert_eq!(create_action(opt(FILE_OVERWRITE_IF)), Ok(CreateAction::Trim));
         assert_eq!(create_action(opt(FILE_OVERWRITE)), Ok(CreateAction::Trim));
@@ -372,16 +406,53 @@ mod tests {
     }
 
     #[test]
+    fn allocation_information_truncates_or_does_nothing() {
+        // N1. "SetEndOfFile (learn.microsoft.com)" on Windows sends
+        // FileEndOfFileInformation and then FileAllocationInformation with
+        // the same size; Windows' CreateFileW turns TRUNCATE_EXISTING into
+        // FILE_OPEN followed by a FileAllocationInformation set of 0 (OSR).
+        // "FILE_ALLOCATION_INFORMATION": AllocationSize, one LARGE_INTEGER;
+        // a file system truncates a file whose end lies beyond the new
+        // allocation, and keeps a larger allocation as a reservation (scull
+        // has nothing to reserve: a successful no-op).
+        let s = Seekable::Store { size: 10 };
+        assert_eq!(set_information(FILE_ALLOCATION_INFORMATION, &0i64.to_le_bytes(), s, true), Ok(SetInformation::Allocation(0)));
+        assert_eq!(set_information(FILE_ALLOCATION_INFORMATION, &4096i64.to_le_bytes(), s, true), Ok(SetInformation::Allocation(4096)));
+        assert_eq!(set_information(FILE_ALLOCATION_INFORMATION, &(-1i64).to_le_bytes(), s, true), Err(Error::Invalid.ntstatus()));
+        assert_eq!(set_information(FILE_ALLOCATION_INFORMATION, &[0; 7], s, true), Err(Error::BufferTooSmall.ntstatus()));
+        assert_eq!(set_information(FILE_ALLOCATION_INFORMATION, &0i64.to_le_bytes(), Seekable::Pipe, true), Err(Error::NotSeekable.ntstatus()));
+        // Smaller than the data: truncate; anything else: nothing to do.
+        assert_eq!(allocation_len(0, 10), Some(0));
+        assert_eq!(allocation_len(9, 10), Some(9));
+        assert_eq!(allocation_len(10, 10), None);
+        assert_eq!(allocation_len(4096, 10), None);
+        assert_eq!(allocation_len(0, 0), None);
+        // SetEndOfFile's pair: the EOF set then the allocation set of the same value.
+        for (size, eof) in [(10u64, 3u64), (3, 10), (0, 0), (7, 7)] {
+            let after_eof = eof;
+            assert_eq!(allocation_len(eof, after_eof), None, "SetEndOfFile({eof}) on {size} bytes");
+        }
+        // Both change data: a handle without write access is refused
+        // (STATUS_ACCESS_DENIED), as the I/O manager refuses them to a
+        // handle without FILE_WRITE_DATA ("NtSetInformationFile").
+        let denied = Err(Error::Perm.ntstatus());
+        assert_eq!(set_information(FILE_ALLOCATION_INFORMATION, &0i64.to_le_bytes(), s, false), denied);
+        assert_eq!(set_information(FILE_END_OF_FILE_INFORMATION, &0i64.to_le_bytes(), s, false), denied);
+        // Moving the file pointer changes no data.
+        assert_eq!(set_information(FILE_POSITION_INFORMATION, &3i64.to_le_bytes(), s, false), Ok(SetInformation::Position(3)));
+    }
+
+    #[test]
     fn set_information_classes_and_checks() {
         // "FILE_END_OF_FILE_INFORMATION": EndOfFile, the new size (SetEndOfFile).
         let s = Seekable::Store { size: 10 };
-        assert_eq!(set_information(FILE_END_OF_FILE_INFORMATION, &5i64.to_le_bytes(), s), Ok(SetInformation::EndOfFile(5)));
-        assert_eq!(set_information(FILE_END_OF_FILE_INFORMATION, &(-1i64).to_le_bytes(), s), Err(Error::Invalid.ntstatus()));
-        assert_eq!(set_information(FILE_END_OF_FILE_INFORMATION, &[0; 7], s), Err(Error::BufferTooSmall.ntstatus()));
-        assert_eq!(set_information(FILE_POSITION_INFORMATION, &9i64.to_le_bytes(), s), Ok(SetInformation::Position(9)));
-        assert_eq!(set_information(FILE_POSITION_INFORMATION, &(-9i64).to_le_bytes(), s), Err(Error::Invalid.ntstatus()));
-        assert_eq!(set_information(FILE_POSITION_INFORMATION, &9i64.to_le_bytes(), Seekable::Pipe), Err(Error::NotSeekable.ntstatus()));
-        assert_eq!(set_information(4, &[0; 40], s), Err(STATUS_INVALID_DEVICE_REQUEST));
+        assert_eq!(set_information(FILE_END_OF_FILE_INFORMATION, &5i64.to_le_bytes(), s, true), Ok(SetInformation::EndOfFile(5)));
+        assert_eq!(set_information(FILE_END_OF_FILE_INFORMATION, &(-1i64).to_le_bytes(), s, true), Err(Error::Invalid.ntstatus()));
+        assert_eq!(set_information(FILE_END_OF_FILE_INFORMATION, &[0; 7], s, true), Err(Error::BufferTooSmall.ntstatus()));
+        assert_eq!(set_information(FILE_POSITION_INFORMATION, &9i64.to_le_bytes(), s, true), Ok(SetInformation::Position(9)));
+        assert_eq!(set_information(FILE_POSITION_INFORMATION, &(-9i64).to_le_bytes(), s, true), Err(Error::Invalid.ntstatus()));
+        assert_eq!(set_information(FILE_POSITION_INFORMATION, &9i64.to_le_bytes(), Seekable::Pipe, true), Err(Error::NotSeekable.ntstatus()));
+        assert_eq!(set_information(4, &[0; 40], s, true), Err(STATUS_INVALID_DEVICE_REQUEST));
     }
 
     #[test]

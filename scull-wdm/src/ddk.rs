@@ -43,7 +43,7 @@ pub use wdk_sys::*;
 
 // Enum module constants, re-exported flat so that the driver writes the C names.
 pub use _DPFLTR_TYPE::DPFLTR_IHVDRIVER_ID;
-pub use _FILE_INFORMATION_CLASS::{FileEndOfFileInformation, FilePositionInformation, FileStandardInformation};
+pub use _FILE_INFORMATION_CLASS::{FileAllocationInformation, FileEndOfFileInformation, FilePositionInformation, FileStandardInformation};
 pub use _KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation;
 pub use _KWAIT_REASON::Executive;
 pub use _MODE::KernelMode;

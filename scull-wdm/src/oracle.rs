@@ -59,6 +59,8 @@ same_size!(b::OBJECT_ATTRIBUTES, wf::OBJECT_ATTRIBUTES);
 same_size!(b::FILE_STANDARD_INFORMATION, wfs::FILE_STANDARD_INFORMATION);
 same_size!(b::FILE_POSITION_INFORMATION, wfs::FILE_POSITION_INFORMATION);
 same_size!(b::FILE_END_OF_FILE_INFORMATION, wss::FILE_END_OF_FILE_INFORMATION);
+same_size!(b::FILE_ALLOCATION_INFORMATION, wfs::FILE_ALLOCATION_INFORMATION);
+const _: () = assert!(b::FileAllocationInformation as i32 == wfs::FileAllocationInformation);
 same_size!(b::KEY_VALUE_PARTIAL_INFORMATION, wss::KEY_VALUE_PARTIAL_INFORMATION);
 same_size!(b::TOKEN_USER, windows_sys::Win32::Security::TOKEN_USER);
 same_size!(b::SID_AND_ATTRIBUTES, windows_sys::Win32::Security::SID_AND_ATTRIBUTES);
