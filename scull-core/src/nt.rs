@@ -86,6 +86,11 @@ pub enum CreateAction {
 /// always exists. FILE_SUPERSEDE (0, NtCreateFile only) opens: Wine passes
 /// no disposition at all, which reads as 0.
 ///
+/// `granted`: the access the I/O manager granted the handle (as for
+/// [`role_from_granted`]), `None` without a security context (Wine). An
+/// overwriting disposition on a handle not granted FILE_WRITE_DATA is
+/// STATUS_ACCESS_DENIED: a read-only handle must not wipe a store (N2).
+///
 /// Which disposition a CreateFileW mode becomes depends on the user-mode
 /// library: CREATE_ALWAYS is FILE_OVERWRITE_IF, OPEN_EXISTING FILE_OPEN,
 /// OPEN_ALWAYS FILE_OPEN_IF and CREATE_NEW FILE_CREATE everywhere; but
@@ -94,13 +99,24 @@ pub enum CreateAction {
 /// FileAllocationInformation to 0 (reported by OSR), so on Windows that trim
 /// arrives as IRP_MJ_SET_INFORMATION ([`set_information`],
 /// [`allocation_len`]), not here.
-pub fn create_action(options: u32) -> Result<CreateAction, NtStatus> {
+pub fn create_action(options: u32, granted: Option<u32>) -> Result<CreateAction, NtStatus> {
     match options >> 24 {
-        FILE_OVERWRITE | FILE_OVERWRITE_IF => Ok(CreateAction::Trim),
+        FILE_OVERWRITE | FILE_OVERWRITE_IF if may_overwrite(granted) => Ok(CreateAction::Trim),
+        FILE_OVERWRITE | FILE_OVERWRITE_IF => Err(Error::Perm.ntstatus()),
         FILE_SUPERSEDE | FILE_OPEN | FILE_OPEN_IF => Ok(CreateAction::Open),
         FILE_CREATE => Err(STATUS_OBJECT_NAME_COLLISION),
         _ => Err(Error::Invalid.ntstatus()),
     }
+}
+
+/// Whether the granted access lets a create overwrite (trim) the data:
+/// FILE_WRITE_DATA, or an unmapped GENERIC_WRITE/GENERIC_ALL that maps to
+/// it. FILE_APPEND_DATA alone may add data, never wipe it. `None` (no
+/// security context reached the driver: Wine) leaves the decision to the
+/// disposition, as before this check existed; Wine passes no disposition
+/// either (Options 0, which opens), so under Wine nothing trims here.
+fn may_overwrite(granted: Option<u32>) -> bool {
+    granted.is_none_or(|a| a & (FILE_WRITE_DATA | GENERIC_WRITE | GENERIC_ALL) != 0)
 }
 
 /// What follows the device name in the create's `FileObject->FileName`:
@@ -334,14 +350,45 @@ mod tests {
         // FILE_OPEN and a FileAllocationInformation set of 0, see
         // `allocation_information_truncates_or_does_nothing`.)
         let opt = |d: u32| (d << 24) | 0x20; // FILE_SYNCHRONOUS_IO_NONALERT in the low bits
-        assert_eq!(create_action(opt(FILE_OVERWRITE_IF)), Ok(CreateAction::Trim));
-        assert_eq!(create_action(opt(FILE_OVERWRITE)), Ok(CreateAction::Trim));
-        assert_eq!(create_action(opt(FILE_OPEN)), Ok(CreateAction::Open));
-        assert_eq!(create_action(opt(FILE_OPEN_IF)), Ok(CreateAction::Open));
-        assert_eq!(create_action(opt(FILE_CREATE)), Err(STATUS_OBJECT_NAME_COLLISION));
+        const RW: u32 = FILE_READ_DATA | FILE_WRITE_DATA;
+        assert_eq!(create_action(opt(FILE_OVERWRITE_IF), Some(RW)), Ok(CreateAction::Trim));
+        assert_eq!(create_action(opt(FILE_OVERWRITE), Some(RW)), Ok(CreateAction::Trim));
+        assert_eq!(create_action(opt(FILE_OPEN), Some(RW)), Ok(CreateAction::Open));
+        assert_eq!(create_action(opt(FILE_OPEN_IF), Some(RW)), Ok(CreateAction::Open));
+        assert_eq!(create_action(opt(FILE_CREATE), Some(RW)), Err(STATUS_OBJECT_NAME_COLLISION));
         // Wine passes Options 0: FILE_SUPERSEDE must open, never trim.
-        assert_eq!(create_action(0), Ok(CreateAction::Open));
-        assert_eq!(create_action(opt(6)), Err(Error::Invalid.ntstatus()));
+        assert_eq!(create_action(0, Some(RW)), Ok(CreateAction::Open));
+        assert_eq!(create_action(opt(6), Some(RW)), Err(Error::Invalid.ntstatus()));
+    }
+
+    #[test]
+    fn a_trimming_create_needs_write_access() {
+        // N2. "IRP_MJ_CREATE": SecurityContext->AccessState->
+        // PreviouslyGrantedAccess is what the access check granted this
+        // handle; a disposition that overwrites changes the data, so a
+        // handle without FILE_WRITE_DATA must not trim (STATUS_ACCESS_DENIED,
+        // as NtCreateFile refuses FILE_OVERWRITE on a file without it).
+        let denied = Err(Error::Perm.ntstatus());
+        let opt = |d: u32| d << 24;
+        for d in [FILE_OVERWRITE, FILE_OVERWRITE_IF] {
+            assert_eq!(create_action(opt(d), Some(FILE_READ_DATA | 0x0012_0000)), denied, "read-only {d}");
+            assert_eq!(create_action(opt(d), Some(MAXIMUM_ALLOWED)), denied, "nothing granted {d}");
+            assert_eq!(create_action(opt(d), Some(0)), denied, "no access {d}");
+            // Append-only may add data, not wipe it.
+            assert_eq!(create_action(opt(d), Some(FILE_APPEND_DATA)), denied, "append-only {d}");
+            assert_eq!(create_action(opt(d), Some(FILE_WRITE_DATA)), Ok(CreateAction::Trim));
+            assert_eq!(create_action(opt(d), Some(GENERIC_WRITE)), Ok(CreateAction::Trim));
+            assert_eq!(create_action(opt(d), Some(GENERIC_ALL)), Ok(CreateAction::Trim));
+            // Wine passes a NULL SecurityContext: no granted access to
+            // check; the disposition alone decides, as before (and Wine
+            // passes no disposition either, so it never trims here).
+            assert_eq!(create_action(opt(d), None), Ok(CreateAction::Trim));
+        }
+        // Opening needs nothing more than the access check granted.
+        assert_eq!(create_action(opt(FILE_OPEN), Some(FILE_READ_DATA)), Ok(CreateAction::Open));
+        assert_eq!(create_action(opt(FILE_OPEN_IF), Some(0)), Ok(CreateAction::Open));
+        assert_eq!(create_action(opt(FILE_SUPERSEDE), Some(FILE_READ_DATA)), Ok(CreateAction::Open));
+        assert_eq!(create_action(opt(FILE_CREATE), Some(FILE_READ_DATA)), Err(STATUS_OBJECT_NAME_COLLISION));
     }
 
     #[test]

@@ -78,7 +78,9 @@ unsafe fn create_inner(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) 
             Some((*(*sc).AccessState).PreviouslyGrantedAccess)
         };
         let nt::Role { read, write } = nt::role_from_granted(granted);
-        let truncate = match nt::create_action((*sl).Parameters.Create.Options) {
+        // A trimming disposition needs FILE_WRITE_DATA granted (N2); without
+        // a security context (Wine) the disposition alone decides.
+        let truncate = match nt::create_action((*sl).Parameters.Create.Options, granted) {
             Ok(a) => a == CreateAction::Trim,
             Err(st) => return finish(irp, st, 0),
         };
