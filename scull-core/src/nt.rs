@@ -273,6 +273,34 @@ pub fn allocation_len(allocation: u64, size: u64) -> Option<u64> {
     (allocation < size).then_some(allocation)
 }
 
+// ---------------------------------------------------------------- load
+
+/// The order DriverEntry brings up its `n` devices in (N3): nothing may be
+/// openable until every device exists, so that a failure can free every
+/// device extension with no IRP referring to any of them.
+///
+/// 1. `create(i)` for every device: IoCreateDevice, the extension, the
+///    ACL. Each device keeps DO_DEVICE_INITIALIZING, which makes the I/O
+///    manager refuse a create on it, and has no DOS link.
+/// 2. `link(i)` for every device: IoCreateSymbolicLink.
+/// 3. `ready(i)` for every device: clear DO_DEVICE_INITIALIZING. (For
+///    devices created in DriverEntry the I/O manager would clear it
+///    itself once DriverEntry returns; clearing it last does the same.)
+///
+/// The first failure stops the bring-up and is returned, before any
+/// `ready`: the caller then deletes whatever exists (links and devices).
+pub fn bring_up<E>(
+    n: usize,
+    mut create: impl FnMut(usize) -> Result<(), E>,
+    mut link: impl FnMut(usize) -> Result<(), E>,
+    mut ready: impl FnMut(usize),
+) -> Result<(), E> {
+    (0..n).try_for_each(&mut create)?;
+    (0..n).try_for_each(&mut link)?;
+    (0..n).for_each(&mut ready);
+    Ok(())
+}
+
 // ---------------------------------------------------------------- pended creates
 
 /// A scullwuid create pended until the owner's last close. The test build's
@@ -500,6 +528,54 @@ mod tests {
         assert_eq!(set_information(FILE_POSITION_INFORMATION, &(-9i64).to_le_bytes(), s, true), Err(Error::Invalid.ntstatus()));
         assert_eq!(set_information(FILE_POSITION_INFORMATION, &9i64.to_le_bytes(), Seekable::Pipe, true), Err(Error::NotSeekable.ntstatus()));
         assert_eq!(set_information(4, &[0; 40], s, true), Err(STATUS_INVALID_DEVICE_REQUEST));
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Step {
+        Create(usize),
+        Link(usize),
+        Ready(usize),
+    }
+
+    /// Runs `bring_up` over `n` devices whose `fail` step fails.
+    fn bring_up_log(n: usize, fail: Option<Step>) -> (Result<(), Step>, std::vec::Vec<Step>) {
+        let log = core::cell::RefCell::new(std::vec::Vec::new());
+        let step = |s: Step| {
+            log.borrow_mut().push(s);
+            if Some(s) == fail { Err(s) } else { Ok(()) }
+        };
+        let r = bring_up(n, |i| step(Step::Create(i)), |i| step(Step::Link(i)), |i| log.borrow_mut().push(Step::Ready(i)));
+        (r, log.into_inner())
+    }
+
+    #[test]
+    fn no_device_is_openable_until_every_device_exists() {
+        // N3. "DEVICE_OBJECT structure" (Flags): the I/O manager sends no
+        // create to a device while DO_DEVICE_INITIALIZING is set; for
+        // devices created in DriverEntry it clears the flag when DriverEntry
+        // returns. A DOS link is how user mode names a device.
+        let n = 6;
+        let (r, log) = bring_up_log(n, None);
+        assert_eq!(r, Ok(()));
+        assert_eq!(log.len(), 3 * n);
+        let first = |f: &dyn Fn(&Step) -> bool| log.iter().position(f).unwrap();
+        let last = |f: &dyn Fn(&Step) -> bool| log.iter().rposition(f).unwrap();
+        let (is_c, is_l, is_r) = (|s: &Step| matches!(s, Step::Create(_)), |s: &Step| matches!(s, Step::Link(_)), |s: &Step| matches!(s, Step::Ready(_)));
+        assert!(last(&is_c) < first(&is_l), "every device exists before the first link: {log:?}");
+        assert!(last(&is_l) < first(&is_r), "every link exists before the first device is ready: {log:?}");
+        for i in 0..n {
+            assert!(log.contains(&Step::Create(i)) && log.contains(&Step::Link(i)) && log.contains(&Step::Ready(i)));
+        }
+        // Any failure: nothing was made ready, so no IRP can refer to any
+        // device the caller is about to free.
+        for k in 0..n {
+            for fail in [Step::Create(k), Step::Link(k)] {
+                let (r, log) = bring_up_log(n, Some(fail));
+                assert_eq!(r, Err(fail));
+                assert!(!log.iter().any(is_r), "{fail:?}: a device was made ready before the failure: {log:?}");
+                assert_eq!(log.last(), Some(&fail), "{fail:?}: the bring-up stops at the failure");
+            }
+        }
     }
 
     #[test]
