@@ -162,6 +162,7 @@ const _: () = {
     arity!(wss::ExFreePoolWithTag, b::ExFreePoolWithTag, _, _);
     arity!(wfs::ObOpenObjectByPointer, b::ObOpenObjectByPointer, _, _, _, _, _, _, _);
     arity!(wfs::ZwOpenProcessTokenEx, b::ZwOpenProcessTokenEx, _, _, _, _);
+    arity!(wfs::ZwOpenThreadTokenEx, b::ZwOpenThreadTokenEx, _, _, _, _, _);
     arity!(wfs::ZwQueryInformationToken, b::ZwQueryInformationToken, _, _, _, _, _);
     arity!(windows_sys::Wdk::System::Registry::ZwOpenKey, b::ZwOpenKey, _, _, _);
     arity!(windows_sys::Wdk::System::Registry::ZwQueryValueKey, b::ZwQueryValueKey, _, _, _, _, _, _);
