@@ -18,7 +18,9 @@ use scull_core::geometry::{Params, MAX_NR_DEVS};
 use scull_core::pipe::Pipe;
 use scull_core::store::Store;
 
-/// scullpriv keeps at most this many private devices (one per process id).
+/// scullpriv keeps at most this many private devices (one per live opener
+/// process; a device is freed once its process has exited and no file
+/// holds it, see `access.rs`).
 pub const MAX_PRIV: usize = 32;
 const MAGIC: u32 = u32::from_le_bytes(*b"scul");
 /// Scull0..N-1, ScullPipe0..P-1, and the four access devices.
@@ -33,6 +35,13 @@ pub static DEVICES: [AtomicPtr<DEVICE_OBJECT>; MAX_DEVICES] = [const { AtomicPtr
 pub static NDEVICES: AtomicUsize = AtomicUsize::new(0);
 
 pub type StoreLock = SemLock<Store<Pool>>;
+
+/// One scullpriv device: its store and the process it belongs to (whose
+/// handle reserves the process id that keys it).
+pub struct PrivSlot {
+    pub store: Store<Pool>,
+    pub process: crate::ident::Process,
+}
 
 /// A scull pipe: the core's state machine plus the queues of pended IRPs.
 pub struct PipeState {
@@ -62,8 +71,8 @@ pub enum Kind {
     Single(SingleOpen, StoreLock),
     Uid(SemLock<OwnerUid<Sid>>, StoreLock),
     Wuid(SpinLock<WuidState>, StoreLock),
-    /// Keyed by the opener's process id.
-    Priv(SemLock<PrivTable<u64, Store<Pool>, MAX_PRIV>>),
+    /// Keyed by the opener's process id, held by a handle to the process.
+    Priv(SemLock<PrivTable<u64, PrivSlot, MAX_PRIV>>),
 }
 
 pub struct DevExt {

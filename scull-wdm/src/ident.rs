@@ -12,8 +12,8 @@
 //! `ObOpenObjectByPointer(*PsProcessType)` → `ZwOpenProcessTokenEx`. Either
 //! handle is then read with `ZwQueryInformationToken(TokenUser, TokenGroups)`
 //! into pool buffers sized from ReturnLength. (SeCaptureSubjectContext,
-//! SeQuerySubjectContextToken's companions SeQueryInformationToken and
-//! SeTokenIsAdmin, and PsReferencePrimaryToken are crash stubs in Wine;
+//! SeQueryInformationToken, SeTokenIsAdmin, PsReferencePrimaryToken and
+//! PsReferenceImpersonationToken are crash stubs in Wine;
 //! ZwOpenThreadTokenEx is Wine's NtOpenThreadTokenEx, which says
 //! STATUS_NO_TOKEN for winedevice's dispatch thread, so under Wine the
 //! process path runs as before.) "Administrator" means the token holds
@@ -95,6 +95,50 @@ impl core::fmt::Display for Sid {
 
 /// An open kernel handle, closed on drop.
 struct KHandle(HANDLE);
+
+/// The process that opened a scullpriv device, held by a kernel handle
+/// (SYNCHRONIZE, OBJ_KERNEL_HANDLE) for as long as its device exists (N5).
+///
+/// The handle is what makes the process id a safe key: NT frees a
+/// process's id only when its process object goes away, and an open handle
+/// keeps the object, so while the device exists no other process can get
+/// that id. Whether the process has exited is a zero-timeout wait on the
+/// handle (a process object is signalled when it exits). Dropping it
+/// closes the handle (PASSIVE_LEVEL).
+pub struct Process(KHandle);
+
+impl Process {
+    /// Opens the process whose id is `pid` (in IRP_MJ_CREATE: the opener,
+    /// `PsGetCurrentProcessId`, which is the client's id under Wine too).
+    /// `ZwOpenProcess` by client id works alike on Windows and under Wine,
+    /// where `IoGetRequestorProcess` is not the client. PASSIVE_LEVEL.
+    pub fn open(pid: u64) -> Result<Process, NTSTATUS> {
+        // SAFETY: OBJECT_ATTRIBUTES and CLIENT_ID are plain data.
+        let (mut oa, mut cid): (OBJECT_ATTRIBUTES, CLIENT_ID) = unsafe { (core::mem::zeroed(), core::mem::zeroed()) };
+        oa.Length = core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32;
+        oa.Attributes = OBJ_KERNEL_HANDLE;
+        cid.UniqueProcess = pid as usize as HANDLE;
+        let mut h: HANDLE = ptr::null_mut();
+        // SAFETY: valid attributes (no name) and client id on our stack; the
+        // handle is a kernel handle we own (closed by KHandle).
+        let st = unsafe { ZwOpenProcess(&mut h, SYNCHRONIZE, &mut oa, &mut cid) };
+        if st < 0 {
+            return Err(st);
+        }
+        Ok(Process(KHandle(h)))
+    }
+
+    /// Whether the process has exited (its object is signalled). A wait
+    /// that fails counts as alive: keeping a device never discloses it to
+    /// another process, since the handle still reserves the id.
+    pub fn exited(&self) -> bool {
+        let mut now = LARGE_INTEGER { QuadPart: 0 };
+        // SAFETY: a process handle we opened with SYNCHRONIZE; a zero
+        // timeout never blocks.
+        let st = unsafe { ZwWaitForSingleObject((self.0).0, 0, &mut now) };
+        st == STATUS_SUCCESS
+    }
+}
 
 impl Drop for KHandle {
     fn drop(&mut self) {

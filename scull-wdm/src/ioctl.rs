@@ -81,11 +81,13 @@ fn stats_text(t: &mut TextBuf<'_>) {
             let st = s.lock().stats();
             let _ = report::mem_device(t, name.as_str(), &st);
         } else if let Kind::Priv(tab) = &ext.kind {
-            let g = tab.lock();
+            let mut g = tab.lock();
+            // Exited openers' devices no file holds are freed, not reported.
+            g.reap(|_, s| s.process.exited());
             for (key, s) in g.iter() {
                 let mut n = dev::Name::default();
                 let _ = core::fmt::Write::write_fmt(&mut n, format_args!("scullpriv.{key}"));
-                let _ = report::mem_device(t, n.as_str(), &s.stats());
+                let _ = report::mem_device(t, n.as_str(), &s.store.stats());
             }
         }
     });

@@ -56,6 +56,8 @@ same_size!(b::KLOCK_QUEUE_HANDLE, wss::KLOCK_QUEUE_HANDLE);
 same_size!(b::LIST_ENTRY, wk::LIST_ENTRY);
 same_size!(b::UNICODE_STRING, w32::UNICODE_STRING);
 same_size!(b::OBJECT_ATTRIBUTES, wf::OBJECT_ATTRIBUTES);
+same_size!(b::CLIENT_ID, windows_sys::Win32::System::WindowsProgramming::CLIENT_ID);
+same_offset!(b::CLIENT_ID, UniqueProcess; windows_sys::Win32::System::WindowsProgramming::CLIENT_ID, UniqueProcess);
 same_size!(b::FILE_STANDARD_INFORMATION, wfs::FILE_STANDARD_INFORMATION);
 same_size!(b::FILE_POSITION_INFORMATION, wfs::FILE_POSITION_INFORMATION);
 same_size!(b::FILE_END_OF_FILE_INFORMATION, wss::FILE_END_OF_FILE_INFORMATION);
@@ -163,6 +165,8 @@ const _: () = {
     arity!(wfs::ObOpenObjectByPointer, b::ObOpenObjectByPointer, _, _, _, _, _, _, _);
     arity!(wfs::ZwOpenProcessTokenEx, b::ZwOpenProcessTokenEx, _, _, _, _);
     arity!(wfs::ZwOpenThreadTokenEx, b::ZwOpenThreadTokenEx, _, _, _, _, _);
+    arity!(windows_sys::Wdk::System::Threading::ZwOpenProcess, b::ZwOpenProcess, _, _, _, _);
+    arity!(windows_sys::Wdk::System::Threading::ZwWaitForSingleObject, b::ZwWaitForSingleObject, _, _, _);
     arity!(wfs::ZwQueryInformationToken, b::ZwQueryInformationToken, _, _, _, _, _);
     arity!(windows_sys::Wdk::System::Registry::ZwOpenKey, b::ZwOpenKey, _, _, _);
     arity!(windows_sys::Wdk::System::Registry::ZwQueryValueKey, b::ZwQueryValueKey, _, _, _, _, _, _);

@@ -16,7 +16,8 @@ use scull_core::nt::{self, Seekable, SetInformation};
 use scull_core::store::Store;
 use scull_core::Error;
 
-fn priv_slot(fo: *mut FILE_OBJECT) -> Option<usize> {
+/// The scullpriv device of a file (`FsContext` holds its index + 1).
+pub(crate) fn priv_slot(fo: *mut FILE_OBJECT) -> Option<usize> {
     // SAFETY: as above.
     let v = unsafe { (*fo).FsContext } as usize;
     v.checked_sub(1)
@@ -30,7 +31,7 @@ pub(crate) fn with_store<R>(ext: &DevExt, fo: *mut FILE_OBJECT, f: impl FnOnce(&
     if let Kind::Priv(t) = &ext.kind {
         let slot = priv_slot(fo)?;
         let mut g = t.lock();
-        return g.get_mut(slot).map(f);
+        return g.get_mut(slot).map(|d| f(&mut d.store));
     }
     None
 }
