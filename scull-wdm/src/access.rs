@@ -21,11 +21,12 @@
 //! zero-timeout `ZwWaitForSingleObject` on that handle says signalled) and
 //! no file object holds it (a count per device, decremented in
 //! IRP_MJ_CLOSE: a handle duplicated into another process keeps it); the
-//! check runs at every scullpriv open and in the STATS report
-//! (`scull_core::access::PrivTable::open_reaping`). So a new process that
-//! gets a dead process's id starts with an empty device, and short-lived
-//! openers never fill the 32 slots: only 32 live opener processes do (then
-//! STATUS_SHARING_VIOLATION). Not chosen: a process-exit callback
+//! check runs at every scullpriv open
+//! (`scull_core::access::PrivTable::open_reaping`), so until the next open
+//! the STATS report still lists an exited process's device (its memory is
+//! still held). So a new process that gets a dead process's id starts with
+//! an empty device, and short-lived openers never fill the 32 slots: only
+//! 32 live opener processes do (then STATUS_SHARING_VIOLATION). Not chosen: a process-exit callback
 //! (`PsSetCreateProcessNotifyRoutine`: a callback to unregister before
 //! unload, run for every process on the machine; Wine accepts the
 //! registration but is not known to call it), the process creation time

@@ -81,9 +81,9 @@ fn stats_text(t: &mut TextBuf<'_>) {
             let st = s.lock().stats();
             let _ = report::mem_device(t, name.as_str(), &st);
         } else if let Kind::Priv(tab) = &ext.kind {
-            let mut g = tab.lock();
-            // Exited openers' devices no file holds are freed, not reported.
-            g.reap(|_, s| s.process.exited());
+            // Every device still held, including those of exited openers
+            // that the next scullpriv open will free (`access.rs`).
+            let g = tab.lock();
             for (key, s) in g.iter() {
                 let mut n = dev::Name::default();
                 let _ = core::fmt::Write::write_fmt(&mut n, format_args!("scullpriv.{key}"));
