@@ -205,10 +205,20 @@ impl<Id: Copy + PartialEq> WaitUid<Id> {
 }
 
 /// scullpriv: one private device per key (LDD3: per controlling tty), created
-/// on first open and kept until unload, in a fixed table of `N` entries.
-/// A full table is `Busy` (LDD3's list grew without bound).
+/// on first open, in a fixed table of `N` entries. A full table is `Busy`
+/// (LDD3's list grew without bound).
+///
+/// With [`PrivTable::lookup_or_create`] a device is kept until unload (the
+/// Linux module and the model: a tty outlives its openers). With
+/// [`PrivTable::open_reaping`] / [`PrivTable::close`] (the Windows driver,
+/// keyed by process) each device also counts the files open on it, and a
+/// device whose owner is gone and that no file holds is freed, so its key
+/// can be used again by a new owner without inheriting the data (N5).
 pub struct PrivTable<K, D, const N: usize> {
     entries: [Option<(K, D)>; N],
+    /// Files open on each entry (only [`PrivTable::open_reaping`] and
+    /// [`PrivTable::close`] count them).
+    opens: [u32; N],
 }
 
 impl<K: PartialEq, D, const N: usize> Default for PrivTable<K, D, N> {
@@ -219,7 +229,7 @@ impl<K: PartialEq, D, const N: usize> Default for PrivTable<K, D, N> {
 
 impl<K: PartialEq, D, const N: usize> PrivTable<K, D, N> {
     pub fn new() -> Self {
-        PrivTable { entries: core::array::from_fn(|_| None) }
+        PrivTable { entries: core::array::from_fn(|_| None), opens: [0; N] }
     }
 
     /// The index of `key`'s device, creating it with `make` if absent.
@@ -230,6 +240,42 @@ impl<K: PartialEq, D, const N: usize> PrivTable<K, D, N> {
         let free = self.entries.iter().position(|e| e.is_none()).ok_or(Error::Busy)?;
         self.entries[free] = Some((key, make()?));
         Ok(free)
+    }
+
+    /// Frees every device that no file holds open and whose owner `gone`
+    /// says has gone (a process that exited). Returns how many it freed.
+    pub fn reap(&mut self, mut gone: impl FnMut(&K, &D) -> bool) -> usize {
+        let mut freed = 0;
+        for (e, &opens) in self.entries.iter_mut().zip(self.opens.iter()) {
+            if opens == 0 && e.as_ref().is_some_and(|(k, d)| gone(k, d)) {
+                *e = None;
+                freed += 1;
+            }
+        }
+        freed
+    }
+
+    /// Opens one more file on `key`'s device: first [`PrivTable::reap`]s,
+    /// then finds `key`'s device or creates it with `make`, and counts the
+    /// file. A device still held open is never freed, so the index the
+    /// caller keeps for the file stays valid until its [`PrivTable::close`].
+    pub fn open_reaping(&mut self, key: K, gone: impl FnMut(&K, &D) -> bool, make: impl FnOnce() -> Result<D>) -> Result<usize> {
+        self.reap(gone);
+        let i = self.lookup_or_create(key, make)?;
+        self.opens[i] = self.opens[i].saturating_add(1);
+        Ok(i)
+    }
+
+    /// A file opened with [`PrivTable::open_reaping`] on device `index` closed.
+    pub fn close(&mut self, index: usize) {
+        if let Some(o) = self.opens.get_mut(index) {
+            *o = o.saturating_sub(1);
+        }
+    }
+
+    /// Files open on device `index`.
+    pub fn opens(&self, index: usize) -> u32 {
+        self.opens.get(index).copied().unwrap_or(0)
     }
 
     /// The index of `key`'s device.
@@ -264,6 +310,7 @@ impl<K: PartialEq, D, const N: usize> PrivTable<K, D, N> {
         for e in self.entries.iter_mut() {
             *e = None;
         }
+        self.opens = [0; N];
     }
 }
 
@@ -392,6 +439,53 @@ mod more_tests {
         u.release();
         assert_eq!(u.open(&Caller::new(5, false)), Ok(()));
         assert_eq!(u.state().count(), 1);
+    }
+
+    /// N5: scullpriv on Windows is keyed by process id, and Windows reuses
+    /// process ids. A device is freed once its process has exited and no
+    /// file holds it, so a later process with the same id starts empty, and
+    /// exited processes do not fill the table.
+    #[test]
+    fn priv_table_frees_the_devices_of_exited_owners() {
+        use std::cell::RefCell;
+        use std::collections::HashSet;
+        // The owners' liveness: the device records which process (a
+        // serial number, as a process object would) it belongs to.
+        let exited: RefCell<HashSet<u32>> = RefCell::new(HashSet::new());
+        let gone = |_: &u32, d: &(u32, &str)| exited.borrow().contains(&d.0);
+        let mut t = PrivTable::<u32, (u32, &str), 4>::new();
+        // Process #1 with pid 7 writes its secret, closes, reopens: same data.
+        let a = t.open_reaping(7, gone, || Ok((1, "secret of #1"))).unwrap();
+        t.close(a);
+        assert_eq!(t.open_reaping(7, gone, || panic!("#1 is alive: its device stays")).unwrap(), a);
+        t.close(a);
+        // #1 exits; pid 7 is reused by process #2: a fresh device.
+        exited.borrow_mut().insert(1);
+        let b = t.open_reaping(7, gone, || Ok((2, "empty"))).unwrap();
+        assert_eq!(t.get(b), Some(&(2, "empty")), "a reused pid must not inherit a dead process's data");
+        t.close(b);
+        // Exited processes do not fill the table: 40 short-lived openers.
+        for serial in 10..50u32 {
+            let i = t.open_reaping(100 + serial, gone, || Ok((serial, "x"))).unwrap_or_else(|e| panic!("opener {serial}: {e:?}"));
+            t.close(i);
+            exited.borrow_mut().insert(serial);
+        }
+        assert!(t.len() <= 2, "only live owners' devices remain: {}", t.len());
+        // A device still held open (a handle duplicated into another
+        // process) is never freed, even after its process exited.
+        let h = t.open_reaping(9, gone, || Ok((60, "held"))).unwrap();
+        exited.borrow_mut().insert(60);
+        assert_eq!(t.reap(gone), 0, "held open");
+        assert_eq!(t.get(h), Some(&(60, "held")));
+        t.close(h);
+        assert_eq!(t.reap(gone), 1, "freed once the last file closed");
+        assert_eq!(t.get(h), None);
+        // Live owners fill the table: Busy, as before.
+        let mut t = PrivTable::<u32, (u32, &str), 2>::new();
+        t.open_reaping(1, gone, || Ok((70, "a"))).unwrap();
+        t.open_reaping(2, gone, || Ok((71, "b"))).unwrap();
+        assert_eq!(t.open_reaping(3, gone, || Ok((72, "c"))), Err(Error::Busy));
+        assert_eq!((t.opens(0), t.opens(1)), (1, 1));
     }
 
     #[test]

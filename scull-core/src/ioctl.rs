@@ -2,26 +2,34 @@
 //! conventions, privilege, and semantics. This module is the public ABI; the
 //! user-mode tool uses it too.
 //!
-//! | nr | name         | Linux (`'k'`)       | argument in     | result out       | privileged |
-//! |----|--------------|---------------------|-----------------|------------------|------------|
-//! | 0  | `RESET`      | `_IO(k,0)`          | -               | -                | no (LDD3)  |
-//! | 1  | `SQUANTUM`   | `_IOW(k,1,int)`     | pointer         | -                | yes        |
-//! | 2  | `SQSET`      | `_IOW(k,2,int)`     | pointer         | -                | yes        |
-//! | 3  | `TQUANTUM`   | `_IO(k,3)`          | value           | -                | yes        |
-//! | 4  | `TQSET`      | `_IO(k,4)`          | value           | -                | yes        |
-//! | 5  | `GQUANTUM`   | `_IOR(k,5,int)`     | -               | pointer          | no         |
-//! | 6  | `GQSET`      | `_IOR(k,6,int)`     | -               | pointer          | no         |
-//! | 7  | `QQUANTUM`   | `_IO(k,7)`          | -               | return value     | no         |
-//! | 8  | `QQSET`      | `_IO(k,8)`          | -               | return value     | no         |
-//! | 9  | `XQUANTUM`   | `_IOWR(k,9,int)`    | pointer         | same pointer     | yes        |
-//! | 10 | `XQSET`      | `_IOWR(k,10,int)`   | pointer         | same pointer     | yes        |
-//! | 11 | `HQUANTUM`   | `_IO(k,11)`         | value           | return value     | yes        |
-//! | 12 | `HQSET`      | `_IO(k,12)`         | value           | return value     | yes        |
-//! | 13 | `P_IOCTSIZE` | `_IO(k,13)`         | value           | -                | no (LDD3)  |
-//! | 14 | `P_IOCQSIZE` | `_IO(k,14)`         | -               | return value     | no         |
-//! | 15 | `STATS`      | `_IOR(k,15,char[4096])` | -           | report text      | no         |
+//! | nr | name         | Linux (`'k'`)       | argument in     | result out       | privileged | Windows access |
+//! |----|--------------|---------------------|-----------------|------------------|------------|----------------|
+//! | 0  | `RESET`      | `_IO(k,0)`          | -               | -                | no (LDD3)  | write          |
+//! | 1  | `SQUANTUM`   | `_IOW(k,1,int)`     | pointer         | -                | yes        | write          |
+//! | 2  | `SQSET`      | `_IOW(k,2,int)`     | pointer         | -                | yes        | write          |
+//! | 3  | `TQUANTUM`   | `_IO(k,3)`          | value           | -                | yes        | write          |
+//! | 4  | `TQSET`      | `_IO(k,4)`          | value           | -                | yes        | write          |
+//! | 5  | `GQUANTUM`   | `_IOR(k,5,int)`     | -               | pointer          | no         | any            |
+//! | 6  | `GQSET`      | `_IOR(k,6,int)`     | -               | pointer          | no         | any            |
+//! | 7  | `QQUANTUM`   | `_IO(k,7)`          | -               | return value     | no         | any            |
+//! | 8  | `QQSET`      | `_IO(k,8)`          | -               | return value     | no         | any            |
+//! | 9  | `XQUANTUM`   | `_IOWR(k,9,int)`    | pointer         | same pointer     | yes        | read + write   |
+//! | 10 | `XQSET`      | `_IOWR(k,10,int)`   | pointer         | same pointer     | yes        | read + write   |
+//! | 11 | `HQUANTUM`   | `_IO(k,11)`         | value           | return value     | yes        | read + write   |
+//! | 12 | `HQSET`      | `_IO(k,12)`         | value           | return value     | yes        | read + write   |
+//! | 13 | `P_IOCTSIZE` | `_IO(k,13)`         | value           | -                | no (LDD3)  | write          |
+//! | 14 | `P_IOCQSIZE` | `_IO(k,14)`         | -               | return value     | no         | any            |
+//! | 15 | `STATS`      | `_IOR(k,15,char[4096])` | -           | report text      | no         | any            |
 //!
-//! Windows: `CTL_CODE(0x8000, 0x800 + nr, METHOD_BUFFERED, FILE_ANY_ACCESS)`.
+//! Windows: `CTL_CODE(0x8000, 0x800 + nr, METHOD_BUFFERED, access)`, where
+//! `access` ([`Cmd::windows_access`]) says what the command does:
+//! FILE_WRITE_ACCESS for a command that changes state, FILE_READ_ACCESS |
+//! FILE_WRITE_ACCESS for one that also hands the old value back, and
+//! FILE_ANY_ACCESS for one that only reads. The I/O manager checks it
+//! against the handle's granted access (FILE_WRITE_DATA, FILE_READ_DATA)
+//! before the driver sees the request (STATUS_ACCESS_DENIED), so a
+//! read-only handle cannot RESET or resize the pipes. The privilege check
+//! is LDD3's, on top: RESET and P_IOCTSIZE need no privilege, as in LDD3.
 //! Values are 32-bit signed integers in the system buffer: a command that takes
 //! an argument reads it from the first 4 bytes of the input buffer, a command
 //! that produces one writes 4 bytes to the output buffer. So on Windows S≡T,
@@ -58,6 +66,8 @@ pub const WIN_FUNCTION_BASE: u32 = 0x800;
 pub const WIN_METHOD_BUFFERED: u32 = 0;
 /// `FILE_ANY_ACCESS`.
 pub const WIN_FILE_ANY_ACCESS: u32 = 0;
+/// `FILE_READ_ACCESS` (the I/O manager checks FILE_READ_DATA on the handle).
+pub const WIN_FILE_READ_ACCESS: u32 = 1;
 /// `FILE_WRITE_ACCESS` (the I/O manager checks FILE_WRITE_DATA on the handle).
 pub const WIN_FILE_WRITE_ACCESS: u32 = 2;
 
@@ -214,6 +224,37 @@ impl Cmd {
         }
     }
 
+    /// Whether the command changes state (the global defaults): RESET,
+    /// the S/T/X/H setters and P_IOCTSIZE.
+    pub const fn changes_state(self) -> bool {
+        matches!(
+            self,
+            Cmd::Reset
+                | Cmd::SQuantum
+                | Cmd::SQset
+                | Cmd::TQuantum
+                | Cmd::TQset
+                | Cmd::XQuantum
+                | Cmd::XQset
+                | Cmd::HQuantum
+                | Cmd::HQset
+                | Cmd::PTSize
+        )
+    }
+
+    /// The required access of the Windows code (CTL_CODE's access field),
+    /// which the I/O manager checks against the handle's granted access
+    /// before the driver sees the request: FILE_ANY_ACCESS for a command
+    /// that only reads the parameters.
+    pub const fn windows_access(self) -> u32 {
+        match self {
+            // Change the parameters and hand back the old value.
+            Cmd::XQuantum | Cmd::XQset | Cmd::HQuantum | Cmd::HQset => WIN_FILE_READ_ACCESS | WIN_FILE_WRITE_ACCESS,
+            Cmd::Reset | Cmd::SQuantum | Cmd::SQset | Cmd::TQuantum | Cmd::TQset | Cmd::PTSize => WIN_FILE_WRITE_ACCESS,
+            Cmd::GQuantum | Cmd::GQset | Cmd::QQuantum | Cmd::QQset | Cmd::PQSize | Cmd::Stats => WIN_FILE_ANY_ACCESS,
+        }
+    }
+
     /// Whether LDD3 checks `capable(CAP_SYS_ADMIN)` for this command.
     pub const fn needs_privilege(self) -> bool {
         matches!(
@@ -236,7 +277,7 @@ impl Cmd {
 
     /// The Windows IOCTL code.
     pub const fn windows_code(self) -> u32 {
-        ctl_code(WIN_DEVICE_TYPE, WIN_FUNCTION_BASE + self.nr(), WIN_METHOD_BUFFERED, WIN_FILE_ANY_ACCESS)
+        ctl_code(WIN_DEVICE_TYPE, WIN_FUNCTION_BASE + self.nr(), WIN_METHOD_BUFFERED, self.windows_access())
     }
 
     /// Decodes a Linux ioctl number. Anything but an exact match is `NotTty`.
@@ -463,9 +504,13 @@ mod tests {
 
     #[test]
     fn windows_codes() {
-        assert_eq!(Cmd::Reset.windows_code(), 0x8000_2000);
-        assert_eq!(Cmd::SQuantum.windows_code(), 0x8000_2004);
-        assert_eq!(Cmd::Stats.windows_code(), 0x8000_203c);
+        // CTL_CODE(0x8000, 0x800 + nr, METHOD_BUFFERED, access).
+        assert_eq!(Cmd::Reset.windows_code(), 0x8000_a000, "FILE_WRITE_ACCESS");
+        assert_eq!(Cmd::SQuantum.windows_code(), 0x8000_a004, "FILE_WRITE_ACCESS");
+        assert_eq!(Cmd::GQuantum.windows_code(), 0x8000_2014, "FILE_ANY_ACCESS");
+        assert_eq!(Cmd::XQuantum.windows_code(), 0x8000_e024, "FILE_READ_ACCESS | FILE_WRITE_ACCESS");
+        assert_eq!(Cmd::PTSize.windows_code(), 0x8000_a034, "FILE_WRITE_ACCESS");
+        assert_eq!(Cmd::Stats.windows_code(), 0x8000_203c, "FILE_ANY_ACCESS");
         for c in Cmd::ALL {
             assert_eq!(Cmd::from_windows_code(c.windows_code()), Ok(c));
             assert_eq!(Cmd::from_linux_code(c.linux_code()), Ok(c));
@@ -525,6 +570,42 @@ mod tests {
         assert_eq!(open_flags(WIN_IOCTL_OPEN_FLAGS, &[0; 2]), Err(Error::BufferTooSmall));
         // The two OPEN_FLAGS codes differ only in the access field.
         assert_eq!(WIN_IOCTL_OPEN_FLAGS_WRITE & !(3 << 14), WIN_IOCTL_OPEN_FLAGS);
+    }
+
+    /// N6. "Defining I/O Control Codes" (learn.microsoft.com): the I/O
+    /// manager sends an IOCTL whose RequiredAccess is FILE_WRITE_ACCESS
+    /// only on a handle granted FILE_WRITE_DATA (FILE_READ_ACCESS:
+    /// FILE_READ_DATA), so a command's access bits say what a handle must
+    /// be allowed to do. Measured on the commands themselves: a command
+    /// that changes the parameters needs write access, one that also hands
+    /// a value back needs read access too, and one that changes nothing
+    /// needs none.
+    #[test]
+    fn windows_access_matches_what_each_command_changes() {
+        for c in Cmd::ALL.into_iter().filter(|c| *c != Cmd::Stats) {
+            let p = Params::new();
+            // Non-default starting values, so that RESET changes something too.
+            p.set_quantum(100).unwrap();
+            p.set_qset(10).unwrap();
+            p.set_p_buffer(64).unwrap();
+            let before = (p.quantum(), p.qset(), p.p_buffer());
+            execute(&p, c, 128, true).unwrap();
+            let changed = (p.quantum(), p.qset(), p.p_buffer()) != before;
+            assert_eq!(changed, c.changes_state(), "{c:?}");
+            let want = match (changed, c.arg_out()) {
+                (false, _) => WIN_FILE_ANY_ACCESS,
+                (true, ArgOut::None) => WIN_FILE_WRITE_ACCESS,
+                (true, _) => WIN_FILE_READ_ACCESS | WIN_FILE_WRITE_ACCESS,
+            };
+            assert_eq!(c.windows_access(), want, "{c:?}");
+            assert_eq!(ctl_access(c.windows_code()), want, "{c:?} code {:#x}", c.windows_code());
+        }
+        assert_eq!(Cmd::Stats.windows_access(), WIN_FILE_ANY_ACCESS);
+        // RESET and P_IOCTSIZE stay unprivileged (LDD3 checks no capability
+        // for them); the access bits are what now guards them.
+        assert!(!Cmd::Reset.needs_privilege() && !Cmd::PTSize.needs_privilege());
+        assert_eq!(ctl_access(Cmd::Reset.windows_code()), WIN_FILE_WRITE_ACCESS);
+        assert_eq!(ctl_access(Cmd::PTSize.windows_code()), WIN_FILE_WRITE_ACCESS);
     }
 
     #[test]
@@ -590,9 +671,9 @@ mod abi_tests {
         for c in Cmd::ALL {
             assert_eq!(c.windows_in_len() == 4, c.arg_in() != ArgIn::None, "{c:?}");
             assert_eq!(c.windows_out_len() > 0, c.arg_out() != ArgOut::None, "{c:?}");
-            // METHOD_BUFFERED, FILE_ANY_ACCESS, vendor device type.
+            // METHOD_BUFFERED, the command's access, vendor device type.
             assert_eq!(c.windows_code() & 3, 0);
-            assert_eq!((c.windows_code() >> 14) & 3, 0);
+            assert_eq!((c.windows_code() >> 14) & 3, c.windows_access());
             assert_eq!(c.windows_code() >> 16, WIN_DEVICE_TYPE);
         }
     }

@@ -81,18 +81,42 @@ pub enum CreateAction {
 }
 
 /// The create disposition, the high 8 bits of
-/// `Parameters.Create.Options`: CREATE_ALWAYS and TRUNCATE_EXISTING arrive
-/// as FILE_OVERWRITE_IF and FILE_OVERWRITE and trim; OPEN_EXISTING and
-/// OPEN_ALWAYS (FILE_OPEN, FILE_OPEN_IF) open; CREATE_NEW (FILE_CREATE) is
-/// refused, since a device always exists. FILE_SUPERSEDE (0, NtCreateFile
-/// only) opens: Wine passes no disposition at all, which reads as 0.
-pub fn create_action(options: u32) -> Result<CreateAction, NtStatus> {
+/// `Parameters.Create.Options`: FILE_OVERWRITE_IF and FILE_OVERWRITE trim;
+/// FILE_OPEN and FILE_OPEN_IF open; FILE_CREATE is refused, since a device
+/// always exists. FILE_SUPERSEDE (0, NtCreateFile only) opens: Wine passes
+/// no disposition at all, which reads as 0.
+///
+/// `granted`: the access the I/O manager granted the handle (as for
+/// [`role_from_granted`]), `None` without a security context (Wine). An
+/// overwriting disposition on a handle not granted FILE_WRITE_DATA is
+/// STATUS_ACCESS_DENIED: a read-only handle must not wipe a store (N2).
+///
+/// Which disposition a CreateFileW mode becomes depends on the user-mode
+/// library: CREATE_ALWAYS is FILE_OVERWRITE_IF, OPEN_EXISTING FILE_OPEN,
+/// OPEN_ALWAYS FILE_OPEN_IF and CREATE_NEW FILE_CREATE everywhere; but
+/// TRUNCATE_EXISTING is FILE_OVERWRITE in Wine's and ReactOS's kernel32
+/// only. Windows' CreateFileW opens with FILE_OPEN and then sets
+/// FileAllocationInformation to 0 (reported by OSR), so on Windows that trim
+/// arrives as IRP_MJ_SET_INFORMATION ([`set_information`],
+/// [`allocation_len`]), not here.
+pub fn create_action(options: u32, granted: Option<u32>) -> Result<CreateAction, NtStatus> {
     match options >> 24 {
-        FILE_OVERWRITE | FILE_OVERWRITE_IF => Ok(CreateAction::Trim),
+        FILE_OVERWRITE | FILE_OVERWRITE_IF if may_overwrite(granted) => Ok(CreateAction::Trim),
+        FILE_OVERWRITE | FILE_OVERWRITE_IF => Err(Error::Perm.ntstatus()),
         FILE_SUPERSEDE | FILE_OPEN | FILE_OPEN_IF => Ok(CreateAction::Open),
         FILE_CREATE => Err(STATUS_OBJECT_NAME_COLLISION),
         _ => Err(Error::Invalid.ntstatus()),
     }
+}
+
+/// Whether the granted access lets a create overwrite (trim) the data:
+/// FILE_WRITE_DATA, or an unmapped GENERIC_WRITE/GENERIC_ALL that maps to
+/// it. FILE_APPEND_DATA alone may add data, never wipe it. `None` (no
+/// security context reached the driver: Wine) leaves the decision to the
+/// disposition, as before this check existed; Wine passes no disposition
+/// either (Options 0, which opens), so under Wine nothing trims here.
+fn may_overwrite(granted: Option<u32>) -> bool {
+    granted.is_none_or(|a| a & (FILE_WRITE_DATA | GENERIC_WRITE | GENERIC_ALL) != 0)
 }
 
 /// What follows the device name in the create's `FileObject->FileName`:
@@ -154,10 +178,12 @@ pub fn next_file_pointer(synchronous: bool, start: u64, done: usize) -> Option<i
 /// FILE_INFORMATION_CLASS values scull serves.
 pub const FILE_STANDARD_INFORMATION: u32 = 5;
 pub const FILE_POSITION_INFORMATION: u32 = 14;
+pub const FILE_ALLOCATION_INFORMATION: u32 = 19;
 pub const FILE_END_OF_FILE_INFORMATION: u32 = 20;
 /// sizeof(FILE_STANDARD_INFORMATION): two LARGE_INTEGERs, a ULONG, two BOOLEANs, padded to 8.
 pub const STANDARD_INFO_LEN: usize = 24;
-/// sizeof(FILE_POSITION_INFORMATION) and sizeof(FILE_END_OF_FILE_INFORMATION).
+/// sizeof(FILE_POSITION_INFORMATION), sizeof(FILE_ALLOCATION_INFORMATION)
+/// and sizeof(FILE_END_OF_FILE_INFORMATION): one LARGE_INTEGER.
 pub const OFFSET_INFO_LEN: usize = 8;
 
 /// What the device is, as the information requests see it.
@@ -199,31 +225,80 @@ pub fn query_information(class: u32, len: usize, dev: Seekable, current: i64, ou
 pub enum SetInformation {
     /// SetEndOfFile: the new size (trim or extend with zeros).
     EndOfFile(u64),
+    /// FileAllocationInformation: the new allocation size. Apply it with
+    /// [`allocation_len`] under the store's lock.
+    Allocation(u64),
     /// The new CurrentByteOffset (only reaches a driver for a file object
     /// the I/O manager does not position itself).
     Position(i64),
 }
 
 /// Decodes an IRP_MJ_SET_INFORMATION's class and system buffer.
-pub fn set_information(class: u32, input: &[u8], dev: Seekable) -> Result<SetInformation, NtStatus> {
-    if class != FILE_END_OF_FILE_INFORMATION && class != FILE_POSITION_INFORMATION {
-        return Err(STATUS_INVALID_DEVICE_REQUEST);
-    }
+///
+/// `write`: the handle was granted write access (its role,
+/// [`role_from_granted`]); the classes that change the data need it.
+pub fn set_information(class: u32, input: &[u8], dev: Seekable, write: bool) -> Result<SetInformation, NtStatus> {
+    let changes_data = match class {
+        FILE_END_OF_FILE_INFORMATION | FILE_ALLOCATION_INFORMATION => true,
+        FILE_POSITION_INFORMATION => false,
+        _ => return Err(STATUS_INVALID_DEVICE_REQUEST),
+    };
     let Some(b) = input.get(..OFFSET_INFO_LEN) else {
         return Err(Error::BufferTooSmall.ntstatus());
     };
     let Seekable::Store { .. } = dev else {
         return Err(Error::NotSeekable.ntstatus());
     };
+    if changes_data && !write {
+        return Err(Error::Perm.ntstatus());
+    }
     let v = i64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
-    if class == FILE_END_OF_FILE_INFORMATION {
-        return u64::try_from(v).map(SetInformation::EndOfFile).map_err(|_| Error::Invalid.ntstatus());
+    let len = || u64::try_from(v).map_err(|_| Error::Invalid.ntstatus());
+    match class {
+        FILE_END_OF_FILE_INFORMATION => return len().map(SetInformation::EndOfFile),
+        FILE_ALLOCATION_INFORMATION => return len().map(SetInformation::Allocation),
+        _ => {}
     }
     match store::seek(0, 0, Whence::Set, v) {
         Ok(p) if p <= MAX_SIZE => Ok(SetInformation::Position(p as i64)),
         Ok(_) => Err(Error::FileTooBig.ntstatus()),
         Err(e) => Err(e.ntstatus()),
     }
+}
+
+/// The size a FileAllocationInformation set of `allocation` leaves a store
+/// of `size` bytes with: `Some(allocation)` (truncate) when it is smaller,
+/// `None` (nothing to do) otherwise.
+pub fn allocation_len(allocation: u64, size: u64) -> Option<u64> {
+    (allocation < size).then_some(allocation)
+}
+
+// ---------------------------------------------------------------- load
+
+/// The order DriverEntry brings up its `n` devices in (N3): nothing may be
+/// openable until every device exists, so that a failure can free every
+/// device extension with no IRP referring to any of them.
+///
+/// 1. `create(i)` for every device: IoCreateDevice, the extension, the
+///    ACL. Each device keeps DO_DEVICE_INITIALIZING, which makes the I/O
+///    manager refuse a create on it, and has no DOS link.
+/// 2. `link(i)` for every device: IoCreateSymbolicLink.
+/// 3. `ready(i)` for every device: clear DO_DEVICE_INITIALIZING. (For
+///    devices created in DriverEntry the I/O manager would clear it
+///    itself once DriverEntry returns; clearing it last does the same.)
+///
+/// The first failure stops the bring-up and is returned, before any
+/// `ready`: the caller then deletes whatever exists (links and devices).
+pub fn bring_up<E>(
+    n: usize,
+    mut create: impl FnMut(usize) -> Result<(), E>,
+    mut link: impl FnMut(usize) -> Result<(), E>,
+    mut ready: impl FnMut(usize),
+) -> Result<(), E> {
+    (0..n).try_for_each(&mut create)?;
+    (0..n).try_for_each(&mut link)?;
+    (0..n).for_each(&mut ready);
+    Ok(())
 }
 
 // ---------------------------------------------------------------- pended creates
@@ -296,18 +371,52 @@ mod tests {
     #[test]
     fn create_disposition_trims_opens_or_refuses() {
         // "IRP_MJ_CREATE (IFS)": the disposition is the high 8 bits of
-        // Parameters.Create.Options. "CreateFileW": CREATE_ALWAYS arrives as
-        // FILE_OVERWRITE_IF, TRUNCATE_EXISTING as FILE_OVERWRITE, OPEN_EXISTING
-        // as FILE_OPEN, OPEN_ALWAYS as FILE_OPEN_IF, CREATE_NEW as FILE_CREATE.
+        // Parameters.Create.Options. "NtCreateFile": FILE_OVERWRITE and
+        // FILE_OVERWRITE_IF overwrite an existing file. (Which CreateFileW
+        // mode becomes which disposition is kernel32's choice: Wine and
+        // ReactOS send FILE_OVERWRITE for TRUNCATE_EXISTING, Windows sends
+        // FILE_OPEN and a FileAllocationInformation set of 0, see
+        // `allocation_information_truncates_or_does_nothing`.)
         let opt = |d: u32| (d << 24) | 0x20; // FILE_SYNCHRONOUS_IO_NONALERT in the low bits
-        assert_eq!(create_action(opt(FILE_OVERWRITE_IF)), Ok(CreateAction::Trim));
-        assert_eq!(create_action(opt(FILE_OVERWRITE)), Ok(CreateAction::Trim));
-        assert_eq!(create_action(opt(FILE_OPEN)), Ok(CreateAction::Open));
-        assert_eq!(create_action(opt(FILE_OPEN_IF)), Ok(CreateAction::Open));
-        assert_eq!(create_action(opt(FILE_CREATE)), Err(STATUS_OBJECT_NAME_COLLISION));
+        const RW: u32 = FILE_READ_DATA | FILE_WRITE_DATA;
+        assert_eq!(create_action(opt(FILE_OVERWRITE_IF), Some(RW)), Ok(CreateAction::Trim));
+        assert_eq!(create_action(opt(FILE_OVERWRITE), Some(RW)), Ok(CreateAction::Trim));
+        assert_eq!(create_action(opt(FILE_OPEN), Some(RW)), Ok(CreateAction::Open));
+        assert_eq!(create_action(opt(FILE_OPEN_IF), Some(RW)), Ok(CreateAction::Open));
+        assert_eq!(create_action(opt(FILE_CREATE), Some(RW)), Err(STATUS_OBJECT_NAME_COLLISION));
         // Wine passes Options 0: FILE_SUPERSEDE must open, never trim.
-        assert_eq!(create_action(0), Ok(CreateAction::Open));
-        assert_eq!(create_action(opt(6)), Err(Error::Invalid.ntstatus()));
+        assert_eq!(create_action(0, Some(RW)), Ok(CreateAction::Open));
+        assert_eq!(create_action(opt(6), Some(RW)), Err(Error::Invalid.ntstatus()));
+    }
+
+    #[test]
+    fn a_trimming_create_needs_write_access() {
+        // N2. "IRP_MJ_CREATE": SecurityContext->AccessState->
+        // PreviouslyGrantedAccess is what the access check granted this
+        // handle; a disposition that overwrites changes the data, so a
+        // handle without FILE_WRITE_DATA must not trim (STATUS_ACCESS_DENIED,
+        // as NtCreateFile refuses FILE_OVERWRITE on a file without it).
+        let denied = Err(Error::Perm.ntstatus());
+        let opt = |d: u32| d << 24;
+        for d in [FILE_OVERWRITE, FILE_OVERWRITE_IF] {
+            assert_eq!(create_action(opt(d), Some(FILE_READ_DATA | 0x0012_0000)), denied, "read-only {d}");
+            assert_eq!(create_action(opt(d), Some(MAXIMUM_ALLOWED)), denied, "nothing granted {d}");
+            assert_eq!(create_action(opt(d), Some(0)), denied, "no access {d}");
+            // Append-only may add data, not wipe it.
+            assert_eq!(create_action(opt(d), Some(FILE_APPEND_DATA)), denied, "append-only {d}");
+            assert_eq!(create_action(opt(d), Some(FILE_WRITE_DATA)), Ok(CreateAction::Trim));
+            assert_eq!(create_action(opt(d), Some(GENERIC_WRITE)), Ok(CreateAction::Trim));
+            assert_eq!(create_action(opt(d), Some(GENERIC_ALL)), Ok(CreateAction::Trim));
+            // Wine passes a NULL SecurityContext: no granted access to
+            // check; the disposition alone decides, as before (and Wine
+            // passes no disposition either, so it never trims here).
+            assert_eq!(create_action(opt(d), None), Ok(CreateAction::Trim));
+        }
+        // Opening needs nothing more than the access check granted.
+        assert_eq!(create_action(opt(FILE_OPEN), Some(FILE_READ_DATA)), Ok(CreateAction::Open));
+        assert_eq!(create_action(opt(FILE_OPEN_IF), Some(0)), Ok(CreateAction::Open));
+        assert_eq!(create_action(opt(FILE_SUPERSEDE), Some(FILE_READ_DATA)), Ok(CreateAction::Open));
+        assert_eq!(create_action(opt(FILE_CREATE), Some(FILE_READ_DATA)), Err(STATUS_OBJECT_NAME_COLLISION));
     }
 
     #[test]
@@ -372,16 +481,101 @@ mod tests {
     }
 
     #[test]
+    fn allocation_information_truncates_or_does_nothing() {
+        // N1. "SetEndOfFile (learn.microsoft.com)" on Windows sends
+        // FileEndOfFileInformation and then FileAllocationInformation with
+        // the same size; Windows' CreateFileW turns TRUNCATE_EXISTING into
+        // FILE_OPEN followed by a FileAllocationInformation set of 0 (OSR).
+        // "FILE_ALLOCATION_INFORMATION": AllocationSize, one LARGE_INTEGER;
+        // a file system truncates a file whose end lies beyond the new
+        // allocation, and keeps a larger allocation as a reservation (scull
+        // has nothing to reserve: a successful no-op).
+        let s = Seekable::Store { size: 10 };
+        assert_eq!(set_information(FILE_ALLOCATION_INFORMATION, &0i64.to_le_bytes(), s, true), Ok(SetInformation::Allocation(0)));
+        assert_eq!(set_information(FILE_ALLOCATION_INFORMATION, &4096i64.to_le_bytes(), s, true), Ok(SetInformation::Allocation(4096)));
+        assert_eq!(set_information(FILE_ALLOCATION_INFORMATION, &(-1i64).to_le_bytes(), s, true), Err(Error::Invalid.ntstatus()));
+        assert_eq!(set_information(FILE_ALLOCATION_INFORMATION, &[0; 7], s, true), Err(Error::BufferTooSmall.ntstatus()));
+        assert_eq!(set_information(FILE_ALLOCATION_INFORMATION, &0i64.to_le_bytes(), Seekable::Pipe, true), Err(Error::NotSeekable.ntstatus()));
+        // Smaller than the data: truncate; anything else: nothing to do.
+        assert_eq!(allocation_len(0, 10), Some(0));
+        assert_eq!(allocation_len(9, 10), Some(9));
+        assert_eq!(allocation_len(10, 10), None);
+        assert_eq!(allocation_len(4096, 10), None);
+        assert_eq!(allocation_len(0, 0), None);
+        // SetEndOfFile's pair: the EOF set then the allocation set of the same value.
+        for (size, eof) in [(10u64, 3u64), (3, 10), (0, 0), (7, 7)] {
+            let after_eof = eof;
+            assert_eq!(allocation_len(eof, after_eof), None, "SetEndOfFile({eof}) on {size} bytes");
+        }
+        // Both change data: a handle without write access is refused
+        // (STATUS_ACCESS_DENIED), as the I/O manager refuses them to a
+        // handle without FILE_WRITE_DATA ("NtSetInformationFile").
+        let denied = Err(Error::Perm.ntstatus());
+        assert_eq!(set_information(FILE_ALLOCATION_INFORMATION, &0i64.to_le_bytes(), s, false), denied);
+        assert_eq!(set_information(FILE_END_OF_FILE_INFORMATION, &0i64.to_le_bytes(), s, false), denied);
+        // Moving the file pointer changes no data.
+        assert_eq!(set_information(FILE_POSITION_INFORMATION, &3i64.to_le_bytes(), s, false), Ok(SetInformation::Position(3)));
+    }
+
+    #[test]
     fn set_information_classes_and_checks() {
         // "FILE_END_OF_FILE_INFORMATION": EndOfFile, the new size (SetEndOfFile).
         let s = Seekable::Store { size: 10 };
-        assert_eq!(set_information(FILE_END_OF_FILE_INFORMATION, &5i64.to_le_bytes(), s), Ok(SetInformation::EndOfFile(5)));
-        assert_eq!(set_information(FILE_END_OF_FILE_INFORMATION, &(-1i64).to_le_bytes(), s), Err(Error::Invalid.ntstatus()));
-        assert_eq!(set_information(FILE_END_OF_FILE_INFORMATION, &[0; 7], s), Err(Error::BufferTooSmall.ntstatus()));
-        assert_eq!(set_information(FILE_POSITION_INFORMATION, &9i64.to_le_bytes(), s), Ok(SetInformation::Position(9)));
-        assert_eq!(set_information(FILE_POSITION_INFORMATION, &(-9i64).to_le_bytes(), s), Err(Error::Invalid.ntstatus()));
-        assert_eq!(set_information(FILE_POSITION_INFORMATION, &9i64.to_le_bytes(), Seekable::Pipe), Err(Error::NotSeekable.ntstatus()));
-        assert_eq!(set_information(4, &[0; 40], s), Err(STATUS_INVALID_DEVICE_REQUEST));
+        assert_eq!(set_information(FILE_END_OF_FILE_INFORMATION, &5i64.to_le_bytes(), s, true), Ok(SetInformation::EndOfFile(5)));
+        assert_eq!(set_information(FILE_END_OF_FILE_INFORMATION, &(-1i64).to_le_bytes(), s, true), Err(Error::Invalid.ntstatus()));
+        assert_eq!(set_information(FILE_END_OF_FILE_INFORMATION, &[0; 7], s, true), Err(Error::BufferTooSmall.ntstatus()));
+        assert_eq!(set_information(FILE_POSITION_INFORMATION, &9i64.to_le_bytes(), s, true), Ok(SetInformation::Position(9)));
+        assert_eq!(set_information(FILE_POSITION_INFORMATION, &(-9i64).to_le_bytes(), s, true), Err(Error::Invalid.ntstatus()));
+        assert_eq!(set_information(FILE_POSITION_INFORMATION, &9i64.to_le_bytes(), Seekable::Pipe, true), Err(Error::NotSeekable.ntstatus()));
+        assert_eq!(set_information(4, &[0; 40], s, true), Err(STATUS_INVALID_DEVICE_REQUEST));
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Step {
+        Create(usize),
+        Link(usize),
+        Ready(usize),
+    }
+
+    /// Runs `bring_up` over `n` devices whose `fail` step fails.
+    fn bring_up_log(n: usize, fail: Option<Step>) -> (Result<(), Step>, std::vec::Vec<Step>) {
+        let log = core::cell::RefCell::new(std::vec::Vec::new());
+        let step = |s: Step| {
+            log.borrow_mut().push(s);
+            if Some(s) == fail { Err(s) } else { Ok(()) }
+        };
+        let r = bring_up(n, |i| step(Step::Create(i)), |i| step(Step::Link(i)), |i| log.borrow_mut().push(Step::Ready(i)));
+        (r, log.into_inner())
+    }
+
+    #[test]
+    fn no_device_is_openable_until_every_device_exists() {
+        // N3. "DEVICE_OBJECT structure" (Flags): the I/O manager sends no
+        // create to a device while DO_DEVICE_INITIALIZING is set; for
+        // devices created in DriverEntry it clears the flag when DriverEntry
+        // returns. A DOS link is how user mode names a device.
+        let n = 6;
+        let (r, log) = bring_up_log(n, None);
+        assert_eq!(r, Ok(()));
+        assert_eq!(log.len(), 3 * n);
+        let first = |f: &dyn Fn(&Step) -> bool| log.iter().position(f).unwrap();
+        let last = |f: &dyn Fn(&Step) -> bool| log.iter().rposition(f).unwrap();
+        let (is_c, is_l, is_r) = (|s: &Step| matches!(s, Step::Create(_)), |s: &Step| matches!(s, Step::Link(_)), |s: &Step| matches!(s, Step::Ready(_)));
+        assert!(last(&is_c) < first(&is_l), "every device exists before the first link: {log:?}");
+        assert!(last(&is_l) < first(&is_r), "every link exists before the first device is ready: {log:?}");
+        for i in 0..n {
+            assert!(log.contains(&Step::Create(i)) && log.contains(&Step::Link(i)) && log.contains(&Step::Ready(i)));
+        }
+        // Any failure: nothing was made ready, so no IRP can refer to any
+        // device the caller is about to free.
+        for k in 0..n {
+            for fail in [Step::Create(k), Step::Link(k)] {
+                let (r, log) = bring_up_log(n, Some(fail));
+                assert_eq!(r, Err(fail));
+                assert!(!log.iter().any(is_r), "{fail:?}: a device was made ready before the failure: {log:?}");
+                assert_eq!(log.last(), Some(&fail), "{fail:?}: the bring-up stops at the failure");
+            }
+        }
     }
 
     #[test]

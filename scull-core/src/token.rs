@@ -6,6 +6,9 @@
 //!
 //! - [`token_for_create`]: which access token identifies the requestor of an
 //!   IRP_MJ_CREATE (issue 9 W4).
+//! - [`effective_token`] and [`impersonation_may_act`]: the thread's
+//!   effective token where no create subject context exists (ioctls), and
+//!   whether an impersonation token may lend its privilege (N4).
 //! - [`query_sized`]: the "ask, grow to the returned length, ask again" loop
 //!   of `ZwQueryInformationToken` (issue 9 W3).
 
@@ -19,14 +22,59 @@ pub const STATUS_BUFFER_OVERFLOW: i32 = 0x8000_0005_u32 as i32;
 /// `STATUS_INSUFFICIENT_RESOURCES`: the pool had no buffer of that size.
 pub const STATUS_INSUFFICIENT_RESOURCES: i32 = 0xC000_009A_u32 as i32;
 
+/// `STATUS_NO_TOKEN`: ZwOpenThreadTokenEx on a thread that is not
+/// impersonating.
+pub const STATUS_NO_TOKEN: i32 = 0xC000_007C_u32 as i32;
+/// `SecurityImpersonation`: the lowest SECURITY_IMPERSONATION_LEVEL at
+/// which a server may act as its client (below it, Anonymous and
+/// Identification, it may only identify the client).
+pub const SECURITY_IMPERSONATION: u32 = 2;
+
 /// What identifies the requestor of a create.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TokenChoice<T> {
     /// This token from the create's `SECURITY_SUBJECT_CONTEXT`.
     Subject(T),
-    /// No subject context in the create (Wine passes a NULL
-    /// `SecurityContext`): the requesting process's primary token.
-    ProcessToken,
+    /// No subject context (an ioctl, or a create from Wine, which passes a
+    /// NULL `SecurityContext`): the requesting thread's effective token
+    /// ([`effective_token`]).
+    Effective,
+}
+
+/// The thread's effective token, from the status of
+/// `ZwOpenThreadTokenEx(NtCurrentThread(), TOKEN_QUERY, ...)` in the
+/// requestor's thread (a top-level driver's dispatch runs there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effective {
+    /// The thread impersonates: its impersonation token (the client's).
+    Thread,
+    /// STATUS_NO_TOKEN: not impersonating: the process's primary token.
+    Process,
+    /// The thread impersonates but its token could not be opened (e.g.
+    /// STATUS_CANT_OPEN_ANONYMOUS): refuse; never fall back to the
+    /// process token, which is the server's, not the client's.
+    Fail(i32),
+}
+
+/// Which token is the thread's effective token (N4). The rule is the one
+/// `SeCaptureSubjectContext` + `SeQuerySubjectContextToken` apply: the
+/// impersonation token if the thread has one, else the primary token. So an
+/// administrator service impersonating a plain client is the plain client.
+pub fn effective_token(open_thread_token: i32) -> Effective {
+    match open_thread_token {
+        s if s >= 0 => Effective::Thread,
+        STATUS_NO_TOKEN => Effective::Process,
+        s => Effective::Fail(s),
+    }
+}
+
+/// Whether an impersonation token at `level` (TokenImpersonationLevel;
+/// `None`: the query failed) may lend its privilege: only at
+/// SecurityImpersonation or above may the server act as the client, as
+/// SeAccessCheck refuses a lower level (STATUS_BAD_IMPERSONATION_LEVEL).
+/// An administrator client that allowed identification only grants nothing.
+pub fn impersonation_may_act(level: Option<u32>) -> bool {
+    level.is_some_and(|l| l >= SECURITY_IMPERSONATION)
 }
 
 /// The token that identifies the requestor of an IRP_MJ_CREATE.
@@ -38,12 +86,12 @@ pub enum TokenChoice<T> {
 /// the client (impersonation) token when the thread impersonates, else the
 /// primary token captured with it. So a service impersonating a client opens
 /// the device as the client. Without any token in the context, the caller
-/// falls back to the process token.
+/// falls back to the thread's effective token ([`effective_token`]).
 pub fn token_for_create<T>(subject: Option<(Option<T>, Option<T>)>) -> TokenChoice<T> {
     match subject {
         Some((Some(client), _)) => TokenChoice::Subject(client),
         Some((None, Some(primary))) => TokenChoice::Subject(primary),
-        Some((None, None)) | None => TokenChoice::ProcessToken,
+        Some((None, None)) | None => TokenChoice::Effective,
     }
 }
 
@@ -108,9 +156,33 @@ mod tests {
         assert_eq!(token_for_create(Some((Some(1), Some(2)))), TokenChoice::Subject(1));
         // No impersonation: the primary token of the subject context.
         assert_eq!(token_for_create(Some((None, Some(2)))), TokenChoice::Subject(2));
-        // No token at all, or no context (Wine): the process token.
-        assert_eq!(token_for_create::<u8>(Some((None, None))), TokenChoice::ProcessToken);
-        assert_eq!(token_for_create::<u8>(None), TokenChoice::ProcessToken);
+        // No token at all, or no context (Wine): the thread's effective token.
+        assert_eq!(token_for_create::<u8>(Some((None, None))), TokenChoice::Effective);
+        assert_eq!(token_for_create::<u8>(None), TokenChoice::Effective);
+    }
+
+    /// N4: an ioctl carries no subject context; the privilege check used
+    /// the requesting process's primary token, so an administrator service
+    /// impersonating a plain client passed privileged commands for it.
+    #[test]
+    fn ioctls_use_the_threads_effective_token() {
+        // "ZwOpenThreadTokenEx": STATUS_NO_TOKEN when the thread is not
+        // impersonating; "SeQuerySubjectContextToken": the client token if
+        // the thread impersonates, else the primary token.
+        assert_eq!(effective_token(0), Effective::Thread, "impersonating: the client's token");
+        assert_eq!(effective_token(STATUS_NO_TOKEN), Effective::Process, "not impersonating: the process token");
+        // An impersonating thread whose token cannot be opened is refused,
+        // never judged by the server's own process token.
+        let cant_open_anonymous = 0xC000_0121_u32 as i32;
+        assert_eq!(effective_token(cant_open_anonymous), Effective::Fail(cant_open_anonymous));
+        assert_eq!(effective_token(0xC000_0022_u32 as i32), Effective::Fail(0xC000_0022_u32 as i32));
+        // "SECURITY_IMPERSONATION_LEVEL": Anonymous 0, Identification 1,
+        // Impersonation 2, Delegation 3.
+        assert!(!impersonation_may_act(Some(0)));
+        assert!(!impersonation_may_act(Some(1)), "identification only: no privilege");
+        assert!(impersonation_may_act(Some(2)));
+        assert!(impersonation_may_act(Some(3)));
+        assert!(!impersonation_may_act(None), "level unknown: no privilege");
     }
 
     /// A buffer that counts itself in `live` until dropped (as a pool block

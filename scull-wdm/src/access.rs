@@ -6,9 +6,36 @@
 //! IRP_MJ_CLOSE, and for scullwuid's `wait_event_interruptible` a pended
 //! create on a cancel-safe queue (`irpq`), completed by the owner's last
 //! close or cancelled.
+//!
+//! scullpriv's key. LDD3's `scull_c_open` gives each controlling tty its
+//! own device (keyed by `tty->index`, created on first open, kept until
+//! unload), so the commands of one terminal session share one device. NT
+//! has no controlling tty; scull.sys gives each opener **process** its own
+//! device, keyed by the process id (`PsGetCurrentProcessId` in
+//! IRP_MJ_CREATE, the client's id under Wine too). A process id alone is
+//! ambiguous, since Windows reuses ids quickly, so the device also holds a
+//! kernel handle to its process (`ZwOpenProcess`, SYNCHRONIZE,
+//! `ident::Process`): NT frees an id only when its process object goes, and
+//! the handle keeps the object, so while the device exists no other process
+//! can carry its key. A device is freed when its process has exited (a
+//! zero-timeout `ZwWaitForSingleObject` on that handle says signalled) and
+//! no file object holds it (a count per device, decremented in
+//! IRP_MJ_CLOSE: a handle duplicated into another process keeps it); the
+//! check runs at every scullpriv open
+//! (`scull_core::access::PrivTable::open_reaping`), so until the next open
+//! the STATS report still lists an exited process's device (its memory is
+//! still held). So a new process that gets a dead process's id starts with
+//! an empty device, and short-lived openers never fill the 32 slots: only
+//! 32 live opener processes do (then STATUS_SHARING_VIOLATION). Not chosen: a process-exit callback
+//! (`PsSetCreateProcessNotifyRoutine`: a callback to unregister before
+//! unload, run for every process on the machine; Wine accepts the
+//! registration but is not known to call it), the process creation time
+//! (`PsGetProcessCreateTimeQuadPart` is a crash stub in Wine) and the logon
+//! session (all of a user's processes would share one device, which is not
+//! LDD3's per-terminal privacy).
 
 use crate::ddk::*;
-use crate::dev::{self, DevExt, Kind, WuidState, PARAMS};
+use crate::dev::{self, DevExt, Kind, PrivSlot, WuidState, PARAMS};
 use crate::dispatch::{finish, set_flags, flags, H_NONBLOCK, H_OWNS, H_READ, H_TRUNCATE, H_WRITE};
 use crate::ident::{self, Sid};
 use crate::irpq::{self, Done};
@@ -78,7 +105,9 @@ unsafe fn create_inner(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) 
             Some((*(*sc).AccessState).PreviouslyGrantedAccess)
         };
         let nt::Role { read, write } = nt::role_from_granted(granted);
-        let truncate = match nt::create_action((*sl).Parameters.Create.Options) {
+        // A trimming disposition needs FILE_WRITE_DATA granted (N2); without
+        // a security context (Wine) the disposition alone decides.
+        let truncate = match nt::create_action((*sl).Parameters.Create.Options, granted) {
             Ok(a) => a == CreateAction::Trim,
             Err(st) => return finish(irp, st, 0),
         };
@@ -101,12 +130,21 @@ unsafe fn create_inner(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) 
                 Err(st) => return finish(irp, st, 0),
             },
             Kind::Priv(t) => {
-                // The key: the opener's process id (documented in the README).
-                let key = PsGetCurrentProcessId() as usize as u64;
+                // The key: the opener's process id, made unambiguous by the
+                // handle to that process the device holds (module doc, N5).
+                let pid = PsGetCurrentProcessId() as usize as u64;
                 let geom = PARAMS.geometry();
-                t.lock()
-                    .lookup_or_create(key, || Ok(Store::new(pool::Pool, geom)))
-                    .map(|slot| (*fo).FsContext = (slot + 1) as PVOID)
+                let make = || match ident::Process::open(pid) {
+                    Ok(process) => Ok(PrivSlot { store: Store::new(pool::Pool, geom), process }),
+                    Err(st) => {
+                        kprint!("scullpriv: opening process {} failed: {:#x}", pid, st);
+                        Err(if st == STATUS_INSUFFICIENT_RESOURCES { Error::NoMemory } else { Error::NoDevice })
+                    }
+                };
+                t.lock().open_reaping(pid, |_, s| s.process.exited(), make).map(|slot| {
+                    (*fo).FsContext = (slot + 1) as PVOID;
+                    f |= H_OWNS;
+                })
             }
         };
         if let Err(e) = r {
@@ -348,6 +386,12 @@ pub(crate) unsafe fn close(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATI
                     if free {
                         wuid_wake(ext, w);
                     }
+                }
+                Kind::Priv(t) => {
+                    if let Some(slot) = crate::store::priv_slot(fo) {
+                        t.lock().close(slot);
+                    }
+                    (*fo).FsContext = ptr::null_mut();
                 }
                 _ => {}
             }

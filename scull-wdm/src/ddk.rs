@@ -43,12 +43,12 @@ pub use wdk_sys::*;
 
 // Enum module constants, re-exported flat so that the driver writes the C names.
 pub use _DPFLTR_TYPE::DPFLTR_IHVDRIVER_ID;
-pub use _FILE_INFORMATION_CLASS::{FileEndOfFileInformation, FilePositionInformation, FileStandardInformation};
+pub use _FILE_INFORMATION_CLASS::{FileAllocationInformation, FileEndOfFileInformation, FilePositionInformation, FileStandardInformation};
 pub use _KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation;
 pub use _KWAIT_REASON::Executive;
 pub use _MODE::KernelMode;
 pub use _POOL_TYPE::NonPagedPoolNx;
-pub use _TOKEN_INFORMATION_CLASS::{TokenGroups, TokenUser};
+pub use _TOKEN_INFORMATION_CLASS::{TokenGroups, TokenImpersonationLevel, TokenUser};
 
 // Declared here on both paths: wdk-sys blocklists the deprecated allocator
 // (ExAllocatePool2 is not in Wine 8), and both must come from one place.
@@ -70,6 +70,12 @@ unsafe extern "C" {
 // ntoskrnl exports them (real Windows and Wine): on the mingw path the
 // bindings declare them from <string.h> as raw-dylib imports of
 // ntoskrnl.exe; on the wdk path the WDK's libraries provide them.
+
+/// `NtCurrentThread()` / `ZwCurrentThread()`: the pseudo handle of the
+/// current thread (a macro in the WDK headers, so no binding emits it).
+pub fn nt_current_thread() -> HANDLE {
+    -2isize as HANDLE
+}
 
 /// The compiler needs this symbol whenever floating point appears in a
 /// kernel image (the CRT would normally define it).

@@ -18,7 +18,9 @@ use scull_core::geometry::{Params, MAX_NR_DEVS};
 use scull_core::pipe::Pipe;
 use scull_core::store::Store;
 
-/// scullpriv keeps at most this many private devices (one per process id).
+/// scullpriv keeps at most this many private devices (one per live opener
+/// process; a device is freed once its process has exited and no file
+/// holds it, see `access.rs`).
 pub const MAX_PRIV: usize = 32;
 const MAGIC: u32 = u32::from_le_bytes(*b"scul");
 /// Scull0..N-1, ScullPipe0..P-1, and the four access devices.
@@ -33,6 +35,13 @@ pub static DEVICES: [AtomicPtr<DEVICE_OBJECT>; MAX_DEVICES] = [const { AtomicPtr
 pub static NDEVICES: AtomicUsize = AtomicUsize::new(0);
 
 pub type StoreLock = SemLock<Store<Pool>>;
+
+/// One scullpriv device: its store and the process it belongs to (whose
+/// handle reserves the process id that keys it).
+pub struct PrivSlot {
+    pub store: Store<Pool>,
+    pub process: crate::ident::Process,
+}
 
 /// A scull pipe: the core's state machine plus the queues of pended IRPs.
 pub struct PipeState {
@@ -62,8 +71,8 @@ pub enum Kind {
     Single(SingleOpen, StoreLock),
     Uid(SemLock<OwnerUid<Sid>>, StoreLock),
     Wuid(SpinLock<WuidState>, StoreLock),
-    /// Keyed by the opener's process id.
-    Priv(SemLock<PrivTable<u64, Store<Pool>, MAX_PRIV>>),
+    /// Keyed by the opener's process id, held by a handle to the process.
+    Priv(SemLock<PrivTable<u64, PrivSlot, MAX_PRIV>>),
 }
 
 pub struct DevExt {
@@ -160,14 +169,16 @@ fn names(dev: Dev) -> (WStr<48>, WStr<48>) {
     (n, l)
 }
 
-/// Creates one device and its DOS link, and records it in [`DEVICES`].
+/// Creates one device, writes its extension, records it in [`DEVICES`]
+/// and applies the ACL. The device keeps DO_DEVICE_INITIALIZING and gets
+/// no DOS link here: nothing can open it until [`link`] and [`ready`] have
+/// run for every device (`scull_core::nt::bring_up`, N3).
 ///
 /// # Safety
 /// Called from DriverEntry with a valid driver object.
 pub unsafe fn create(driver: *mut DRIVER_OBJECT, dev: Dev) -> NTSTATUS {
-    let (mut name, mut link) = names(dev);
+    let (mut name, _) = names(dev);
     let mut uname = name.unicode();
-    let mut ulink = link.unicode();
     let mut d: *mut DEVICE_OBJECT = ptr::null_mut();
     // SAFETY: valid driver object and name; the extension is sized for DevExt.
     let st = unsafe {
@@ -205,19 +216,47 @@ pub unsafe fn create(driver: *mut DRIVER_OBJECT, dev: Dev) -> NTSTATUS {
             return st;
         }
     }
-    // SAFETY: our new device; nothing else touches its flags yet.
-    unsafe { (*d).Flags &= !DO_DEVICE_INITIALIZING };
+    let _ = &mut name;
+    STATUS_SUCCESS
+}
+
+/// Creates the DOS link (`\DosDevices\Scull0`...) of the `i`-th device.
+/// The device still has DO_DEVICE_INITIALIZING, so the link does not make
+/// it openable yet (see [`ready`]).
+///
+/// # Safety
+/// Called from DriverEntry, after [`create`] succeeded for device `i`.
+pub unsafe fn link(i: usize) -> NTSTATUS {
+    let d = DEVICES[i].load(Ordering::Relaxed);
+    // SAFETY: caller contract: a device `create` made, with its DevExt.
+    let dev = unsafe { DevExt::of(d) }.dev;
+    let (mut name, mut link) = names(dev);
+    let mut uname = name.unicode();
+    let mut ulink = link.unicode();
     // SAFETY: valid counted strings on our stack.
     let st = unsafe { IoCreateSymbolicLink(&mut ulink, &mut uname) };
     if st < 0 {
         kprint!("IoCreateSymbolicLink {} failed: {:#x}", dev_name(dev).as_str(), st);
         return st;
     }
-    // SAFETY: our extension, still unshared (DriverEntry has not returned).
+    // SAFETY: our extension; no IRP reaches the device while it is
+    // initialising (DO_DEVICE_INITIALIZING is still set), so nothing else
+    // reads it.
     unsafe { (*((*d).DeviceExtension as *mut DevExt)).linked = true };
-    let _ = &mut name;
-    let _ = &mut link;
     st
+}
+
+/// Makes the `i`-th device openable: clears DO_DEVICE_INITIALIZING. Called
+/// once every device exists and is linked.
+///
+/// # Safety
+/// Called from DriverEntry, after [`create`] and [`link`] succeeded for
+/// every device.
+pub unsafe fn ready(i: usize) {
+    let d = DEVICES[i].load(Ordering::Relaxed);
+    // SAFETY: caller contract: our device; DriverEntry is the only code
+    // touching its flags (no IRP reaches it before this store).
+    unsafe { (*d).Flags &= !DO_DEVICE_INITIALIZING };
 }
 
 /// Deletes every device, newest first: its link, its state (freeing every

@@ -25,6 +25,8 @@ const _: () = {
     assert!(FileStandardInformation as u32 == nt::FILE_STANDARD_INFORMATION);
     assert!(FilePositionInformation as u32 == nt::FILE_POSITION_INFORMATION);
     assert!(FileEndOfFileInformation as u32 == nt::FILE_END_OF_FILE_INFORMATION);
+    assert!(FileAllocationInformation as u32 == nt::FILE_ALLOCATION_INFORMATION);
+    assert!(core::mem::size_of::<FILE_ALLOCATION_INFORMATION>() == nt::OFFSET_INFO_LEN);
     assert!(core::mem::size_of::<FILE_STANDARD_INFORMATION>() == nt::STANDARD_INFO_LEN);
     assert!(core::mem::size_of::<FILE_POSITION_INFORMATION>() == nt::OFFSET_INFO_LEN);
     assert!(core::mem::size_of::<FILE_END_OF_FILE_INFORMATION>() == nt::OFFSET_INFO_LEN);

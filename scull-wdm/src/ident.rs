@@ -3,22 +3,30 @@
 //!
 //! The token: in IRP_MJ_CREATE, the create's subject security context
 //! (client token when the opener impersonates, else its primary token),
-//! opened with `ObOpenObjectByPointer(*SeTokenObjectType)`; otherwise, or when
-//! the create carries no context (Wine), the requesting process's primary
-//! token: `IoGetRequestorProcess` → `ObOpenObjectByPointer(*PsProcessType)` →
-//! `ZwOpenProcessTokenEx`. Either handle is then read with
-//! `ZwQueryInformationToken(TokenUser, TokenGroups)` into pool buffers sized
-//! from ReturnLength. (SeCaptureSubjectContext, SeQueryInformationToken and
-//! SeTokenIsAdmin are crash stubs in Wine.) "Administrator" means the token
-//! holds BUILTIN\Administrators (S-1-5-32-544) enabled, not deny-only: a
-//! filtered (UAC) token is not privileged. Call at PASSIVE_LEVEL.
+//! opened with `ObOpenObjectByPointer(*SeTokenObjectType)`; otherwise (ioctls,
+//! or a create without a context: Wine) the requesting thread's effective
+//! token (N4): its impersonation token, opened with
+//! `ZwOpenThreadTokenEx(NtCurrentThread())` (dispatch runs in the
+//! requestor's thread), and only when that says STATUS_NO_TOKEN the
+//! process's primary token: `IoGetRequestorProcess` →
+//! `ObOpenObjectByPointer(*PsProcessType)` → `ZwOpenProcessTokenEx`. Either
+//! handle is then read with `ZwQueryInformationToken(TokenUser, TokenGroups)`
+//! into pool buffers sized from ReturnLength. (SeCaptureSubjectContext,
+//! SeQueryInformationToken, SeTokenIsAdmin, PsReferencePrimaryToken and
+//! PsReferenceImpersonationToken are crash stubs in Wine;
+//! ZwOpenThreadTokenEx is Wine's NtOpenThreadTokenEx, which says
+//! STATUS_NO_TOKEN for winedevice's dispatch thread, so under Wine the
+//! process path runs as before.) "Administrator" means the token holds
+//! BUILTIN\Administrators (S-1-5-32-544) enabled, not deny-only: a filtered
+//! (UAC) token is not privileged; an impersonation token lends it only at
+//! SecurityImpersonation or above. Call at PASSIVE_LEVEL.
 
 use crate::ddk::*;
 use crate::pool::{Block, Pool};
 use core::ptr;
 use scull_core::access::Caller;
 use scull_core::mem::Platform;
-use scull_core::token::{query_sized, token_for_create, TokenChoice};
+use scull_core::token::{effective_token, impersonation_may_act, query_sized, token_for_create, Effective, TokenChoice};
 
 /// `SECURITY_MAX_SID_SIZE`.
 const MAX_SID: usize = 68;
@@ -88,6 +96,50 @@ impl core::fmt::Display for Sid {
 /// An open kernel handle, closed on drop.
 struct KHandle(HANDLE);
 
+/// The process that opened a scullpriv device, held by a kernel handle
+/// (SYNCHRONIZE, OBJ_KERNEL_HANDLE) for as long as its device exists (N5).
+///
+/// The handle is what makes the process id a safe key: NT frees a
+/// process's id only when its process object goes away, and an open handle
+/// keeps the object, so while the device exists no other process can get
+/// that id. Whether the process has exited is a zero-timeout wait on the
+/// handle (a process object is signalled when it exits). Dropping it
+/// closes the handle (PASSIVE_LEVEL).
+pub struct Process(KHandle);
+
+impl Process {
+    /// Opens the process whose id is `pid` (in IRP_MJ_CREATE: the opener,
+    /// `PsGetCurrentProcessId`, which is the client's id under Wine too).
+    /// `ZwOpenProcess` by client id works alike on Windows and under Wine,
+    /// where `IoGetRequestorProcess` is not the client. PASSIVE_LEVEL.
+    pub fn open(pid: u64) -> Result<Process, NTSTATUS> {
+        // SAFETY: OBJECT_ATTRIBUTES and CLIENT_ID are plain data.
+        let (mut oa, mut cid): (OBJECT_ATTRIBUTES, CLIENT_ID) = unsafe { (core::mem::zeroed(), core::mem::zeroed()) };
+        oa.Length = core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32;
+        oa.Attributes = OBJ_KERNEL_HANDLE;
+        cid.UniqueProcess = pid as usize as HANDLE;
+        let mut h: HANDLE = ptr::null_mut();
+        // SAFETY: valid attributes (no name) and client id on our stack; the
+        // handle is a kernel handle we own (closed by KHandle).
+        let st = unsafe { ZwOpenProcess(&mut h, SYNCHRONIZE, &mut oa, &mut cid) };
+        if st < 0 {
+            return Err(st);
+        }
+        Ok(Process(KHandle(h)))
+    }
+
+    /// Whether the process has exited (its object is signalled). A wait
+    /// that fails counts as alive: keeping a device never discloses it to
+    /// another process, since the handle still reserves the id.
+    pub fn exited(&self) -> bool {
+        let mut now = LARGE_INTEGER { QuadPart: 0 };
+        // SAFETY: a process handle we opened with SYNCHRONIZE; a zero
+        // timeout never blocks.
+        let st = unsafe { ZwWaitForSingleObject((self.0).0, 0, &mut now) };
+        st == STATUS_SUCCESS
+    }
+}
+
 impl Drop for KHandle {
     fn drop(&mut self) {
         // SAFETY: a kernel handle we opened and own.
@@ -103,13 +155,16 @@ impl Drop for KHandle {
 /// SubjectSecurityContext`: the client token of an impersonating thread, else
 /// the primary token (`scull_core::token::token_for_create`). Everywhere else
 /// (ioctls carry no security context), and in a create without one (Wine
-/// passes a NULL SecurityContext), the requesting process's primary token.
+/// passes a NULL SecurityContext), the thread's effective token (N4,
+/// [`open_effective_token`]): an administrator service impersonating a
+/// plain client is the plain client.
 pub fn caller(irp: *mut IRP) -> Result<Caller<Sid>, NTSTATUS> {
-    let token = match token_for_create(create_subject(irp)) {
-        TokenChoice::Subject(t) => open_token_object(t)?,
-        TokenChoice::ProcessToken => open_process_token(irp)?,
+    let (token, may_act) = match token_for_create(create_subject(irp)) {
+        TokenChoice::Subject(t) => (open_token_object(t)?, true),
+        TokenChoice::Effective => open_effective_token(irp)?,
     };
     let (user, admin) = identity(&token)?;
+    let admin = admin && may_act;
     if crate::testmode::identity_mode() {
         // Test identity mode: one pseudo user per process; a process that
         // gave up the override is not privileged (see `testmode`).
@@ -164,6 +219,40 @@ fn open_token_object(token: PVOID) -> Result<KHandle, NTSTATUS> {
         return Err(st);
     }
     Ok(KHandle(h))
+}
+
+/// A kernel handle (TOKEN_QUERY) to the effective token of the requesting
+/// thread, and whether it may lend its administrator membership.
+///
+/// Dispatch runs in the requestor's thread (a top-level driver at
+/// PASSIVE_LEVEL), so the current thread's token is the requestor's: its
+/// impersonation token if it impersonates (usable for privilege only at
+/// SecurityImpersonation or above), else, on STATUS_NO_TOKEN, the
+/// process's primary token. An impersonating thread whose token cannot be
+/// opened is refused, never judged by the process token
+/// (`scull_core::token::effective_token`).
+fn open_effective_token(irp: *mut IRP) -> Result<(KHandle, bool), NTSTATUS> {
+    let mut t: HANDLE = ptr::null_mut();
+    // SAFETY: NtCurrentThread() is a pseudo handle valid in any thread;
+    // OpenAsSelf (TRUE) opens it with the process's own security context,
+    // and OBJ_KERNEL_HANDLE makes the handle ours (closed by KHandle).
+    let st = unsafe { ZwOpenThreadTokenEx(nt_current_thread(), TOKEN_QUERY, 1, OBJ_KERNEL_HANDLE, &mut t) };
+    match effective_token(st) {
+        Effective::Thread => {
+            let token = KHandle(t);
+            let level = query_token(&token, TokenImpersonationLevel).ok().and_then(|(buf, len)| {
+                // SAFETY: a SECURITY_IMPERSONATION_LEVEL (a 4-byte enum) fills
+                // the first `len` bytes of the block when `len >= 4`.
+                (len >= 4).then(|| unsafe { *(buf.as_ptr() as *const u32) })
+            });
+            Ok((token, impersonation_may_act(level)))
+        }
+        Effective::Process => Ok((open_process_token(irp)?, true)),
+        Effective::Fail(st) => {
+            kprint!("the impersonating caller's token could not be opened ({:#x}): refused", st);
+            Err(st)
+        }
+    }
 }
 
 /// A kernel handle (TOKEN_QUERY) to the primary token of the process that

@@ -52,6 +52,9 @@ unsafe fn scull_ioctl(irp: *mut IRP, code: u32, buf: *mut u8, in_len: usize, out
         return if t.truncated() { Err(Error::BufferTooSmall) } else { Ok(t.len()) };
     }
     let value = if cmd.arg_in() == ArgIn::None { 0 } else { read_i32(buf) };
+    // LDD3's capable(CAP_SYS_ADMIN): the requesting thread's effective
+    // token (its impersonation token when it impersonates, N4) must be an
+    // administrator; an identity that cannot be read is not privileged.
     let privileged = if cmd.needs_privilege() {
         match ident::caller(irp) {
             Ok(c) => c.privileged,
@@ -78,11 +81,13 @@ fn stats_text(t: &mut TextBuf<'_>) {
             let st = s.lock().stats();
             let _ = report::mem_device(t, name.as_str(), &st);
         } else if let Kind::Priv(tab) = &ext.kind {
+            // Every device still held, including those of exited openers
+            // that the next scullpriv open will free (`access.rs`).
             let g = tab.lock();
             for (key, s) in g.iter() {
                 let mut n = dev::Name::default();
                 let _ = core::fmt::Write::write_fmt(&mut n, format_args!("scullpriv.{key}"));
-                let _ = report::mem_device(t, n.as_str(), &s.stats());
+                let _ = report::mem_device(t, n.as_str(), &s.store.stats());
             }
         }
     });

@@ -83,20 +83,41 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
         }
         (*driver).DriverUnload = Some(driver_unload);
     }
-    let devs = (0..nr as u8)
+    let mut devs = [Dev::Single; dev::MAX_DEVICES];
+    let mut count = 0;
+    let all = (0..nr as u8)
         .map(Dev::Scull)
         .chain((0..pnr as u8).map(Dev::Pipe))
         .chain([Dev::Single, Dev::Uid, Dev::Wuid, Dev::Priv]);
-    for d in devs {
+    for (slot, d) in devs.iter_mut().zip(all) {
+        *slot = d;
+        count += 1;
+    }
+    let ok = |st: NTSTATUS| if st < 0 { Err(st) } else { Ok(()) };
+    // Every device, then every link, then every device made ready (N3):
+    // nothing is openable until all devices exist.
+    let up = scull_core::nt::bring_up(
+        count,
         // SAFETY: a valid driver object, from DriverEntry.
-        let st = unsafe { dev::create(driver, d) };
-        if st < 0 {
-            // SAFETY: nothing else runs yet; no IRP can be queued.
-            unsafe { dev::delete_all() };
-            acl::release();
-            report_leaks("DriverEntry failed");
-            return st;
-        }
+        |i| ok(unsafe { dev::create(driver, devs[i]) }),
+        // SAFETY: from DriverEntry, after `create` succeeded for device i.
+        |i| ok(unsafe { dev::link(i) }),
+        // SAFETY: from DriverEntry, once every device is created and linked.
+        |i| unsafe { dev::ready(i) },
+    );
+    if let Err(st) = up {
+        // SAFETY: `bring_up` stopped before making any device ready, so
+        // every device that exists still has DO_DEVICE_INITIALIZING, and the
+        // I/O manager fails a create on such a device (STATUS_NO_SUCH_DEVICE):
+        // no file object, so no IRP, refers to any of them, and no dispatch
+        // routine or cancel routine of this driver is running. DriverEntry
+        // is the only code of the driver that runs. (Wine is not known to
+        // test the flag: under Wine this rests on nothing opening a scull
+        // device before its load completes.)
+        unsafe { dev::delete_all() };
+        acl::release();
+        report_leaks("DriverEntry failed");
+        return st;
     }
     #[cfg(feature = "test-build")]
     kprint!(

@@ -3,19 +3,21 @@
 //! `scull_llseek` and `scull_trim`, over scull-core's `Store`. NT
 //! primitives: buffered I/O (`AssociatedIrp.SystemBuffer`), the FILE_OBJECT's
 //! `CurrentByteOffset`, and FileStandardInformation /
-//! FilePositionInformation / FileEndOfFileInformation (GetFileSizeEx,
-//! SetEndOfFile). The decisions are `scull_core::nt`'s.
+//! FilePositionInformation / FileEndOfFileInformation /
+//! FileAllocationInformation (GetFileSizeEx, SetEndOfFile, Windows'
+//! TRUNCATE_EXISTING). The decisions are `scull_core::nt`'s.
 
 use crate::ddk::*;
 use crate::dev::{DevExt, Kind, PARAMS};
-use crate::dispatch::{finish, finish_result};
+use crate::dispatch::{finish, finish_result, flags, H_WRITE};
 use crate::pool;
 use core::ptr;
 use scull_core::nt::{self, Seekable, SetInformation};
 use scull_core::store::Store;
 use scull_core::Error;
 
-fn priv_slot(fo: *mut FILE_OBJECT) -> Option<usize> {
+/// The scullpriv device of a file (`FsContext` holds its index + 1).
+pub(crate) fn priv_slot(fo: *mut FILE_OBJECT) -> Option<usize> {
     // SAFETY: as above.
     let v = unsafe { (*fo).FsContext } as usize;
     v.checked_sub(1)
@@ -29,7 +31,7 @@ pub(crate) fn with_store<R>(ext: &DevExt, fo: *mut FILE_OBJECT, f: impl FnOnce(&
     if let Kind::Priv(t) = &ext.kind {
         let slot = priv_slot(fo)?;
         let mut g = t.lock();
-        return g.get_mut(slot).map(f);
+        return g.get_mut(slot).map(|d| f(&mut d.store));
     }
     None
 }
@@ -95,6 +97,21 @@ pub(crate) fn set_eof(ext: &DevExt, fo: *mut FILE_OBJECT, len: i64) -> Result<()
     with_store(ext, fo, |s| s.set_len(len as u64)).unwrap_or(Err(Error::NoDevice))
 }
 
+/// FileAllocationInformation: an allocation below the data truncates it
+/// (Windows' SetEndOfFile sends it after FileEndOfFileInformation, and its
+/// CreateFileW's TRUNCATE_EXISTING sends it with 0); anything else succeeds
+/// and changes nothing. Decided and applied under the store's lock.
+fn set_allocation(ext: &DevExt, fo: *mut FILE_OBJECT, allocation: u64) -> Result<(), Error> {
+    if matches!(ext.kind, Kind::Pipe(_)) {
+        return Err(Error::NotSeekable);
+    }
+    with_store(ext, fo, |s| match nt::allocation_len(allocation, s.size()) {
+        Some(len) => s.set_len(len),
+        None => Ok(()),
+    })
+    .unwrap_or(Err(Error::NoDevice))
+}
+
 /// What the information requests see of this file's device.
 fn seekable(ext: &DevExt, fo: *mut FILE_OBJECT) -> Result<Seekable, Error> {
     match file_size(ext, fo) {
@@ -128,7 +145,11 @@ pub(crate) unsafe fn query_information(ext: &DevExt, irp: *mut IRP, sl: *mut IO_
     }
 }
 
-/// IRP_MJ_SET_INFORMATION (SetEndOfFile); IRQL PASSIVE_LEVEL.
+/// IRP_MJ_SET_INFORMATION (SetEndOfFile: FileEndOfFileInformation, then on
+/// Windows FileAllocationInformation; TRUNCATE_EXISTING on Windows:
+/// FileAllocationInformation 0; SetFilePointerEx where the I/O manager does
+/// not keep the position); IRQL PASSIVE_LEVEL. The classes that change data
+/// need a handle granted write access (STATUS_ACCESS_DENIED).
 pub(crate) unsafe fn set_information(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTSTATUS {
     // SAFETY: a buffered set-information IRP: the system buffer holds Length bytes.
     unsafe {
@@ -141,8 +162,12 @@ pub(crate) unsafe fn set_information(ext: &DevExt, irp: *mut IRP, sl: *mut IO_ST
             Ok(d) => d,
             Err(e) => return finish(irp, e.ntstatus(), 0),
         };
-        match nt::set_information(class, input, dev) {
+        // Only a handle granted write access changes the data (Wine, which
+        // passes no security context, counts every handle as a writer).
+        let write = flags(fo) & H_WRITE != 0;
+        match nt::set_information(class, input, dev, write) {
             Ok(SetInformation::EndOfFile(n)) => finish_result(irp, set_eof(ext, fo, n as i64).map(|_| 0)),
+            Ok(SetInformation::Allocation(n)) => finish_result(irp, set_allocation(ext, fo, n).map(|_| 0)),
             Ok(SetInformation::Position(p)) => {
                 (*fo).CurrentByteOffset.QuadPart = p;
                 finish(irp, STATUS_SUCCESS, 0)

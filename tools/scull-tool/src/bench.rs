@@ -281,7 +281,7 @@ fn self_command(args: &[&str]) -> Result<std::process::Command, String> {
 }
 
 fn scull_pipe(t: &dyn Target, bytes: usize) -> Result<Duration, String> {
-    let mut ctl = t.open(Dev::Scull(0), OpenOpts::R).map_err(|e| format!("open: {e}"))?;
+    let mut ctl = t.open(Dev::Scull(0), OpenOpts::RW).map_err(|e| format!("open: {e}"))?;
     ctl.ioctl(Cmd::PTSize, BUF as i32).map_err(|e| format!("P_IOCTSIZE: {e}"))?;
     let mut r = t.open(Dev::Pipe(0), OpenOpts::R).map_err(|e| format!("open scullpipe0: {e}"))?;
     let mut buf = vec![0u8; BUF];

@@ -115,7 +115,7 @@ fn one_op(t: &dyn Target, h: &mut dyn Handle, rng: &mut Rng, tally: &mut Tally) 
 
 /// Sanity after the storm: the devices still work and nobody is stuck.
 fn still_works(t: &dyn Target) -> Result<(), String> {
-    let mut c = t.open(Dev::Scull(0), OpenOpts::R).map_err(|e| format!("open: {e}"))?;
+    let mut c = t.open(Dev::Scull(0), OpenOpts::RW).map_err(|e| format!("open: {e}"))?;
     c.ioctl(Cmd::Reset, 0).map_err(|e| format!("RESET: {e}"))?;
     c.ioctl(Cmd::PTSize, scull_core::geometry::DEFAULT_P_BUFFER).map_err(|e| format!("P_IOCTSIZE: {e}"))?;
     drop(c);

@@ -447,7 +447,10 @@ fn cmd_cat(t: &dyn Target, d: Dev) -> Result<(), String> {
 }
 
 fn cmd_ioctl(t: &dyn Target, cmd: Cmd, value: i32) -> Result<(), String> {
-    let mut h = open(t, Dev::Scull(0), OpenOpts::R)?;
+    // A command that changes state needs a handle with write access on
+    // Windows (its CTL_CODE carries FILE_WRITE_ACCESS).
+    let o = if cmd.changes_state() { OpenOpts::RW } else { OpenOpts::R };
+    let mut h = open(t, Dev::Scull(0), o)?;
     if cmd == Cmd::Stats {
         print!("{}", h.stats().map_err(e("stats"))?);
         return Ok(());
@@ -486,7 +489,7 @@ fn demo(t: &dyn Target) -> Result<(), String> {
     let mut h = open(t, Dev::Scull(0), OpenOpts::TRUNC)?;
     let n = h.write(&data).map_err(e("write"))?;
     drop(h);
-    let mut h = open(t, Dev::Scull(0), OpenOpts::R)?;
+    let mut h = open(t, Dev::Scull(0), OpenOpts::RW)?;
     h.seek(Whence::Set, 3995).map_err(e("seek"))?;
     let mut buf = [0u8; 10];
     let m = h.read(&mut buf).map_err(e("read"))?;

@@ -95,8 +95,11 @@ fn raw_code(t: &dyn Target, cmd: Cmd) -> u32 {
 }
 
 /// Restores LDD3 defaults and trims the scull devices. Run after every case.
+/// RESET and P_IOCTSIZE change state: on Windows their codes require write
+/// access (FILE_WRITE_ACCESS), so the control handle is read-write (which
+/// trims nothing on any target).
 pub fn restore(t: &dyn Target) {
-    if let Ok(mut h) = t.open(Dev::Scull(0), OpenOpts::R) {
+    if let Ok(mut h) = t.open(Dev::Scull(0), OpenOpts::RW) {
         let _ = h.ioctl(Cmd::Reset, 0);
         let _ = h.ioctl(Cmd::PTSize, DEFAULT_P_BUFFER);
     }
@@ -470,7 +473,7 @@ fn missing_device_fails_to_open(t: &dyn Target) -> R {
 // ---------------------------------------------------------------- ioctl
 
 fn ioctl_query_defaults(t: &dyn Target) -> R {
-    let mut h = open(t, Dev::Scull(0), OpenOpts::R)?;
+    let mut h = open(t, Dev::Scull(0), OpenOpts::RW)?;
     ok(h.ioctl(Cmd::Reset, 0), "RESET")?;
     ok(h.ioctl(Cmd::PTSize, DEFAULT_P_BUFFER), "P_IOCTSIZE")?;
     check!(ok(h.ioctl(Cmd::QQuantum, 0), "QQUANTUM")? == DEFAULT_QUANTUM, "QQUANTUM");
@@ -482,7 +485,7 @@ fn ioctl_query_defaults(t: &dyn Target) -> R {
 }
 
 fn ioctl_set_and_tell_quantum(t: &dyn Target) -> R {
-    let mut h = open(t, Dev::Scull(0), OpenOpts::R)?;
+    let mut h = open(t, Dev::Scull(0), OpenOpts::RW)?;
     ok(h.ioctl(Cmd::SQuantum, 1234), "SQUANTUM")?;
     check!(ok(h.ioctl(Cmd::QQuantum, 0), "Q")? == 1234, "SQUANTUM then QQUANTUM");
     ok(h.ioctl(Cmd::TQuantum, 2345), "TQUANTUM")?;
@@ -491,7 +494,7 @@ fn ioctl_set_and_tell_quantum(t: &dyn Target) -> R {
 }
 
 fn ioctl_set_and_tell_qset(t: &dyn Target) -> R {
-    let mut h = open(t, Dev::Scull(0), OpenOpts::R)?;
+    let mut h = open(t, Dev::Scull(0), OpenOpts::RW)?;
     ok(h.ioctl(Cmd::SQset, 77), "SQSET")?;
     check!(ok(h.ioctl(Cmd::QQset, 0), "Q")? == 77, "SQSET then QQSET");
     ok(h.ioctl(Cmd::TQset, 88), "TQSET")?;
@@ -500,7 +503,7 @@ fn ioctl_set_and_tell_qset(t: &dyn Target) -> R {
 }
 
 fn ioctl_exchange_and_shift(t: &dyn Target) -> R {
-    let mut h = open(t, Dev::Scull(0), OpenOpts::R)?;
+    let mut h = open(t, Dev::Scull(0), OpenOpts::RW)?;
     ok(h.ioctl(Cmd::Reset, 0), "RESET")?;
     check!(ok(h.ioctl(Cmd::XQuantum, 300), "X")? == DEFAULT_QUANTUM, "XQUANTUM returns the old value");
     check!(ok(h.ioctl(Cmd::HQuantum, 400), "H")? == 300, "HQUANTUM returns the old value");
@@ -512,7 +515,7 @@ fn ioctl_exchange_and_shift(t: &dyn Target) -> R {
 }
 
 fn ioctl_reset_restores_defaults(t: &dyn Target) -> R {
-    let mut h = open(t, Dev::Scull(0), OpenOpts::R)?;
+    let mut h = open(t, Dev::Scull(0), OpenOpts::RW)?;
     ok(h.ioctl(Cmd::TQuantum, 10), "T")?;
     ok(h.ioctl(Cmd::TQset, 10), "T")?;
     ok(h.ioctl(Cmd::Reset, 0), "RESET")?;
@@ -542,7 +545,7 @@ fn ioctl_geometry_applies_after_trim(t: &dyn Target) -> R {
 }
 
 fn ioctl_rejects_bad_geometry(t: &dyn Target) -> R {
-    let mut h = open(t, Dev::Scull(0), OpenOpts::R)?;
+    let mut h = open(t, Dev::Scull(0), OpenOpts::RW)?;
     ok(h.ioctl(Cmd::Reset, 0), "RESET")?;
     expect_err(h.ioctl(Cmd::TQuantum, 0), &[Error::Invalid], "zero quantum")?;
     expect_err(h.ioctl(Cmd::SQuantum, -4), &[Error::Invalid], "negative quantum")?;
@@ -560,9 +563,9 @@ fn ioctl_rejects_bad_geometry(t: &dyn Target) -> R {
 }
 
 fn ioctl_privileged_commands_refused(t: &dyn Target) -> R {
-    let mut me = open(t, Dev::Scull(0), OpenOpts::R)?;
+    let mut me = open(t, Dev::Scull(0), OpenOpts::RW)?;
     ok(me.ioctl(Cmd::Reset, 0), "RESET")?;
-    let mut h = ok(t.open_as(Who::Other, Dev::Scull(0), OpenOpts::R), "open as other")?;
+    let mut h = ok(t.open_as(Who::Other, Dev::Scull(0), OpenOpts::RW), "open as other")?;
     for cmd in Cmd::ALL.into_iter().filter(|c| c.needs_privilege()) {
         expect_err(h.ioctl(cmd, 100), &[Error::Perm], cmd.name())?;
     }
@@ -572,7 +575,7 @@ fn ioctl_privileged_commands_refused(t: &dyn Target) -> R {
 }
 
 fn ioctl_unknown_codes_are_not_tty(t: &dyn Target) -> R {
-    let mut h = open(t, Dev::Scull(0), OpenOpts::R)?;
+    let mut h = open(t, Dev::Scull(0), OpenOpts::RW)?;
     let base = raw_code(t, Cmd::Reset);
     let linux = t.caps().linux_abi;
     let mut bad: Vec<u32> = Vec::new();
@@ -598,7 +601,7 @@ fn ioctl_unknown_codes_are_not_tty(t: &dyn Target) -> R {
 }
 
 fn ioctl_short_buffers(t: &dyn Target) -> R {
-    let mut h = open(t, Dev::Scull(0), OpenOpts::R)?;
+    let mut h = open(t, Dev::Scull(0), OpenOpts::RW)?;
     expect_err(h.ioctl_raw(Cmd::TQuantum.windows_code(), &[1, 0], 0), &[Error::BufferTooSmall], "2-byte input")?;
     expect_err(h.ioctl_raw(Cmd::QQuantum.windows_code(), &[], 2), &[Error::BufferTooSmall], "2-byte output")?;
     expect_err(h.ioctl_raw(Cmd::XQset.windows_code(), &[1, 0, 0, 0], 3), &[Error::BufferTooSmall], "3-byte output")?;
@@ -610,7 +613,7 @@ fn ioctl_short_buffers(t: &dyn Target) -> R {
 }
 
 fn ioctl_pipe_size(t: &dyn Target) -> R {
-    let mut h = open(t, Dev::Scull(0), OpenOpts::R)?;
+    let mut h = open(t, Dev::Scull(0), OpenOpts::RW)?;
     ok(h.ioctl(Cmd::PTSize, 64), "P_IOCTSIZE")?;
     check!(ok(h.ioctl(Cmd::PQSize, 0), "P_IOCQSIZE")? == 64, "size");
     expect_err(h.ioctl(Cmd::PTSize, 1), &[Error::Invalid], "1-byte pipe")?;
@@ -770,7 +773,7 @@ fn pipe_last_close_frees_buffer(t: &dyn Target) -> R {
 }
 
 fn pipe_large_transfer_through_small_buffer(t: &dyn Target) -> R {
-    let mut c = open(t, Dev::Scull(0), OpenOpts::R)?;
+    let mut c = open(t, Dev::Scull(0), OpenOpts::RW)?;
     ok(c.ioctl(Cmd::PTSize, 97), "P_IOCTSIZE")?;
     let mut r = open(t, Dev::Pipe(1), OpenOpts::R)?;
     let data = pattern(64 * 1024 + 13, 11);

@@ -348,7 +348,7 @@ fn bad_ioctl_codes(t: &dyn Target) -> R {
 }
 
 fn short_buffers_every_command(t: &dyn Target) -> R {
-    let mut h = ok(t.open(Dev::Scull(0), OpenOpts::R), "open")?;
+    let mut h = ok(t.open(Dev::Scull(0), OpenOpts::RW), "open")?;
     for cmd in Cmd::ALL {
         if cmd == Cmd::Stats {
             expect_err(h.ioctl_raw(cmd.windows_code(), &[], 0), Error::BufferTooSmall, "STATS, no output buffer")?;

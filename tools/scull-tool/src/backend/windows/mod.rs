@@ -361,7 +361,7 @@ impl WinTarget {
         let p_nr_devs = count(Dev::Pipe);
         // Privileged means the driver accepts a privileged command: a
         // no-change exchange of the quantum (XQUANTUM with its own value).
-        let privileged = open_raw(Dev::Scull(0), OpenOpts::R, wine, false)
+        let privileged = open_raw(Dev::Scull(0), OpenOpts::RW, wine, false)
             .ok()
             .and_then(|h| {
                 let mut w = WinHandle { h, dev: Dev::Scull(0), wine, pos: 0 };
