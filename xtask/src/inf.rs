@@ -1,5 +1,5 @@
 //! `cargo xtask inf-check`: a small INF reader and the checks that
-//! `inf/scull.inx` must pass on any host.
+//! `scull-wdm/scull.inx` must pass on any host.
 //!
 //! This is not infverif. It reads the INF grammar far enough to check the
 //! structure this project relies on: a primitive (DefaultInstall-based)
@@ -685,9 +685,10 @@ fn check_service(inf: &Inf, s: &Section, copied: &[String], f: &mut Vec<Finding>
     }
 }
 
-/// `inf/scull.inx` of this repository.
+/// `scull-wdm/scull.inx` of this repository: next to the driver's manifest,
+/// named after its package, where cargo-wdk and wdk-build look for it.
 pub fn default_path() -> PathBuf {
-    root().join("inf").join("scull.inx")
+    root().join("scull-wdm").join("scull.inx")
 }
 
 pub fn check_file(path: &Path) -> Result<Vec<Finding>> {
@@ -716,7 +717,7 @@ mod tests {
     use super::*;
 
     fn real() -> String {
-        std::fs::read_to_string(default_path()).expect("inf/scull.inx is readable")
+        std::fs::read_to_string(default_path()).expect("scull-wdm/scull.inx is readable")
     }
 
     fn errors(text: &str) -> Vec<Finding> {
