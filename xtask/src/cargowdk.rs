@@ -138,7 +138,7 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
     let crate_rel = f.rel(&f.crate_dir);
 
     let root = m.get("workspace_root").and_then(Json::str).map(PathBuf::from);
-    let is_root = root.as_deref().is_some_and(|r| same_dir(r, &f.crate_dir));
+    let is_root = root.as_deref().is_some_and(|r| same_path(r, &f.crate_dir));
     c.push(check(
         format!("{crate_rel} is a Cargo workspace root of its own (`cargo wdk build` there packages its packages)"),
         (!is_root).then(|| format!("cargo metadata gives workspace_root {root:?}: keep `[workspace]` in {crate_rel}/Cargo.toml")),
@@ -192,8 +192,8 @@ pub fn evaluate(f: &Facts) -> Vec<Check> {
     let manifest_dir = pkg.get("manifest_path").and_then(Json::str).and_then(|p| Path::new(p).parent()).map(Path::to_path_buf);
     let inx = manifest_dir.unwrap_or_else(|| f.crate_dir.clone()).join(format!("{fs_name}.inx"));
     let inx_rel = f.rel(&inx);
-    let others: Vec<String> = f.inx_files.iter().filter(|p| !same_file(p, &inx)).map(|p| f.rel(p)).collect();
-    let here = f.inx_files.iter().any(|p| same_file(p, &inx));
+    let others: Vec<String> = f.inx_files.iter().filter(|p| !same_path(p, &inx)).map(|p| f.rel(p)).collect();
+    let here = f.inx_files.iter().any(|p| same_path(p, &inx));
     let inx_problem = match (here, others.is_empty()) {
         (true, true) => None,
         (false, _) => Some(format!(
@@ -267,15 +267,12 @@ fn toml_section_lines<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = 
     })
 }
 
-fn same_dir(a: &Path, b: &Path) -> bool {
+/// The same file or directory (symlinks resolved when both exist).
+fn same_path(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(x), Ok(y)) => x == y,
         _ => a == b,
     }
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    same_dir(a, b)
 }
 
 /// Checks the repository this xtask belongs to: prints one line per
