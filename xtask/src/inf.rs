@@ -1,5 +1,7 @@
 //! `cargo xtask inf-check`: a small INF reader and the checks that
-//! `inf/scull.inx` must pass on any host.
+//! `scull-wdm/scull.inx` must pass on any host. Without a FILE argument it
+//! first checks the layout `cargo wdk build` needs (xtask/src/cargowdk.rs),
+//! which puts the template there.
 //!
 //! This is not infverif. It reads the INF grammar far enough to check the
 //! structure this project relies on: a primitive (DefaultInstall-based)
@@ -22,7 +24,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::util::{root, Result};
+use crate::util::Result;
 
 /// One logical line of a section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -685,9 +687,10 @@ fn check_service(inf: &Inf, s: &Section, copied: &[String], f: &mut Vec<Finding>
     }
 }
 
-/// `inf/scull.inx` of this repository.
+/// `scull-wdm/scull.inx` of this repository: next to the driver's manifest,
+/// named after its package, where cargo-wdk and wdk-build look for it.
 pub fn default_path() -> PathBuf {
-    root().join("inf").join("scull.inx")
+    crate::cargowdk::inx_path()
 }
 
 pub fn check_file(path: &Path) -> Result<Vec<Finding>> {
@@ -696,7 +699,11 @@ pub fn check_file(path: &Path) -> Result<Vec<Finding>> {
 }
 
 /// `cargo xtask inf-check [FILE]`: prints the findings; fails on any error.
+/// Without FILE: the cargo-wdk layout first, then scull-wdm/scull.inx.
 pub fn main(args: &[String]) -> Result {
+    if args.is_empty() {
+        crate::cargowdk::run()?;
+    }
     let path = args.first().map(PathBuf::from).unwrap_or_else(default_path);
     let findings = check_file(&path)?;
     for x in &findings {
@@ -716,7 +723,7 @@ mod tests {
     use super::*;
 
     fn real() -> String {
-        std::fs::read_to_string(default_path()).expect("inf/scull.inx is readable")
+        std::fs::read_to_string(default_path()).expect("scull-wdm/scull.inx is readable")
     }
 
     fn errors(text: &str) -> Vec<Finding> {

@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: the project's automation. See README.md and docs/testing.md.
 
+mod cargowdk;
 mod host;
 mod inf;
 mod kdebug;
@@ -29,7 +30,8 @@ usage: cargo xtask [-v] <command>
   wdk-check   build, clippy and link the wdk-sys path of scull.sys on Linux (patched
               wdk-build copy, mingw-w64 headers as the WDK); last line: wdk-check: ok
   wine        load scull.sys in Wine and run the conformance suite there (`wine demo`: the demo)
-  inf-check   check inf/scull.inx (sections, keys, isolation rules) [FILE]
+  inf-check   check scull-wdm/scull.inx (sections, keys, isolation rules) [FILE];
+              without FILE also the layout `cargo wdk build` needs (names, metadata)
   kmod        build scull.ko for Debian's 7.3.4 kernel (trixie chroot, cached)
               (`kmod --debug-kernel`: the KASAN/lockdep/kmemleak kernel and scull.ko for it)
   qemu        boot Debian's 7.3.4 kernel in QEMU and run the suite against scull.ko

@@ -18,6 +18,10 @@
 //!    scull-wdm's own `target/` (see `cargo_target`);
 //! 4. checks the linked scull.sys with `cargo xtask wdm`'s own check.
 //!
+//! Before all that it checks the layout `cargo wdk build` (cargo-wdk) needs
+//! in scull-wdm/ (xtask/src/cargowdk.rs): cargo-wdk itself builds only on
+//! Windows.
+//!
 //! The last line is `wdk-check: ok (...)`.
 
 use crate::util::{apt_install, output, root, run, step, target_dir, Result};
@@ -206,6 +210,8 @@ fn cargo_wdk(sub: &[&str], patched: &Path, croot: &Path, tail: &[&str]) -> Resul
 /// `cargo xtask wdk-check`.
 pub fn run_check(_args: &[String]) -> Result {
     let t0 = Instant::now();
+    step("wdk-check: the layout `cargo wdk build` needs (package name, scull.inx, metadata.wdk, cdylib)");
+    crate::cargowdk::run()?;
     wdm::deps()?;
     apt_install(&["patch"])?;
     // clippy is in rustup's default profile, not in the minimal one.
@@ -230,14 +236,22 @@ pub fn run_check(_args: &[String]) -> Result {
     built?;
     // The build step's own line first: the result line must be the last.
     crate::util::end_step(true);
-    let dll = cargo_target().join(wdm::DRIVER_TARGET).join("release").join("scull.dll");
+    let built = cargo_target().join(wdm::DRIVER_TARGET).join("release");
+    // What cargo-wdk's PackageTask takes from this directory (`cargo wdk build
+    // --target-arch amd64 --profile release`): the package's dll, renamed to
+    // .sys, and its pdb.
+    let pdb = built.join(format!("{}.pdb", crate::cargowdk::DRIVER));
+    if !pdb.is_file() {
+        return Err(format!("{} is missing: cargo-wdk copies it into the driver package", pdb.display()));
+    }
+    let dll = built.join(format!("{}.dll", crate::cargowdk::DRIVER));
     let sys = scratch().join("scull.sys");
     fs::copy(&dll, &sys).map_err(|e| format!("copy {} -> {}: {e}", dll.display(), sys.display()))?;
     let (n, dlls) = wdm::check(&sys, &["ntoskrnl.exe", "hal.dll"])?;
     let size = fs::metadata(&sys).map_err(|e| format!("{}: {e}", sys.display()))?.len();
     crate::util::note(&format!("wdk-check: {:.0} s in all", t0.elapsed().as_secs_f64()));
     println!(
-        "wdk-check: ok (clippy clean, scull.sys {size} bytes, subsystem NATIVE, {n} imports from {})",
+        "wdk-check: ok (cargo-wdk layout, clippy clean, scull.sys {size} bytes, subsystem NATIVE, {n} imports from {})",
         dlls.join(", ")
     );
     Ok(())
