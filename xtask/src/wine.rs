@@ -90,12 +90,14 @@ struct Wine {
     dir: PathBuf,
     prefix: PathBuf,
     log: PathBuf,
+    /// services.exe's pid when the running load started.
+    services: std::cell::Cell<Option<u32>>,
 }
 
 impl Wine {
     fn new() -> Self {
         let dir = target_dir().join("wine");
-        Wine { prefix: dir.join("prefix"), log: dir.join("wine.log"), dir }
+        Wine { prefix: dir.join("prefix"), log: dir.join("wine.log"), dir, services: std::cell::Cell::new(None) }
     }
 
     fn drive_c(&self) -> PathBuf {
@@ -149,8 +151,34 @@ impl Wine {
     fn fresh_server(&self, load: usize) {
         self.kill_server();
         let _ = self.cmd(60, WINESERVER).arg("-w").stderr(Stdio::null()).status();
-        let _ = self.cmd(30, WINESERVER).arg("-p60").stderr(Stdio::null()).status();
+        self.start_server();
         append_log(&self.log, &format!("=== xtask: load {load} on a fresh wineserver"));
+    }
+
+    /// Starts this prefix's wineserver with no idle timeout (`-p`): by
+    /// default a wineserver shuts down its system processes (services.exe,
+    /// winedevice.exe with the driver in it, killed without DriverUnload)
+    /// once no user process has run for its persistence time, and the next
+    /// command then starts a server that does so whenever none runs (Debian's
+    /// wrapper passes `-p0`). The harness ends it itself (`wineserver -k`).
+    /// The prefix directory must exist: wineserver refuses to start without it.
+    fn start_server(&self) {
+        let _ = self.cmd(30, WINESERVER).arg("-p").stderr(Stdio::null()).status();
+    }
+
+    /// The pid of this prefix's services.exe (matched by WINEPREFIX in its
+    /// environment), if one runs.
+    fn services_pid(&self) -> Option<u32> {
+        let want = format!("WINEPREFIX={}", self.prefix.display());
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            if !String::from_utf8_lossy(&cmd).contains("services.exe") {
+                return None;
+            }
+            let env = std::fs::read(e.path().join("environ")).ok()?;
+            env.split(|&b| b == 0).any(|v| v == want.as_bytes()).then_some(pid)
+        })
     }
 
     fn log_text(&self) -> String {
@@ -240,7 +268,8 @@ fn setup() -> Result<Wine> {
     let _ = std::fs::remove_file(&w.log);
     let prng = build_prng(&w.dir)?;
     // Keep wineserver (and services.exe with the driver) alive between commands.
-    let _ = w.cmd(30, WINESERVER).arg("-p60").stderr(Stdio::null()).status();
+    std::fs::create_dir_all(&w.prefix).map_err(|e| format!("mkdir {}: {e}", w.prefix.display()))?;
+    w.start_server();
     if !w.wine(180, &["wineboot", "-i"])? {
         return Err("wineboot -i failed".into());
     }
@@ -255,7 +284,7 @@ fn setup() -> Result<Wine> {
     reg_add(&w, control, "ServicesPipeTimeout", "REG_SZ", "120000")?;
     w.kill_server();
     let _ = w.cmd(60, WINESERVER).arg("-w").stderr(Stdio::null()).status();
-    let _ = w.cmd(30, WINESERVER).arg("-p60").stderr(Stdio::null()).status();
+    w.start_server();
     let dest = w.drive_c().join("scull");
     std::fs::create_dir_all(&dest).map_err(|e| e.to_string())?;
     copy(&sys, &dest.join("scull.sys"))?;
@@ -276,7 +305,10 @@ fn setup() -> Result<Wine> {
         w.wine(90, &["net", "start", "scull"])?;
     }
     match w.wait_log("scull: loaded:", 30) {
-        Some(l) => eprintln!("wine: {}", l.split("scull: ").nth(1).unwrap_or(&l)),
+        Some(l) => {
+            eprintln!("wine: {}", l.split("scull: ").nth(1).unwrap_or(&l));
+            w.services.set(w.services_pid());
+        }
         None => return Err(format!("the driver did not load (no `scull: loaded:` line in {})", w.log.display())),
     }
     Ok(w)
@@ -307,16 +339,30 @@ fn teardown(w: &Wine) -> Result<Option<i64>> {
 fn stop(w: &Wine, load: usize) -> Result<Option<i64>> {
     step("wine: sc stop scull");
     let from = w.log_text().len();
+    // The services.exe the load started with must still be the one: if the
+    // wineserver shut its system processes down, winedevice.exe died with
+    // the driver in it (no DriverUnload) and a new services.exe knows the
+    // service only as STOPPED.
+    let services = w.services_pid();
+    let restarted = services != w.services.get();
     let stopped = w.wine(60, &["sc", "stop", "scull"]);
     let line = w.wait_log_after("unload: outstanding 'lucS' blocks:", from, 30);
     let entered = w.wait_log_after("scull: unload: entered", from, 0).is_some();
     let refused = w.wait_log_after("failed to stop service", from, 0);
     let state = service_state(w);
-    if line.is_none() || !entered || state.as_deref() != Some("STOPPED") {
+    if line.is_none() || !entered || state.as_deref() != Some("STOPPED") || restarted {
         diagnose_stop(w, load, entered, line.is_some(), refused.as_deref(), state.as_deref());
+        if restarted {
+            eprintln!(
+                "wine: load {load}: services.exe is not the one the load started with ({:?} then, {:?} at the stop): the wineserver shut down its system processes during the load",
+                w.services.get(),
+                services
+            );
+        }
         stopped?;
         return Err(format!(
-            "load {load}: sc stop: DriverUnload {}, service state {}{}",
+            "load {load}: sc stop: {}DriverUnload {}, service state {}{}",
+            if restarted { "services.exe restarted during the load; " } else { "" },
             match (entered, line.is_some()) {
                 (true, true) => "ran",
                 (true, false) => "was entered but did not finish",
@@ -416,6 +462,7 @@ fn start(w: &Wine, load: usize) -> Result {
     match w.wait_log_nth("scull: loaded:", load, 30) {
         Some(l) => {
             eprintln!("wine: {}", l.split("scull: ").nth(1).unwrap_or(&l));
+            w.services.set(w.services_pid());
             Ok(())
         }
         None => Err(format!("load {load}: no `scull: loaded:` line in {}", w.log.display())),
