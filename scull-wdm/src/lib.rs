@@ -188,8 +188,11 @@ fn apply(p: &registry::Values) -> Result<(usize, usize), &'static str> {
     Ok((nr, pnr))
 }
 
-/// LDD3's `scull_cleanup_module`.
+/// LDD3's `scull_cleanup_module`. It says when it starts and, with the
+/// outstanding-block count, when it ends, so a log shows whether an unload
+/// that never finished was entered at all.
 unsafe extern "C" fn driver_unload(_driver: *mut DRIVER_OBJECT) {
+    kprint!("unload: entered");
     dispatch::cancel_everything();
     // SAFETY: the I/O manager calls unload once, with no dispatch running.
     unsafe { dev::delete_all() };

@@ -63,16 +63,41 @@ BOOL WINAPI ProcessPrng(PBYTE data, SIZE_T len)
 "#;
 const PRNG_DEF: &str = "LIBRARY bcryptprimitives.dll\nEXPORTS\n    ProcessPrng\n";
 
+/// WINEDEBUG of every Wine command: the driver's DbgPrint lines
+/// (warn+debugstr); ntoskrnl's errors (a KeBugCheckEx); sc.exe's and
+/// services.exe's errors, so a refused `sc stop` or `sc start` logs its Win32
+/// error (`err:sc:... failed to stop service 1062`) instead of failing
+/// silently. `XTASK_WINEDEBUG` appends channels, e.g. `+winedevice,+service`
+/// to trace service control and unload.
+fn winedebug() -> String {
+    let base = "-all,warn+debugstr,err+ntoskrnl,err+sc,err+service";
+    match std::env::var("XTASK_WINEDEBUG") {
+        Ok(extra) if !extra.is_empty() => format!("{base},{extra}"),
+        _ => base.to_string(),
+    }
+}
+
+/// Retries the harness made (each printed when it fires); the closing line
+/// counts them, so a growing count shows.
+static RETRIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn retried(what: &str) {
+    RETRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    eprintln!("wine: retry: {what}");
+}
+
 struct Wine {
     dir: PathBuf,
     prefix: PathBuf,
     log: PathBuf,
+    /// services.exe's pid when the running load started.
+    services: std::cell::Cell<Option<u32>>,
 }
 
 impl Wine {
     fn new() -> Self {
         let dir = target_dir().join("wine");
-        Wine { prefix: dir.join("prefix"), log: dir.join("wine.log"), dir }
+        Wine { prefix: dir.join("prefix"), log: dir.join("wine.log"), dir, services: std::cell::Cell::new(None) }
     }
 
     fn drive_c(&self) -> PathBuf {
@@ -86,7 +111,7 @@ impl Wine {
             .env("WINEPREFIX", &self.prefix)
             // err+ntoskrnl: a KeBugCheckEx (which Wine turns into a silent
             // ExitProcess of winedevice) is logged and counted as a crash.
-            .env("WINEDEBUG", "-all,warn+debugstr,err+ntoskrnl")
+            .env("WINEDEBUG", winedebug())
             // No Mono/Gecko prompts; no interactive debugger on a crash.
             .env("WINEDLLOVERRIDES", "mscoree,mshtml=;winedbg.exe=d")
             .env_remove("DISPLAY")
@@ -117,6 +142,43 @@ impl Wine {
     fn kill_server(&self) {
         // Quiet: with no prefix yet it only says it cannot chdir there.
         let _ = self.cmd(30, WINESERVER).arg("-k").stderr(Stdio::null()).status();
+    }
+
+    /// Ends this prefix's wineserver (and with it services.exe and every
+    /// winedevice.exe) and starts a fresh persistent one: each load runs on
+    /// its own server, so nothing a load leaves in services.exe or a
+    /// winedevice process can reach the next load.
+    fn fresh_server(&self, load: usize) {
+        self.kill_server();
+        let _ = self.cmd(60, WINESERVER).arg("-w").stderr(Stdio::null()).status();
+        self.start_server();
+        append_log(&self.log, &format!("=== xtask: load {load} on a fresh wineserver"));
+    }
+
+    /// Starts this prefix's wineserver with no idle timeout (`-p`): by
+    /// default a wineserver shuts down its system processes (services.exe,
+    /// winedevice.exe with the driver in it, killed without DriverUnload)
+    /// once no user process has run for its persistence time, and the next
+    /// command then starts a server that does so whenever none runs (Debian's
+    /// wrapper passes `-p0`). The harness ends it itself (`wineserver -k`).
+    /// The prefix directory must exist: wineserver refuses to start without it.
+    fn start_server(&self) {
+        let _ = self.cmd(30, WINESERVER).arg("-p").stderr(Stdio::null()).status();
+    }
+
+    /// The pid of this prefix's services.exe (matched by WINEPREFIX in its
+    /// environment), if one runs.
+    fn services_pid(&self) -> Option<u32> {
+        let want = format!("WINEPREFIX={}", self.prefix.display());
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+            if !String::from_utf8_lossy(&cmd).contains("services.exe") {
+                return None;
+            }
+            let env = std::fs::read(e.path().join("environ")).ok()?;
+            env.split(|&b| b == 0).any(|v| v == want.as_bytes()).then_some(pid)
+        })
     }
 
     fn log_text(&self) -> String {
@@ -206,7 +268,8 @@ fn setup() -> Result<Wine> {
     let _ = std::fs::remove_file(&w.log);
     let prng = build_prng(&w.dir)?;
     // Keep wineserver (and services.exe with the driver) alive between commands.
-    let _ = w.cmd(30, WINESERVER).arg("-p60").stderr(Stdio::null()).status();
+    std::fs::create_dir_all(&w.prefix).map_err(|e| format!("mkdir {}: {e}", w.prefix.display()))?;
+    w.start_server();
     if !w.wine(180, &["wineboot", "-i"])? {
         return Err("wineboot -i failed".into());
     }
@@ -221,7 +284,7 @@ fn setup() -> Result<Wine> {
     reg_add(&w, control, "ServicesPipeTimeout", "REG_SZ", "120000")?;
     w.kill_server();
     let _ = w.cmd(60, WINESERVER).arg("-w").stderr(Stdio::null()).status();
-    let _ = w.cmd(30, WINESERVER).arg("-p60").stderr(Stdio::null()).status();
+    w.start_server();
     let dest = w.drive_c().join("scull");
     std::fs::create_dir_all(&dest).map_err(|e| e.to_string())?;
     copy(&sys, &dest.join("scull.sys"))?;
@@ -238,11 +301,14 @@ fn setup() -> Result<Wine> {
     let loaded = w.wait_log("scull: loaded:", 30);
     if !started && loaded.is_none() {
         // services.exe may still be starting on a fresh prefix; one retry.
-        crate::util::note("wine: sc start did not report success; retrying with net start");
+        retried("sc start did not report success and no `loaded:` line came; net start");
         w.wine(90, &["net", "start", "scull"])?;
     }
     match w.wait_log("scull: loaded:", 30) {
-        Some(l) => eprintln!("wine: {}", l.split("scull: ").nth(1).unwrap_or(&l)),
+        Some(l) => {
+            eprintln!("wine: {}", l.split("scull: ").nth(1).unwrap_or(&l));
+            w.services.set(w.services_pid());
+        }
         None => return Err(format!("the driver did not load (no `scull: loaded:` line in {})", w.log.display())),
     }
     Ok(w)
@@ -260,13 +326,101 @@ fn teardown(w: &Wine) -> Result<Option<i64>> {
 /// `sc stop scull`; returns the block count of the unload line it printed
 /// (looked for after the stop only, so a load that died without one costs
 /// its own case, not the later loads').
-fn stop(w: &Wine, _load: usize) -> Result<Option<i64>> {
+///
+/// Under Wine 8, winedevice.exe runs DriverUnload synchronously on its
+/// service-control thread, and services.exe answers `sc stop` only when that
+/// control returns (or after ServicesPipeTimeout), so a stop that returns
+/// has either run DriverUnload to its end or been refused before it was
+/// sent. Both lines of the driver (`unload: entered`, then the outstanding
+/// count) and the STOPPED state are required; anything else is reported with
+/// the evidence (sc's Win32 error, the service state, every Wine thread's
+/// backtrace) and fails the load's case. The next load starts on a fresh
+/// wineserver, so it cannot inherit a stuck service.
+fn stop(w: &Wine, load: usize) -> Result<Option<i64>> {
     step("wine: sc stop scull");
     let from = w.log_text().len();
+    // The services.exe the load started with must still be the one: if the
+    // wineserver shut its system processes down, winedevice.exe died with
+    // the driver in it (no DriverUnload) and a new services.exe knows the
+    // service only as STOPPED.
+    let services = w.services_pid();
+    let restarted = services != w.services.get();
     let stopped = w.wine(60, &["sc", "stop", "scull"]);
     let line = w.wait_log_after("unload: outstanding 'lucS' blocks:", from, 30);
+    let entered = w.wait_log_after("scull: unload: entered", from, 0).is_some();
+    let refused = w.wait_log_after("failed to stop service", from, 0);
+    let state = service_state(w);
+    if line.is_none() || !entered || state.as_deref() != Some("STOPPED") || restarted {
+        diagnose_stop(w, load, entered, line.is_some(), refused.as_deref(), state.as_deref());
+        if restarted {
+            eprintln!(
+                "wine: load {load}: services.exe is not the one the load started with ({:?} then, {:?} at the stop): the wineserver shut down its system processes during the load",
+                w.services.get(),
+                services
+            );
+        }
+        stopped?;
+        return Err(format!(
+            "load {load}: sc stop: {}DriverUnload {}, service state {}{}",
+            if restarted { "services.exe restarted during the load; " } else { "" },
+            match (entered, line.is_some()) {
+                (true, true) => "ran",
+                (true, false) => "was entered but did not finish",
+                _ => "was never entered",
+            },
+            state.as_deref().unwrap_or("unknown"),
+            refused.map(|l| format!(", sc: {}", l.trim())).unwrap_or_default()
+        ));
+    }
     stopped?;
     Ok(line.and_then(|l| l.rsplit(':').next().and_then(|n| n.trim().parse().ok())))
+}
+
+/// The scull service's state as `sc query` prints it (STOPPED, RUNNING,
+/// STOP_PENDING, ...), or None when sc could not say.
+fn service_state(w: &Wine) -> Option<String> {
+    let out = w.cmd(60, WINE64).args(["sc", "query", "scull"]).stdin(Stdio::null()).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    append_log(&w.log, &text);
+    text.lines().find(|l| l.trim_start().starts_with("STATE")).and_then(|l| l.split_whitespace().last()).map(str::to_string)
+}
+
+/// A stop without both unload lines or without the STOPPED state: says
+/// which, whether winedevice.exe is alive, and writes every Wine thread's
+/// backtrace (`winedbg --command "bt all"`) and the Wine processes' threads
+/// with their kernel wait channels to `target/wine/stop-load<N>.txt`.
+fn diagnose_stop(w: &Wine, load: usize, entered: bool, finished: bool, refused: Option<&str>, state: Option<&str>) {
+    let dump = w.dir.join(format!("stop-load{load}.txt"));
+    let ps = Command::new("ps").args(["-eLo", "pid,tid,stat,wchan:32,etime,args"]).output();
+    let ps = ps.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    let wine_ps: Vec<&str> = ps.lines().filter(|l| l.contains(".exe") || l.contains("wineserver")).collect();
+    let device_alive = wine_ps.iter().any(|l| l.contains("winedevice.exe"));
+    let bt = w.cmd(90, WINE64).args(["winedbg", "--command", "bt all"]).stdin(Stdio::null()).output();
+    let bt = bt.map(|o| String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)).unwrap_or_else(|e| e.to_string());
+    let _ = std::fs::write(&dump, format!("== ps (Wine threads)\n{}\n== winedbg bt all\n{bt}\n", wine_ps.join("\n")));
+    eprintln!(
+        "wine: load {load}: sc stop: DriverUnload {}; service state {}; sc: {}; winedevice.exe {}; backtraces in {}",
+        match (entered, finished) {
+            (true, true) => "entered and finished",
+            (true, false) => "entered, not finished",
+            (false, true) => "finished without its entry line",
+            (false, false) => "never entered",
+        },
+        state.unwrap_or("unknown"),
+        refused.map(str::trim).unwrap_or("no error printed"),
+        if device_alive { "alive" } else { "not running" },
+        dump.display()
+    );
+    for l in bt.lines().filter(|l| l.contains("scull") || l.contains("Backtracing for thread")) {
+        eprintln!("wine:   {l}");
+    }
+}
+
+/// Appends a line of the harness's own to the log (a load boundary, sc's output).
+fn append_log(log: &Path, text: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+        let _ = writeln!(f, "{}", text.trim_end());
+    }
 }
 
 /// Points the service at the release (`C:\scull\scull.sys`) or the test
@@ -287,7 +441,9 @@ fn reg_add(w: &Wine, key: &str, name: &str, ty: &str, value: &str) -> Result {
         if w.wine(60, &["reg", "add", key, "/v", name, "/t", ty, "/d", value, "/f"])? {
             return Ok(());
         }
-        eprintln!("wine: reg add {name} failed (attempt {attempt} of 3; {})", w.log.display());
+        if attempt < 3 {
+            retried(&format!("reg add {name} failed (attempt {attempt} of 3; {})", w.log.display()));
+        }
         std::thread::sleep(Duration::from_secs(2));
     }
     Err(format!("reg add {name} failed 3 times (see {})", w.log.display()))
@@ -306,6 +462,7 @@ fn start(w: &Wine, load: usize) -> Result {
     match w.wait_log_nth("scull: loaded:", load, 30) {
         Some(l) => {
             eprintln!("wine: {}", l.split("scull: ").nth(1).unwrap_or(&l));
+            w.services.set(w.services_pid());
             Ok(())
         }
         None => Err(format!("load {load}: no `scull: loaded:` line in {}", w.log.display())),
@@ -445,7 +602,11 @@ pub fn run_suite(args: &[String]) -> Result {
     let _ = w.wine(60, &["sc", "delete", "scull"]);
     w.kill_server();
     eprintln!("wine: log {}; {:.0} s", w.log.display(), started.elapsed().as_secs_f64());
-    println!("wine: {} passed, {} failed, {} skipped (release {}, test-build {})", t.passed, t.failed, t.skipped, t.release, t.test_build);
+    let retries = RETRIES.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "wine: {} passed, {} failed, {} skipped (release {}, test-build {}; {retries} harness retries)",
+        t.passed, t.failed, t.skipped, t.release, t.test_build
+    );
     if t.failed > 0 {
         return Err(format!("{} failed", t.failed));
     }
@@ -511,6 +672,7 @@ fn body(w: &Wine, t: &mut Tally) -> Result {
     // ---- load 2: the test build, defaults: what the release run skipped,
     // then stress and fuzz (they trim and open non-blocking).
     t.on_test_build = true;
+    w.fresh_server(2);
     use_build(w, true)?;
     start(w, 2)?;
     if skipped.is_empty() {
@@ -541,6 +703,7 @@ fn body(w: &Wine, t: &mut Tally) -> Result {
     t.case("winedevice_alive_after_load_2", no_crash(w));
 
     // ---- load 3: the test build with test identity mode and fault injection.
+    w.fresh_server(3);
     set_param(w, "scull_test_identity", 1)?;
     set_param(w, "scull_fail_at", 0)?;
     set_param(w, "scull_debug_level", 3)?;
@@ -593,6 +756,7 @@ fn body(w: &Wine, t: &mut Tally) -> Result {
     // DACLs on devices: the driver's SetSecurity + read-back is what shows).
     // The test switches stay in the registry: the release build ignores them.
     t.on_test_build = false;
+    w.fresh_server(4);
     use_build(w, false)?;
     set_param_sz(w, "scull_sddl", "D:P(A;;GA;;;SY)(A;;GA;;;XX)")?;
     let _ = w.wine(60, &["sc", "start", "scull"]);
