@@ -1198,3 +1198,24 @@ pub fn exports() -> Vec<(&'static str, usize)> {
         ("IofCompleteRequest", IofCompleteRequest as *const () as usize),
     ]
 }
+
+/// Cancels every IRP process `p` issued (what the process's exit does to
+/// its outstanding I/O: IoCancelThreadIo for each of its threads).
+pub fn cancel_process_io(p: &Arc<Process>) -> usize {
+    let cells: Vec<Arc<IrpCell>> = {
+        let req = REQUESTOR.lock().unwrap();
+        let live = live();
+        match (req.as_ref(), live.as_ref()) {
+            (Some(req), Some(live)) => live
+                .iter()
+                .filter(|(irp, _)| req.get(irp).is_some_and(|q| Arc::ptr_eq(q, p)))
+                .map(|(_, c)| c.clone())
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    for c in &cells {
+        cancel_irp(c);
+    }
+    cells.len()
+}
