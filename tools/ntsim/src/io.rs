@@ -328,6 +328,19 @@ static DEVS: Mutex<Vec<(usize, DevInfo)>> = Mutex::new(Vec::new());
 /// File objects open on any device (create succeeded, CLOSE not yet sent).
 static OPEN_FILES: AtomicUsize = AtomicUsize::new(0);
 
+/// A fault-injection and race hook on IoCreateDevice: called with the
+/// call's number (1, 2, ... since the hook was set) and the device name
+/// before the device is made; `Some(status)` fails the call with it.
+pub type CreateDeviceHook = Arc<dyn Fn(usize, &str) -> Option<NTSTATUS> + Send + Sync>;
+
+static CREATE_DEVICE_HOOK: Mutex<Option<CreateDeviceHook>> = Mutex::new(None);
+static CREATE_DEVICE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn set_create_device_hook(h: Option<CreateDeviceHook>) {
+    CREATE_DEVICE_CALLS.store(0, Ordering::SeqCst);
+    *CREATE_DEVICE_HOOK.lock().unwrap() = h;
+}
+
 /// IoCreateDevice: IRQL == PASSIVE_LEVEL. The device starts with
 /// DO_DEVICE_INITIALIZING set; its zeroed extension follows the object.
 pub unsafe extern "win64" fn IoCreateDevice(
@@ -342,6 +355,11 @@ pub unsafe extern "win64" fn IoCreateDevice(
     kernel::check_irql("IoCreateDevice", PASSIVE_LEVEL);
     // SAFETY: NULL or the caller's counted name.
     let n = unsafe { ddi::ustr(name) };
+    let call = CREATE_DEVICE_CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+    let hook = CREATE_DEVICE_HOOK.lock().unwrap().clone();
+    if let Some(st) = hook.and_then(|h| h(call, &n)) {
+        return st;
+    }
     let key = n.to_lowercase();
     if !n.is_empty() && kernel::state().devices.contains_key(&key) {
         return STATUS_OBJECT_NAME_COLLISION;

@@ -17,6 +17,7 @@ use ::ntsim::kernel::{self, Process, RegValue, Token};
 use std::path::PathBuf;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
+use windows_sys::Win32::Storage::FileSystem::CREATE_ALWAYS;
 
 pub const SERVICE: &str = "scull";
 pub const PARAMS_KEY: &str = "\\Registry\\Machine\\System\\CurrentControlSet\\Services\\scull\\Parameters";
@@ -234,7 +235,401 @@ pub fn outstanding_blocks() -> u64 {
     kernel::state().pool.values().filter(|(t, _)| *t == POOL_TAG).count() as u64
 }
 
-/// The ntsim-only cases (scull on a native I/O manager).
+// ---------------------------------------------------------------- cases
+
+type R = Result<(), String>;
+
+macro_rules! check {
+    ($cond:expr, $($msg:tt)*) => {
+        if !$cond {
+            return Err(format!($($msg)*));
+        }
+    };
+}
+
+fn always(_: &Caps) -> Option<&'static str> {
+    None
+}
+
+macro_rules! case {
+    ($name:ident) => {
+        Case { name: concat!("ntsim_", stringify!($name)), needs: always, run: $name }
+    };
+}
+
+/// The cases only a native I/O manager can run: truncation as Windows
+/// sends it, access checks in creates, impersonation, load, unload and
+/// DriverEntry races, the event log.
 pub fn cases() -> Vec<Case> {
-    Vec::new()
+    vec![
+        case!(truncate_existing_opens_and_trims),
+        case!(truncate_existing_reactos_disposition_trims),
+        case!(set_end_of_file_with_allocation_step),
+        case!(read_only_create_always_refused),
+        case!(read_only_truncate_existing_refused_by_kernel32),
+        case!(type_sequential_reads_to_eof),
+        case!(impersonating_admin_service_privileged_ioctl_refused),
+        case!(impersonating_service_opens_as_client),
+        case!(ioctl_access_bits_checked_before_the_driver),
+        case!(irps_racing_closehandle),
+        case!(device_acl_applied_and_checked),
+        case!(unload_balanced_then_reload),
+        case!(unload_deferred_while_open),
+        case!(refused_load_writes_event_log_entry),
+        case!(no_open_while_driver_entry_runs),
+    ]
+}
+
+/// A raw CreateFileW; the Win32 error on failure.
+fn raw_open(name: &str, access: u32, disposition: u32, flags: u32) -> Result<Owned, u32> {
+    let p = wide(&format!(r"\\.\{name}"));
+    // SAFETY: a NUL-terminated path; no security attributes or template.
+    let h = unsafe { CreateFileW(p.as_ptr(), access, FILE_SHARE_READ | FILE_SHARE_WRITE, null_mut(), disposition, flags, null_mut()) };
+    if h == INVALID_HANDLE_VALUE {
+        // SAFETY: the thread's last error.
+        return Err(unsafe { GetLastError() });
+    }
+    Ok(Owned(h))
+}
+
+fn put(name: &str, dev: Dev, data: &[u8]) -> R {
+    let h = raw_open(name, GENERIC_READ | GENERIC_WRITE, OPEN_EXISTING, 0).map_err(|e| format!("open {name}: error {e}"))?;
+    let mut w = WinHandle { h, dev, wine: false, pos: 0 };
+    w.set_len(0).ok();
+    let n = w.write(data).map_err(|e| format!("write {name}: {e}"))?;
+    check!(n == data.len(), "short write {n}");
+    Ok(())
+}
+
+fn size_of(name: &str) -> Result<u64, String> {
+    let h = raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).map_err(|e| format!("open Scull0: error {e}"))?;
+    let mut w = WinHandle { h, dev: Dev::Scull(0), wine: false, pos: 0 };
+    let text = w.stats().map_err(|e| format!("stats: {e}"))?;
+    let dev = name.to_lowercase();
+    let line = text.lines().find(|l| l.split_whitespace().next() == Some(dev.as_str())).ok_or(format!("no {dev} in stats"))?;
+    field(line, "size").and_then(|v| v.parse().ok()).ok_or(format!("no size in {line}"))
+}
+
+/// Puts the driver back as the suite loaded it (after a case unloaded it).
+fn reload() -> R {
+    seed_registry(&[]);
+    load().map(drop)
+}
+
+/// N1: Windows' CreateFileW turns TRUNCATE_EXISTING into FILE_OPEN and a
+/// FileAllocationInformation set of 0, which must succeed and trim.
+fn truncate_existing_opens_and_trims(_t: &dyn Target) -> R {
+    put("Scull2", Dev::Scull(2), b"0123456789")?;
+    let h = raw_open("Scull2", GENERIC_WRITE, TRUNCATE_EXISTING, 0)
+        .map_err(|e| format!("TRUNCATE_EXISTING open failed with error {e} (FileAllocationInformation refused? N1)"))?;
+    drop(h);
+    let n = size_of("Scull2")?;
+    check!(n == 0, "size {n} after a TRUNCATE_EXISTING open");
+    Ok(())
+}
+
+/// The other I/O manager (ReactOS: TRUNCATE_EXISTING is FILE_OVERWRITE): trims too.
+fn truncate_existing_reactos_disposition_trims(_t: &dyn Target) -> R {
+    use ::ntsim::win32::{set_truncate_mode, truncate_mode, TruncateMode};
+    let was = truncate_mode();
+    put("Scull2", Dev::Scull(2), b"0123456789")?;
+    set_truncate_mode(TruncateMode::ReactOs);
+    let r = raw_open("Scull2", GENERIC_WRITE, TRUNCATE_EXISTING, 0);
+    set_truncate_mode(was);
+    drop(r.map_err(|e| format!("FILE_OVERWRITE open failed with error {e}"))?);
+    let n = size_of("Scull2")?;
+    check!(n == 0, "size {n} after a FILE_OVERWRITE open");
+    Ok(())
+}
+
+/// N1: SetEndOfFile sends FileEndOfFileInformation and then
+/// FileAllocationInformation; both must succeed.
+fn set_end_of_file_with_allocation_step(_t: &dyn Target) -> R {
+    put("Scull3", Dev::Scull(3), b"0123456789")?;
+    let h = raw_open("Scull3", GENERIC_READ | GENERIC_WRITE, OPEN_EXISTING, 0).map_err(|e| format!("open: error {e}"))?;
+    let mut p = 0i64;
+    // SAFETY: a valid handle and out pointer.
+    check!(unsafe { SetFilePointerEx(h.0, 4, &mut p, FILE_BEGIN) } != 0, "seek");
+    // SAFETY: a valid handle.
+    let ok = unsafe { SetEndOfFile(h.0) } != 0;
+    // SAFETY: the thread's last error.
+    let err = unsafe { GetLastError() };
+    let n = size_of("Scull3")?;
+    check!(ok, "SetEndOfFile failed with error {err} after the size became {n} (the allocation step refused: N1)");
+    check!(n == 4, "size {n} after SetEndOfFile at 4");
+    Ok(())
+}
+
+/// N2: CREATE_ALWAYS (FILE_OVERWRITE_IF) on a handle without write access
+/// must not wipe the store.
+fn read_only_create_always_refused(_t: &dyn Target) -> R {
+    put("Scull1", Dev::Scull(1), b"keep me")?;
+    let r = raw_open("Scull1", GENERIC_READ, CREATE_ALWAYS, 0);
+    let n = size_of("Scull1")?;
+    check!(n == 7, "a read-only CREATE_ALWAYS open trimmed the store to {n} bytes (N2); the open returned {:?}", r.as_ref().map(|_| ()));
+    match r {
+        Err(5) => Ok(()),
+        other => Err(format!("read-only CREATE_ALWAYS: {:?}, want ERROR_ACCESS_DENIED", other.map(|_| ()))),
+    }
+}
+
+/// kernel32 refuses TRUNCATE_EXISTING without GENERIC_WRITE before any IRP.
+fn read_only_truncate_existing_refused_by_kernel32(_t: &dyn Target) -> R {
+    put("Scull1", Dev::Scull(1), b"keep me")?;
+    match raw_open("Scull1", GENERIC_READ, TRUNCATE_EXISTING, 0) {
+        Err(87) => {}
+        other => return Err(format!("{:?}, want ERROR_INVALID_PARAMETER", other.map(|_| ()))),
+    }
+    let n = size_of("Scull1")?;
+    check!(n == 7, "size {n}");
+    Ok(())
+}
+
+/// `type scull0`: ReadFile on a synchronous handle until it returns 0 bytes.
+fn type_sequential_reads_to_eof(_t: &dyn Target) -> R {
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + 3) as u8).collect();
+    put("Scull0", Dev::Scull(0), &data)?;
+    let h = raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).map_err(|e| format!("open: error {e}"))?;
+    let mut got = Vec::new();
+    let mut calls = 0;
+    loop {
+        let mut b = [0u8; 4096];
+        let mut n = 0u32;
+        // SAFETY: a valid buffer of 4096 bytes; a synchronous handle.
+        check!(unsafe { ReadFile(h.0, b.as_mut_ptr(), 4096, &mut n, null_mut()) } != 0, "ReadFile failed after {} bytes", got.len());
+        calls += 1;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&b[..n as usize]);
+        check!(calls < 100, "no end of file after {calls} reads");
+    }
+    check!(got == data, "read back {} bytes, {} written, or different", got.len(), data.len());
+    put("Scull0", Dev::Scull(0), b"")?;
+    Ok(())
+}
+
+/// N4: an administrator's service impersonating a plain client acts with
+/// the client's rights: a privileged ioctl on its behalf is refused.
+fn impersonating_admin_service_privileged_ioctl_refused(_t: &dyn Target) -> R {
+    let e = env();
+    let service = Process::new("service.exe", e.admin.clone());
+    let user = e.user.clone();
+    std::thread::spawn(move || {
+        kernel::enter_process(&service);
+        // The service itself: privileged.
+        let h = open_raw(Dev::Scull(0), OpenOpts::R, false, false).map_err(|e| format!("service open: {e}"))?;
+        let mut w = WinHandle { h, dev: Dev::Scull(0), wine: false, pos: 0 };
+        let q = w.ioctl(Cmd::QQuantum, 0).map_err(|e| format!("QQUANTUM: {e}"))?;
+        w.ioctl(Cmd::HQuantum, q).map_err(|e| format!("the service's own privileged HQUANTUM: {e}"))?;
+        drop(w);
+        kernel::impersonating(&user, || {
+            let h = open_raw(Dev::Scull(0), OpenOpts::R, false, false).map_err(|e| format!("open for the client: {e}"))?;
+            let mut w = WinHandle { h, dev: Dev::Scull(0), wine: false, pos: 0 };
+            match w.ioctl(Cmd::HQuantum, q) {
+                Err(Error::Perm) => Ok(()),
+                other => Err(format!("privileged HQUANTUM while impersonating a plain user: {other:?}, want Perm (the driver used the primary token: N4)")),
+            }
+        })
+    })
+    .join()
+    .map_err(|_| "thread panicked".to_string())?
+}
+
+/// A service impersonating a client opens sculluid as the client: the
+/// device owned by the suite's user is busy for it.
+fn impersonating_service_opens_as_client(t: &dyn Target) -> R {
+    let owner = t.open(Dev::Uid, OpenOpts::R).map_err(|e| format!("owner open: {e}"))?;
+    let e = env();
+    let service = Process::new("service.exe", e.admin.clone());
+    let user = e.user.clone();
+    let r = std::thread::spawn(move || {
+        kernel::enter_process(&service);
+        let as_client = kernel::impersonating(&user, || open_raw(Dev::Uid, OpenOpts::R, false, false).map(drop));
+        let as_itself = open_raw(Dev::Uid, OpenOpts::R, false, false).map(drop);
+        (as_client, as_itself)
+    })
+    .join()
+    .map_err(|_| "thread panicked".to_string())?;
+    drop(owner);
+    check!(r.0 == Err(Error::Busy), "impersonating a plain user, sculluid opened: {:?}, want Busy", r.0);
+    // Not impersonating: the service's own token, an administrator, is let in.
+    check!(r.1.is_ok(), "the administrator service itself: {:?}", r.1);
+    Ok(())
+}
+
+/// A FILE_WRITE_ACCESS code on a read-only handle stops in the I/O
+/// manager (ERROR_ACCESS_DENIED), a FILE_ANY_ACCESS unknown code reaches
+/// the driver (ERROR_INVALID_FUNCTION).
+fn ioctl_access_bits_checked_before_the_driver(_t: &dyn Target) -> R {
+    let h = raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).map_err(|e| format!("open: error {e}"))?;
+    let write_code = ioctl::ctl_code(ioctl::WIN_DEVICE_TYPE, 0x8ff, 0, 2);
+    let any_code = ioctl::ctl_code(ioctl::WIN_DEVICE_TYPE, 0x8ff, 0, 0);
+    let e1 = device_io_control(h.0, write_code, &[0; 4], 4).err();
+    let e2 = device_io_control(h.0, any_code, &[0; 4], 4).err();
+    check!(e1 == Some(Error::Perm), "FILE_WRITE_ACCESS code on a read-only handle: {e1:?}");
+    check!(e2 == Some(Error::NotTty), "unknown FILE_ANY_ACCESS code: {e2:?}");
+    Ok(())
+}
+
+/// Pended reads on an overlapped handle while another thread closes it:
+/// every read ends (cancelled), no IRP is left.
+fn irps_racing_closehandle(t: &dyn Target) -> R {
+    for round in 0..20 {
+        let mut reads = Vec::new();
+        for _ in 0..3 {
+            reads.push(t.read_cancellable(Dev::Pipe(2), 8).map_err(|e| format!("pend: {e}"))?);
+        }
+        let mut closer = reads.pop().unwrap();
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(50 * (round % 4)));
+            closer.cancel(true).map(|_| closer)
+        });
+        for r in reads.iter_mut() {
+            r.cancel(true).map_err(|e| format!("close: {e}"))?;
+        }
+        let closer = h.join().map_err(|_| "closer panicked")?.map_err(|e| format!("close: {e}"))?;
+        reads.push(closer);
+        for r in reads {
+            match r.wait(Duration::from_secs(10)) {
+                Err(Error::Interrupted) => {}
+                other => return Err(format!("round {round}: a read on a closed handle ended {other:?}")),
+            }
+        }
+    }
+    let live = ::ntsim::io::live_irps();
+    check!(live == 0, "{live} IRPs outstanding after every handle closed");
+    Ok(())
+}
+
+/// The DACL the driver applied is the one the SDDL says, and the I/O
+/// manager checks it: with the default SDDL (no scull_sddl), a plain user
+/// is refused and an administrator admitted.
+fn device_acl_applied_and_checked(_t: &dyn Target) -> R {
+    {
+        let s = kernel::state();
+        let dev = *s.devices.get("\\device\\scull0").ok_or("no \\Device\\Scull0")?;
+        let sec = s.security.get(&dev).ok_or("no security descriptor applied to Scull0")?;
+        let aces = sec.dacl.as_ref().ok_or("no DACL")?;
+        let sids: Vec<String> = aces.iter().map(|a| a.sid.to_string()).collect();
+        check!(sids == ["S-1-5-18", "S-1-5-32-544", "S-1-5-11"], "ACEs {sids:?}");
+        check!(aces[0].mask == 0x001F_01FF && aces[2].mask == 0x0012_019F, "masks {:#x} {:#x}", aces[0].mask, aces[2].mask);
+        check!(sec.protected, "the DACL is not protected (D:P)");
+    }
+    unload_clean()?;
+    kernel::reset();
+    kernel::reg_create(PARAMS_KEY);
+    let r = load().map(drop).and_then(|_| {
+        let e = env();
+        let bob = Process::new("bob.exe", e.user.clone());
+        let as_bob = std::thread::spawn(move || {
+            kernel::enter_process(&bob);
+            raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).map(drop)
+        })
+        .join()
+        .map_err(|_| "thread panicked".to_string())?;
+        check!(as_bob == Err(5), "a plain user opened Scull0 under the default ACL: {as_bob:?}");
+        drop(raw_open("Scull0", GENERIC_READ | GENERIC_WRITE, OPEN_EXISTING, 0).map_err(|e| format!("administrator open: error {e}"))?);
+        Ok(())
+    });
+    unload_clean()?;
+    kernel::reset();
+    reload()?;
+    r
+}
+
+fn unload_clean() -> R {
+    let left = unload()?;
+    check!(left.is_empty(), "left at unload: {}", left.join("; "));
+    Ok(())
+}
+
+fn unload_balanced_then_reload(_t: &dyn Target) -> R {
+    {
+        let h = raw_open("Scull1", GENERIC_WRITE, OPEN_EXISTING, 0).map_err(|e| format!("open: error {e}"))?;
+        let mut w = WinHandle { h, dev: Dev::Scull(1), wine: false, pos: 0 };
+        w.write(&[7u8; 9000]).map_err(|e| format!("write: {e}"))?;
+    }
+    check!(outstanding_blocks() > 0, "no pool blocks for stored data");
+    unload_clean()?;
+    check!(kernel::eventlog().is_empty(), "event log entries: {:?}", kernel::eventlog());
+    let s = kernel::state();
+    check!(s.devices.is_empty() && s.links.is_empty() && s.pool.is_empty(), "state left after unload");
+    drop(s);
+    kernel::reset();
+    reload()?;
+    check!(size_of("Scull1")? == 0, "a reloaded driver kept data");
+    Ok(())
+}
+
+/// DriverUnload waits for the last file object: new opens fail meanwhile.
+fn unload_deferred_while_open(_t: &dyn Target) -> R {
+    let h = raw_open("ScullPipe0", GENERIC_READ, OPEN_EXISTING, FILE_FLAG_OVERLAPPED).map_err(|e| format!("open: error {e}"))?;
+    let d = DRIVER.lock().unwrap().take().ok_or("no driver")?;
+    let ran = ::ntsim::io::request_unload(&d);
+    let during = raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).map(drop);
+    drop(h);
+    let done = ::ntsim::io::is_unloaded(&d);
+    let left = d.unload_report.lock().unwrap().clone();
+    kernel::reset();
+    reload()?;
+    check!(!ran, "DriverUnload ran with a file open");
+    check!(during == Err(2), "an open while unload was pending: {during:?}, want ERROR_FILE_NOT_FOUND (STATUS_NO_SUCH_DEVICE)");
+    check!(done, "DriverUnload did not run at the last close");
+    check!(left.is_some_and(|l| l.is_empty()), "left at the deferred unload");
+    Ok(())
+}
+
+/// A bad registry value refuses the load and writes one event-log entry:
+/// IO_ERR_CONFIGURATION_ERROR, STATUS_INVALID_PARAMETER, the value's name.
+fn refused_load_writes_event_log_entry(_t: &dyn Target) -> R {
+    unload_clean()?;
+    kernel::reset();
+    seed_registry(&[("scull_quantum", RegValue::Dword(0))]);
+    let r = load();
+    let log = kernel::eventlog();
+    let pool = kernel::pool_outstanding();
+    kernel::reset();
+    reload()?;
+    check!(r.is_err(), "the load with scull_quantum=0 succeeded");
+    check!(log.len() == 1, "{} event-log entries", log.len());
+    let e = &log[0];
+    check!(e.error_code == 0xC004_0003, "ErrorCode {:#x}, want IO_ERR_CONFIGURATION_ERROR", e.error_code);
+    check!(e.final_status == 0xC000_000Du32 as i32, "FinalStatus {:#x}", e.final_status);
+    check!(e.strings.len() == 1 && e.strings[0].contains("scull_quantum"), "strings {:?}", e.strings);
+    check!(pool.is_empty(), "pool left by the refused load: {pool:?}");
+    Ok(())
+}
+
+/// N3: while DriverEntry still creates devices (and will fail at a later
+/// one), nothing may be openable: an early opener would hold a device the
+/// failing DriverEntry frees.
+fn no_open_while_driver_entry_runs(_t: &dyn Target) -> R {
+    unload_clean()?;
+    kernel::reset();
+    seed_registry(&[]);
+    let seen = Arc::new(Mutex::new(None));
+    let s2 = seen.clone();
+    ::ntsim::io::set_create_device_hook(Some(Arc::new(move |n, _name| {
+        if n != 6 {
+            return None;
+        }
+        // Another thread opens the first device while DriverEntry is in its 6th IoCreateDevice.
+        let r = std::thread::spawn(|| raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).map(drop)).join().unwrap();
+        *s2.lock().unwrap() = Some(r);
+        Some(0xC000_009Au32 as i32) // STATUS_INSUFFICIENT_RESOURCES
+    })));
+    let r = load();
+    ::ntsim::io::set_create_device_hook(None);
+    let pool = kernel::pool_outstanding();
+    kernel::reset();
+    reload()?;
+    check!(r.is_err(), "DriverEntry succeeded with an IoCreateDevice failed");
+    check!(pool.is_empty(), "pool left by the failed DriverEntry: {pool:?}");
+    let seen = *seen.lock().unwrap();
+    match seen {
+        Some(Err(_)) => Ok(()),
+        Some(Ok(())) => Err("Scull0 opened while DriverEntry was still creating devices; DriverEntry then failed and freed it (N3)".into()),
+        None => Err("the 6th IoCreateDevice never came".into()),
+    }
 }
