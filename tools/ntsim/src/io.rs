@@ -101,7 +101,7 @@ type DispatchFn = unsafe extern "win64" fn(*mut DEVICE_OBJECT, *mut IRP) -> NTST
 type SysDispatch = unsafe extern "system" fn(*const DEVICE_OBJECT, *mut IRP) -> NTSTATUS;
 type CancelFn = unsafe extern "win64" fn(*mut DEVICE_OBJECT, *mut IRP);
 type UnloadFn = unsafe extern "win64" fn(*mut DRIVER_OBJECT);
-type EntryFn = unsafe extern "win64" fn(*mut DRIVER_OBJECT, *mut UNICODE_STRING) -> NTSTATUS;
+pub type EntryFn = unsafe extern "win64" fn(*mut DRIVER_OBJECT, *mut UNICODE_STRING) -> NTSTATUS;
 
 fn nt_error(st: NTSTATUS) -> bool {
     (st as u32) >> 30 == 3
@@ -160,20 +160,34 @@ pub fn resolve(dll: &str, name: &str) -> Option<usize> {
 }
 
 /// Loads the driver at `path` as service `service` (its key is
-/// `\Registry\Machine\System\CurrentControlSet\Services\<service>`) and
+/// `\\Registry\\Machine\\System\\CurrentControlSet\\Services\\<service>`) and
 /// runs DriverEntry in the System process.
 pub fn load(path: &Path, service: &str) -> Result<Arc<Driver>, LoadError> {
     let image = crate::pe::load(path, &|d, n| resolve(d, n)).map_err(LoadError::Image)?;
+    let entry = image.entry;
+    let sha = image.sha256.clone();
+    start(Some(image), entry, sha, path.display().to_string(), service)
+}
+
+/// Runs a driver whose DriverEntry is a function of this process (a driver
+/// written against ntsim's DDIs with the Microsoft x64 convention: ntsim's
+/// own tests, or a driver crate built for the host).
+pub fn load_native(entry: EntryFn, service: &str) -> Result<Arc<Driver>, LoadError> {
+    start(None, entry as usize, "(native)".into(), format!("(native {service})"), service)
+}
+
+fn start(image: Option<Image>, entry: usize, sha256: String, path: String, service: &str) -> Result<Arc<Driver>, LoadError> {
     let name: Vec<u16> = format!("\\Driver\\{service}").encode_utf16().collect();
     let reg: Vec<u16> = format!("\\Registry\\Machine\\System\\CurrentControlSet\\Services\\{service}").encode_utf16().collect();
     let obj = Box::into_raw(Box::<DRIVER_OBJECT>::default());
     let mut ext = Box::<DRIVER_EXTENSION>::default();
+    let (base, size) = image.as_ref().map_or((0, 0), |i| (i.base, i.size));
     // SAFETY: our fresh driver object.
     unsafe {
         (*obj).Type = 4; // IO_TYPE_DRIVER
         (*obj).Size = std::mem::size_of::<DRIVER_OBJECT>() as i16;
-        (*obj).DriverStart = image.base as *mut c_void;
-        (*obj).DriverSize = image.size as u32;
+        (*obj).DriverStart = base as *mut c_void;
+        (*obj).DriverSize = size as u32;
         (*obj).DriverName = UNICODE_STRING { Length: (name.len() * 2) as u16, MaximumLength: (name.len() * 2) as u16, Buffer: name.as_ptr() as *mut u16 };
         ext.DriverObject = obj;
         (*obj).DriverExtension = &mut *ext;
@@ -183,11 +197,10 @@ pub fn load(path: &Path, service: &str) -> Result<Arc<Driver>, LoadError> {
             *f = Some(std::mem::transmute::<DispatchFn, SysDispatch>(invalid_device_request));
         }
     }
-    let entry = image.entry;
     let driver = Arc::new(Driver {
-        sha256: image.sha256.clone(),
-        path: path.display().to_string(),
-        image: Mutex::new(Some(image)),
+        sha256,
+        path,
+        image: Mutex::new(image),
         object: obj,
         unload_pending: false.into(),
         unloaded: false.into(),
@@ -264,9 +277,13 @@ fn leftovers(d: &Driver) -> Vec<String> {
         v.push(format!("{} kernel handle(s) open", s.handles.len()));
     }
     drop(s);
-    let live = LIVE.lock().unwrap().len();
+    let live = live_irps();
     if live > 0 {
         v.push(format!("{live} IRP(s) not completed"));
+    }
+    let open = OPEN_FILES.load(Ordering::SeqCst);
+    if open > 0 {
+        v.push(format!("{open} file object(s) still open on its devices"));
     }
     v
 }
@@ -809,14 +826,6 @@ fn live() -> std::sync::MutexGuard<'static, Option<HashMap<usize, Arc<IrpCell>>>
     g
 }
 
-trait LiveLen {
-    fn len(&self) -> usize;
-}
-impl LiveLen for std::sync::MutexGuard<'static, Option<HashMap<usize, Arc<IrpCell>>>> {
-    fn len(&self) -> usize {
-        self.as_ref().map_or(0, |m| m.len())
-    }
-}
 
 /// How a dispatched request ended.
 pub enum Outcome {
@@ -1197,7 +1206,7 @@ impl File {
 
 /// IRPs not yet completed, in the whole kernel.
 pub fn live_irps() -> usize {
-    live().len()
+    live().as_ref().map_or(0, |m| m.len())
 }
 
 /// The loaded driver, if any.
