@@ -521,6 +521,88 @@ pub unsafe extern "win64" fn ZwOpenProcessTokenEx(process: usize, access: u32, _
     0
 }
 
+/// The pseudo handle of the current thread (NtCurrentThread / ZwCurrentThread).
+pub const CURRENT_THREAD: usize = usize::MAX - 1;
+/// The pseudo handle of the current process (NtCurrentProcess).
+pub const CURRENT_PROCESS: usize = usize::MAX;
+const STATUS_NO_TOKEN: NTSTATUS = 0xC000_007Cu32 as i32;
+const STATUS_INVALID_CID: NTSTATUS = 0xC000_000Bu32 as i32;
+const STATUS_TIMEOUT: NTSTATUS = 0x102;
+
+/// ZwOpenThreadTokenEx: IRQL == PASSIVE_LEVEL. The current thread's
+/// impersonation token, or STATUS_NO_TOKEN when it is not impersonating
+/// (only the current-thread pseudo handle is supported).
+pub unsafe extern "win64" fn ZwOpenThreadTokenEx(thread: usize, access: u32, _as_self: u8, _attrs: u32, token: *mut usize) -> NTSTATUS {
+    check_irql("ZwOpenThreadTokenEx", PASSIVE_LEVEL);
+    if thread != CURRENT_THREAD {
+        return STATUS_INVALID_HANDLE;
+    }
+    let Some(t) = kernel::impersonation() else {
+        return STATUS_NO_TOKEN;
+    };
+    let mut s = state();
+    let ptr = std::sync::Arc::as_ptr(&t) as usize;
+    s.objects.insert(ptr, Obj::Token(t));
+    let h = s.new_handle(KHandle::Object { ptr, access });
+    // SAFETY: the caller's out parameter.
+    unsafe { *token = h };
+    0
+}
+
+/// ZwOpenThreadToken: as ZwOpenThreadTokenEx with no handle attributes.
+pub unsafe extern "win64" fn ZwOpenThreadToken(thread: usize, access: u32, as_self: u8, token: *mut usize) -> NTSTATUS {
+    // SAFETY: forwarded with the same contract.
+    unsafe { ZwOpenThreadTokenEx(thread, access, as_self, 0, token) }
+}
+
+/// ZwOpenProcessToken: as ZwOpenProcessTokenEx with no handle attributes.
+pub unsafe extern "win64" fn ZwOpenProcessToken(process: usize, access: u32, token: *mut usize) -> NTSTATUS {
+    // SAFETY: forwarded with the same contract.
+    unsafe { ZwOpenProcessTokenEx(process, access, 0, token) }
+}
+
+/// ZwOpenProcess by CLIENT_ID (UniqueProcess): IRQL == PASSIVE_LEVEL. A
+/// process id names the process object as long as that object exists: a
+/// live process, or an exited one some handle still holds.
+pub unsafe extern "win64" fn ZwOpenProcess(out: *mut usize, access: u32, _oa: *mut c_void, cid: *mut usize) -> NTSTATUS {
+    check_irql("ZwOpenProcess", PASSIVE_LEVEL);
+    if cid.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: the caller's CLIENT_ID (UniqueProcess first).
+    let pid = unsafe { *cid };
+    let Some(p) = kernel::process_by_id(pid) else {
+        return STATUS_INVALID_CID;
+    };
+    let mut s = state();
+    let h = s.new_handle(KHandle::Object { ptr: std::sync::Arc::as_ptr(&p) as usize, access });
+    // SAFETY: the caller's out parameter.
+    unsafe { *out = h };
+    0
+}
+
+/// ZwWaitForSingleObject on a process handle (signalled once the process
+/// has exited): IRQL == PASSIVE_LEVEL; STATUS_TIMEOUT when the timeout
+/// passes first.
+pub unsafe extern "win64" fn ZwWaitForSingleObject(h: usize, _alertable: u8, timeout: *mut i64) -> NTSTATUS {
+    check_irql("ZwWaitForSingleObject", PASSIVE_LEVEL);
+    let Some((Obj::Process(p), _)) = handle_obj(h) else {
+        return STATUS_INVALID_HANDLE;
+    };
+    // SAFETY: NULL or the caller's LARGE_INTEGER.
+    let t = if timeout.is_null() { None } else { Some(unsafe { *timeout }) };
+    let end = t.map(|v| std::time::Instant::now() + std::time::Duration::from_nanos((v.min(0).unsigned_abs() as u128 * 100) as u64));
+    loop {
+        if p.exited.load(Ordering::SeqCst) {
+            return 0;
+        }
+        if end.is_some_and(|e| std::time::Instant::now() >= e) {
+            return STATUS_TIMEOUT;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// ZwQueryInformationToken (TokenUser 1, TokenGroups 2): IRQL == PASSIVE_LEVEL.
 /// Too small a buffer: STATUS_BUFFER_TOO_SMALL with the length needed.
 pub unsafe extern "win64" fn ZwQueryInformationToken(token: usize, class: i32, info: *mut c_void, len: u32, ret: *mut u32) -> NTSTATUS {
@@ -1027,6 +1109,7 @@ pub fn exports() -> Vec<(&'static str, usize)> {
         PsGetCurrentProcessId, IoGetCurrentProcess, ZwOpenProcessTokenEx, ZwQueryInformationToken,
         RtlCreateSecurityDescriptor, RtlCreateAcl, RtlAddAccessAllowedAce, RtlSetDaclSecurityDescriptor,
         ZwSetSecurityObject, ZwQuerySecurityObject, ZwOpenKey, ZwQueryValueKey,
+        ZwOpenThreadTokenEx, ZwOpenThreadToken, ZwOpenProcessToken, ZwOpenProcess, ZwWaitForSingleObject,
         IoAllocateErrorLogEntry, IoWriteErrorLogEntry,
         memcpy, memmove, memset, memcmp, RtlInitUnicodeString,
     ];

@@ -300,6 +300,52 @@ impl Process {
     }
 }
 
+impl Process {
+    /// The process exits: waits on it are satisfied. Its id stays taken
+    /// while any kernel handle holds its object (NT frees an id only when
+    /// the process object goes).
+    pub fn exit(&self) {
+        self.exited.store(true, Ordering::SeqCst);
+    }
+
+    /// A new process that reuses `pid`, as Windows reuses the id of an
+    /// exited process whose object is gone; None while the id is taken
+    /// (a live process, or an exited one a kernel handle still holds).
+    pub fn reuse_pid(name: &str, token: Arc<Token>, pid: usize) -> Option<Arc<Process>> {
+        {
+            let mut s = state();
+            if pid_taken(&s, pid) {
+                return None;
+            }
+            // The dead process objects with this id are gone.
+            s.objects.retain(|_, o| !matches!(o, Obj::Process(p) if p.pid == pid));
+        }
+        Some(Self::with_pid(name, token, pid))
+    }
+}
+
+fn pid_taken(s: &State, pid: usize) -> bool {
+    s.objects.values().any(|o| match o {
+        Obj::Process(p) if p.pid == pid => {
+            !p.exited.load(Ordering::SeqCst)
+                || s.handles.values().any(|h| matches!(h, KHandle::Object { ptr, .. } if *ptr == Arc::as_ptr(p) as usize))
+        }
+        _ => false,
+    })
+}
+
+/// The process object an id names (a live process, or an exited one still held).
+pub fn process_by_id(pid: usize) -> Option<Arc<Process>> {
+    let s = state();
+    if !pid_taken(&s, pid) {
+        return None;
+    }
+    s.objects.values().find_map(|o| match o {
+        Obj::Process(p) if p.pid == pid => Some(p.clone()),
+        _ => None,
+    })
+}
+
 /// The System process (DriverEntry, DriverUnload and the harness's own
 /// threads unless they choose another).
 pub fn system_process() -> Arc<Process> {

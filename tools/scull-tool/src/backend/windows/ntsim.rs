@@ -277,6 +277,9 @@ pub fn cases() -> Vec<Case> {
         case!(unload_deferred_while_open),
         case!(refused_load_writes_event_log_entry),
         case!(no_open_while_driver_entry_runs),
+        case!(scullpriv_reused_pid_sees_no_old_data),
+        case!(scullpriv_many_short_lived_processes),
+        case!(read_only_handle_cannot_change_state),
     ]
 }
 
@@ -632,4 +635,69 @@ fn no_open_while_driver_entry_runs(_t: &dyn Target) -> R {
         Some(Ok(())) => Err("Scull0 opened while DriverEntry was still creating devices; DriverEntry then failed and freed it (N3)".into()),
         None => Err("the 6th IoCreateDevice never came".into()),
     }
+}
+
+/// Runs `f` on a new thread of process `p`.
+fn as_process<T: Send + 'static>(p: &Arc<Process>, f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    let p = p.clone();
+    std::thread::spawn(move || {
+        kernel::enter_process(&p);
+        f()
+    })
+    .join()
+    .map_err(|_| "thread panicked".to_string())
+}
+
+/// N5: a process that gets an exited process's id (Windows reuses ids as
+/// soon as the process object is gone) must not see its scullpriv data.
+/// If the driver holds the old process object, NT keeps the id taken and
+/// the new process gets another one: fine too.
+fn scullpriv_reused_pid_sees_no_old_data(_t: &dyn Target) -> R {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0x7000);
+    let pid = NEXT.fetch_add(4, std::sync::atomic::Ordering::SeqCst);
+    let e = env();
+    let a = Process::reuse_pid("a.exe", e.user.clone(), pid).ok_or("the test id is taken")?;
+    as_process(&a, || -> R {
+        let h = raw_open("ScullPriv", GENERIC_READ | GENERIC_WRITE, OPEN_EXISTING, 0).map_err(|e| format!("a opens: error {e}"))?;
+        let mut w = WinHandle { h, dev: Dev::Priv, wine: false, pos: 0 };
+        w.write(b"secret of a").map_err(|e| format!("a writes: {e}"))?;
+        Ok(())
+    })??;
+    a.exit();
+    let b = Process::reuse_pid("b.exe", e.user.clone(), pid).unwrap_or_else(|| Process::new("b.exe", e.user.clone()));
+    let got = as_process(&b, || -> Result<Vec<u8>, String> {
+        let h = raw_open("ScullPriv", GENERIC_READ, OPEN_EXISTING, 0).map_err(|e| format!("b opens: error {e}"))?;
+        let mut w = WinHandle { h, dev: Dev::Priv, wine: false, pos: 0 };
+        let mut buf = [0u8; 64];
+        let n = w.read(&mut buf).map_err(|e| format!("b reads: {e}"))?;
+        Ok(buf[..n].to_vec())
+    })??;
+    b.exit();
+    check!(got.is_empty(), "process {pid:#x} (b, reusing a's id) read {:?} from a's scullpriv (N5)", String::from_utf8_lossy(&got));
+    Ok(())
+}
+
+/// N5: short-lived processes must not use up scullpriv's slots.
+fn scullpriv_many_short_lived_processes(_t: &dyn Target) -> R {
+    let e = env();
+    for i in 0..40 {
+        let p = Process::new("short.exe", e.user.clone());
+        let r = as_process(&p, || raw_open("ScullPriv", GENERIC_READ, OPEN_EXISTING, 0).map(drop))?;
+        p.exit();
+        check!(r.is_ok(), "short-lived process number {} could not open scullpriv: error {:?} (slots never freed: N5)", i + 1, r.err());
+    }
+    Ok(())
+}
+
+/// N6: commands that change state need a handle with write access: RESET
+/// and P_IOCTSIZE on a read-only handle (of an administrator, so that
+/// only the access bits decide) are refused.
+fn read_only_handle_cannot_change_state(t: &dyn Target) -> R {
+    let mut h = t.open(Dev::Scull(0), OpenOpts::R).map_err(|e| format!("open: {e}"))?;
+    let r = h.ioctl(Cmd::Reset, 0);
+    check!(r == Err(Error::Perm), "RESET on a read-only handle: {r:?}, want Perm (FILE_ANY_ACCESS code: N6)");
+    let mut p = t.open(Dev::Pipe(0), OpenOpts::R).map_err(|e| format!("open pipe: {e}"))?;
+    let r = p.ioctl(Cmd::PTSize, 4000);
+    check!(r == Err(Error::Perm), "P_IOCTSIZE on a read-only handle: {r:?}, want Perm (FILE_ANY_ACCESS code: N6)");
+    Ok(())
 }
