@@ -15,7 +15,7 @@
 //! with its reason.
 //!
 //! Known driver defects: the cases in [`KNOWN_DEFECTS`] fail on today's
-//! scull.sys because of the review defects N1–N4 of issue 17 (being fixed
+//! scull.sys because of the review defects N1–N6 of issue 17 (being fixed
 //! separately). Each such failure is printed with its message on a
 //! `ntsim: known driver defect` line and not counted as failed; one that
 //! passes is counted as passed and reported (remove it from the list).
@@ -31,7 +31,9 @@ use std::process::Command;
 /// (Windows: FILE_OPEN + FileAllocationInformation 0) and SetEndOfFile's
 /// second step fail. N2: read-only overwriting creates trim. N3: devices
 /// openable while DriverEntry still runs. N4: privileged ioctls checked
-/// against the primary token, not the impersonation token.
+/// against the primary token, not the impersonation token. N5: scullpriv
+/// keyed by a reusable process id, slots never freed. N6: state-changing
+/// commands with FILE_ANY_ACCESS codes.
 pub const KNOWN_DEFECTS: &[(&str, &str)] = &[
     ("store_write_read_roundtrip", "N1"),
     ("store_one_call_spans_quanta", "N1"),
@@ -65,6 +67,9 @@ pub const KNOWN_DEFECTS: &[(&str, &str)] = &[
     ("ntsim_read_only_create_always_refused", "N2"),
     ("ntsim_no_open_while_driver_entry_runs", "N3"),
     ("ntsim_impersonating_admin_service_privileged_ioctl_refused", "N4"),
+    ("ntsim_scullpriv_reused_pid_sees_no_old_data", "N5"),
+    ("ntsim_scullpriv_many_short_lived_processes", "N5"),
+    ("ntsim_read_only_handle_cannot_change_state", "N6"),
 ];
 
 /// The cases re-run with ReactOS's TRUNCATE_EXISTING.
