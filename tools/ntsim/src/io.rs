@@ -182,6 +182,9 @@ fn start(image: Option<Image>, entry: usize, sha256: String, path: String, servi
     let obj = Box::into_raw(Box::<DRIVER_OBJECT>::default());
     let mut ext = Box::<DRIVER_EXTENSION>::default();
     let (base, size) = image.as_ref().map_or((0, 0), |i| (i.base, i.size));
+    kernel::IMAGE_BASE.store(base, Ordering::Relaxed);
+    kernel::IMAGE_RANGE.store(size as u64, Ordering::Relaxed);
+    kernel::install_fault_handler();
     // SAFETY: our fresh driver object.
     unsafe {
         (*obj).Type = 4; // IO_TYPE_DRIVER

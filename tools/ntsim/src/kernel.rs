@@ -625,3 +625,70 @@ impl Event {
         true
     }
 }
+
+// ---------------------------------------------------------------- faults
+
+/// The driver image's range, for telling a fault in driver code from one in ntsim.
+pub static IMAGE_RANGE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+pub static IMAGE_BASE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Writes `v` as 16 hex digits into `out` (async-signal-safe).
+fn hex16(v: usize, out: &mut [u8]) {
+    for (i, o) in out.iter_mut().enumerate().take(16) {
+        let d = (v >> (60 - 4 * i)) & 0xf;
+        *o = b"0123456789abcdef"[d];
+    }
+}
+
+extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
+    // Only async-signal-safe work: a fixed buffer, write(2), _exit(2).
+    let mut line = *b"ntsim: BUGCHECK PAGE_FAULT_IN_NONPAGED_AREA (0x50) params 0x................ rip 0x................ (driver+0x................): invalid memory access\n";
+    // SAFETY: the kernel passes a valid siginfo and ucontext to an SA_SIGINFO handler.
+    let (addr, rip) = unsafe {
+        let a = (*info).si_addr() as usize;
+        let uc = ctx as *const libc::ucontext_t;
+        (a, (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as usize)
+    };
+    let base = IMAGE_BASE.load(Ordering::Relaxed);
+    let size = IMAGE_RANGE.load(Ordering::Relaxed) as usize;
+    fn find(hay: &[u8], pat: &[u8]) -> Option<usize> {
+        hay.windows(pat.len()).position(|w| w == pat)
+    }
+    if let Some(i) = find(&line, b"params 0x") {
+        hex16(addr, &mut line[i + 9..i + 25]);
+    }
+    if let Some(i) = find(&line, b"rip 0x") {
+        hex16(rip, &mut line[i + 6..i + 22]);
+    }
+    if let Some(i) = find(&line, b"driver+0x") {
+        let off = if base != 0 && rip >= base && rip < base + size { rip - base } else { usize::MAX };
+        hex16(off, &mut line[i + 9..i + 25]);
+    }
+    let _ = sig;
+    // SAFETY: write(2) and _exit(2) are async-signal-safe.
+    unsafe {
+        libc::write(2, line.as_ptr().cast(), line.len());
+        libc::write(1, line.as_ptr().cast(), line.len());
+        libc::_exit(3);
+    }
+}
+
+/// Makes a memory fault (in the driver or ntsim) stop the run as a
+/// bugcheck naming the address and whether the faulting code is the
+/// driver's (driver+offset; all f: not the driver).
+pub fn install_fault_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a zeroed sigaction with our SA_SIGINFO handler; SIGSEGV
+        // and SIGBUS only (the Rust runtime's own stack-overflow handler is
+        // replaced: a driver overflowing its stack is reported the same way).
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_fault as *const () as usize;
+            sa.sa_flags = libc::SA_SIGINFO;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(libc::SIGSEGV, &sa, std::ptr::null_mut());
+            libc::sigaction(libc::SIGBUS, &sa, std::ptr::null_mut());
+        }
+    });
+}

@@ -452,3 +452,9 @@ fn dbgprint_formats_microsoft_varargs() {
     unsafe { ntsim_DbgPrintEx(77, 0, c"%s=%d %u %x %08X %I64x %c %p %%".as_ptr().cast(), c"k".as_ptr(), -5i32, 7u32, 255u32, 0xABCu32, 0x1_0000_0000u64, b'z' as i32, 0x10usize) };
     assert_eq!(kernel::dbg_lines(), ["k=-5 7 ff 00000ABC 100000000 z 0000000000000010 %"]);
 }
+
+stops!(touching_an_invalid_address_is_a_page_fault, "PAGE_FAULT_IN_NONPAGED_AREA", {
+    let _s = setup(NORMAL);
+    // SAFETY: none; the point is the fault (0x10 is never mapped).
+    unsafe { std::ptr::read_volatile(0x10 as *const u8) };
+});
