@@ -10,6 +10,7 @@
 
 use crate::kernel::{self, bugcheck, check_irql, state, Ace, KHandle, Obj, RegValue, Security, Sid, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 use crate::layout::*;
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
@@ -62,9 +63,60 @@ pub unsafe extern "C" fn ntsim_dbgprint_sink(_component: u32, level: u32, text: 
 
 // ---------------------------------------------------------------- pool
 
-/// Pool blocks are 16-byte aligned (MEMORY_ALLOCATION_ALIGNMENT on x64).
-fn pool_layout(size: usize) -> std::alloc::Layout {
-    std::alloc::Layout::from_size_align(size.max(1), 16).unwrap()
+/// Special pool (Driver Verifier's, in miniature): every block ends at a
+/// page boundary followed by an inaccessible guard page (an overrun
+/// faults), and a freed block's pages are made inaccessible and kept in a
+/// quarantine of QUARANTINE blocks (a use after free faults); both faults
+/// stop the run (see kernel::install_fault_handler). Blocks are 16-byte
+/// aligned (MEMORY_ALLOCATION_ALIGNMENT on x64), so an overrun of less
+/// than the block's rounding is not seen. mmap/mprotect through `libc`
+/// because no crate offers guarded allocations with a quarantine.
+const PAGE: usize = 4096;
+const QUARANTINE: usize = 4096;
+
+struct Mapping {
+    base: usize,
+    len: usize,
+}
+
+/// Live blocks' mappings by block address, and the quarantine (oldest first).
+type Mappings = (HashMap<usize, Mapping>, std::collections::VecDeque<Mapping>);
+
+static MAPPINGS: std::sync::Mutex<Option<Mappings>> = std::sync::Mutex::new(None);
+
+fn special_alloc(size: usize) -> *mut u8 {
+    let rounded = size.max(1).div_ceil(16) * 16;
+    let pages = rounded.div_ceil(PAGE);
+    let len = (pages + 1) * PAGE;
+    // SAFETY: a fresh private anonymous mapping.
+    let base = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+    if base == libc::MAP_FAILED {
+        return std::ptr::null_mut();
+    }
+    let base = base as usize;
+    // SAFETY: the last page of our own mapping becomes the guard.
+    unsafe { libc::mprotect((base + pages * PAGE) as *mut libc::c_void, PAGE, libc::PROT_NONE) };
+    let p = base + pages * PAGE - rounded;
+    let mut g = MAPPINGS.lock().unwrap();
+    g.get_or_insert_with(Default::default).0.insert(p, Mapping { base, len });
+    p as *mut u8
+}
+
+fn special_free(p: usize) {
+    let mut g = MAPPINGS.lock().unwrap();
+    let (live, quarantine) = g.get_or_insert_with(Default::default);
+    let Some(m) = live.remove(&p) else { return };
+    // SAFETY: our own mapping: its pages are released and made inaccessible.
+    unsafe {
+        libc::madvise(m.base as *mut libc::c_void, m.len, libc::MADV_DONTNEED);
+        libc::mprotect(m.base as *mut libc::c_void, m.len, libc::PROT_NONE);
+    }
+    quarantine.push_back(m);
+    if quarantine.len() > QUARANTINE {
+        let old = quarantine.pop_front().unwrap();
+        // SAFETY: a quarantined mapping of ours that nothing may use any more.
+        unsafe { libc::munmap(old.base as *mut libc::c_void, old.len) };
+    }
 }
 
 /// ExAllocatePoolWithTag (wdm.h): IRQL <= DISPATCH_LEVEL for nonpaged
@@ -84,8 +136,7 @@ pub unsafe extern "win64" fn ExAllocatePoolWithTag(pool_type: i32, size: usize, 
             return std::ptr::null_mut();
         }
     }
-    // SAFETY: a non-zero-sized layout.
-    let p = unsafe { std::alloc::alloc(pool_layout(size)) };
+    let p = special_alloc(size);
     if p.is_null() {
         return p.cast();
     }
@@ -115,11 +166,10 @@ pub unsafe extern "win64" fn ExFreePoolWithTag(p: *mut c_void, tag: u32) {
         );
     }
     s.pool.remove(&(p as usize));
+    drop(s);
     // SAFETY: the block was allocated by ExAllocatePoolWithTag with this size.
-    unsafe {
-        std::ptr::write_bytes(p as *mut u8, 0xDD, size);
-        std::alloc::dealloc(p.cast(), pool_layout(size));
-    }
+    unsafe { std::ptr::write_bytes(p as *mut u8, 0xDD, size) };
+    special_free(p as usize);
 }
 
 pub unsafe extern "win64" fn ExFreePool(p: *mut c_void) {

@@ -502,6 +502,7 @@ impl std::ops::DerefMut for StateGuard {
 pub fn state() -> StateGuard {
     let mut g = STATE.lock().unwrap_or_else(|e| e.into_inner());
     if g.is_none() {
+        install_fault_handler();
         *g = Some(State { next_handle: 0x1000, ..Default::default() });
     }
     StateGuard(g)

@@ -458,3 +458,18 @@ stops!(touching_an_invalid_address_is_a_page_fault, "PAGE_FAULT_IN_NONPAGED_AREA
     // SAFETY: none; the point is the fault (0x10 is never mapped).
     unsafe { std::ptr::read_volatile(0x10 as *const u8) };
 });
+
+stops!(pool_overrun_hits_the_guard_page, "PAGE_FAULT_IN_NONPAGED_AREA", {
+    unsafe {
+        let p = ExAllocatePoolWithTag(512, 32, TAG) as *mut u8;
+        std::ptr::write_volatile(p.add(32), 1);
+    }
+});
+
+stops!(pool_use_after_free_faults, "PAGE_FAULT_IN_NONPAGED_AREA", {
+    unsafe {
+        let p = ExAllocatePoolWithTag(512, 32, TAG) as *mut u8;
+        ExFreePoolWithTag(p.cast(), TAG);
+        std::ptr::read_volatile(p);
+    }
+});
