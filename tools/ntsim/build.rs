@@ -7,5 +7,8 @@ fn main() {
         return;
     }
     println!("cargo:rerun-if-changed=src/varargs.c");
-    cc::Build::new().file("src/varargs.c").warnings(true).compile("ntsim_varargs");
+    cc::Build::new()
+        .file("src/varargs.c")
+        .warnings(true)
+        .compile("ntsim_varargs");
 }

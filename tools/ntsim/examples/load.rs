@@ -9,7 +9,9 @@ fn main() {
     };
     let service = args.get(1).cloned().unwrap_or_else(|| "driver".into());
     ntsim::kernel::set_echo(true);
-    ntsim::kernel::reg_create(&format!("\\Registry\\Machine\\System\\CurrentControlSet\\Services\\{service}\\Parameters"));
+    ntsim::kernel::reg_create(&format!(
+        "\\Registry\\Machine\\System\\CurrentControlSet\\Services\\{service}\\Parameters"
+    ));
     let d = match ntsim::io::load(std::path::Path::new(path), &service) {
         Ok(d) => d,
         Err(e) => {
@@ -29,5 +31,8 @@ fn main() {
     }
     println!("pool outstanding: {:?}", ntsim::kernel::pool_outstanding());
     let ran = ntsim::io::request_unload(&d);
-    println!("unloaded: {ran}; left: {:?}", d.unload_report.lock().unwrap());
+    println!(
+        "unloaded: {ran}; left: {:?}",
+        d.unload_report.lock().unwrap()
+    );
 }

@@ -8,7 +8,10 @@
 //! <header>/nf-<header>-<name>), and follows the page's semantics. Where a
 //! page is silent, the comment says whose behaviour is followed.
 
-use crate::kernel::{self, bugcheck, check_irql, state, Ace, KHandle, Obj, RegValue, Security, Sid, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
+use crate::kernel::{
+    self, bugcheck, check_irql, state, Ace, KHandle, Obj, RegValue, Security, Sid, APC_LEVEL,
+    DISPATCH_LEVEL, PASSIVE_LEVEL,
+};
 use crate::layout::*;
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -51,9 +54,16 @@ unsafe extern "C" {
 /// # Safety
 /// `text` points at `len` readable bytes (varargs.c's buffer).
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ntsim_dbgprint_sink(_component: u32, level: u32, text: *const u8, len: usize) {
+pub unsafe extern "C" fn ntsim_dbgprint_sink(
+    _component: u32,
+    level: u32,
+    text: *const u8,
+    len: usize,
+) {
     // SAFETY: the contract above.
-    let s = String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(text, len) }).trim_end().to_string();
+    let s = String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(text, len) })
+        .trim_end()
+        .to_string();
     let mut st = state();
     if st.echo {
         eprintln!("[dbg {level}] {s}");
@@ -89,16 +99,33 @@ fn special_alloc(size: usize) -> *mut u8 {
     let pages = rounded.div_ceil(PAGE);
     let len = (pages + 1) * PAGE;
     // SAFETY: a fresh private anonymous mapping.
-    let base = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+    let base = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
     if base == libc::MAP_FAILED {
         return std::ptr::null_mut();
     }
     let base = base as usize;
     // SAFETY: the last page of our own mapping becomes the guard.
-    unsafe { libc::mprotect((base + pages * PAGE) as *mut libc::c_void, PAGE, libc::PROT_NONE) };
+    unsafe {
+        libc::mprotect(
+            (base + pages * PAGE) as *mut libc::c_void,
+            PAGE,
+            libc::PROT_NONE,
+        )
+    };
     let p = base + pages * PAGE - rounded;
     let mut g = MAPPINGS.lock().unwrap();
-    g.get_or_insert_with(Default::default).0.insert(p, Mapping { base, len });
+    g.get_or_insert_with(Default::default)
+        .0
+        .insert(p, Mapping { base, len });
     p as *mut u8
 }
 
@@ -122,11 +149,23 @@ fn special_free(p: usize) {
 /// ExAllocatePoolWithTag (wdm.h): IRQL <= DISPATCH_LEVEL for nonpaged
 /// types, <= APC_LEVEL for paged; the memory is not zeroed (ntsim fills it
 /// with 0xC3 so that a driver relying on zeroed pool reads garbage).
-pub unsafe extern "win64" fn ExAllocatePoolWithTag(pool_type: i32, size: usize, tag: u32) -> *mut c_void {
+pub unsafe extern "win64" fn ExAllocatePoolWithTag(
+    pool_type: i32,
+    size: usize,
+    tag: u32,
+) -> *mut c_void {
     let paged = pool_type & 1 == 1;
-    check_irql("ExAllocatePoolWithTag", if paged { APC_LEVEL } else { DISPATCH_LEVEL });
+    check_irql(
+        "ExAllocatePoolWithTag",
+        if paged { APC_LEVEL } else { DISPATCH_LEVEL },
+    );
     if tag == 0 {
-        bugcheck("BAD_POOL_CALLER", 0xC2, [0x9B, pool_type as usize, size, 0], "ExAllocatePoolWithTag with tag 0");
+        bugcheck(
+            "BAD_POOL_CALLER",
+            0xC2,
+            [0x9B, pool_type as usize, size, 0],
+            "ExAllocatePoolWithTag with tag 0",
+        );
     }
     let mut s = state();
     s.pool_allocs += 1;
@@ -154,7 +193,12 @@ pub unsafe extern "win64" fn ExFreePoolWithTag(p: *mut c_void, tag: u32) {
     let mut s = state();
     let Some(&(t, size)) = s.pool.get(&(p as usize)) else {
         drop(s);
-        bugcheck("BAD_POOL_CALLER", 0xC2, [0x7, 0, p as usize, 0], "free of an address that is not an allocated pool block (double free?)");
+        bugcheck(
+            "BAD_POOL_CALLER",
+            0xC2,
+            [0x7, 0, p as usize, 0],
+            "free of an address that is not an allocated pool block (double free?)",
+        );
     };
     if tag != 0 && tag != t {
         drop(s);
@@ -162,7 +206,11 @@ pub unsafe extern "win64" fn ExFreePoolWithTag(p: *mut c_void, tag: u32) {
             "BAD_POOL_CALLER",
             0xC2,
             [0xA, p as usize, tag as usize, t as usize],
-            &format!("block freed with tag '{}', allocated with '{}'", kernel::tag_str(tag), kernel::tag_str(t)),
+            &format!(
+                "block freed with tag '{}', allocated with '{}'",
+                kernel::tag_str(tag),
+                kernel::tag_str(t)
+            ),
         );
     }
     s.pool.remove(&(p as usize));
@@ -204,7 +252,12 @@ pub unsafe extern "win64" fn KeInitializeSemaphore(sem: *mut KSEMAPHORE, count: 
 /// KeReleaseSemaphore: IRQL <= DISPATCH_LEVEL. A release past the limit
 /// raises STATUS_SEMAPHORE_LIMIT_EXCEEDED; unhandled in a driver, that is
 /// KMODE_EXCEPTION_NOT_HANDLED.
-pub unsafe extern "win64" fn KeReleaseSemaphore(sem: *mut KSEMAPHORE, _increment: i32, adjustment: i32, _wait: u8) -> i32 {
+pub unsafe extern "win64" fn KeReleaseSemaphore(
+    sem: *mut KSEMAPHORE,
+    _increment: i32,
+    adjustment: i32,
+    _wait: u8,
+) -> i32 {
     check_irql("KeReleaseSemaphore", DISPATCH_LEVEL);
     let g = kernel::DISPATCHER.lock().unwrap();
     // SAFETY: an initialised KSEMAPHORE of the driver's; changed under the dispatcher lock.
@@ -237,7 +290,11 @@ pub unsafe extern "win64" fn KeInitializeEvent(ev: *mut c_void, kind: i32, state
     // SAFETY: a KEVENT (a DISPATCHER_HEADER, 24 bytes) of the driver's.
     unsafe {
         std::ptr::write_bytes(ev as *mut u8, 0, 24);
-        *(ev as *mut u8) = if kind == 0 { NOTIFICATION_EVENT } else { SYNCHRONIZATION_EVENT };
+        *(ev as *mut u8) = if kind == 0 {
+            NOTIFICATION_EVENT
+        } else {
+            SYNCHRONIZATION_EVENT
+        };
         *(ev as *mut u8).add(2) = 6;
         *signal(ev) = state_ as i32;
     }
@@ -255,13 +312,33 @@ pub unsafe extern "win64" fn KeSetEvent(ev: *mut c_void, _increment: i32, _wait:
 
 /// KeWaitForSingleObject: IRQL <= DISPATCH_LEVEL with a zero timeout, else
 /// <= APC_LEVEL. Semaphores and events; the wait really blocks the thread.
-pub unsafe extern "win64" fn KeWaitForSingleObject(obj: *mut c_void, _reason: i32, _mode: i8, _alertable: u8, timeout: *mut i64) -> NTSTATUS {
+pub unsafe extern "win64" fn KeWaitForSingleObject(
+    obj: *mut c_void,
+    _reason: i32,
+    _mode: i8,
+    _alertable: u8,
+    timeout: *mut i64,
+) -> NTSTATUS {
     // SAFETY: NULL or a LARGE_INTEGER of the caller's.
-    let t = if timeout.is_null() { None } else { Some(unsafe { *timeout }) };
-    check_irql("KeWaitForSingleObject", if t == Some(0) { DISPATCH_LEVEL } else { APC_LEVEL });
+    let t = if timeout.is_null() {
+        None
+    } else {
+        Some(unsafe { *timeout })
+    };
+    check_irql(
+        "KeWaitForSingleObject",
+        if t == Some(0) {
+            DISPATCH_LEVEL
+        } else {
+            APC_LEVEL
+        },
+    );
     let deadline = match t {
         None => None,
-        Some(v) if v <= 0 => Some(std::time::Instant::now() + std::time::Duration::from_nanos((-(v as i128) * 100) as u64)),
+        Some(v) if v <= 0 => Some(
+            std::time::Instant::now()
+                + std::time::Duration::from_nanos((-(v as i128) * 100) as u64),
+        ),
         // An absolute time: ntsim has no system clock epoch; treat as "now".
         Some(_) => Some(std::time::Instant::now()),
     };
@@ -273,7 +350,9 @@ pub unsafe extern "win64" fn KeWaitForSingleObject(obj: *mut c_void, _reason: i3
         let s = unsafe { &mut *signal(obj) };
         if *s > 0 {
             match kind {
-                SEMAPHORE_OBJECT | SYNCHRONIZATION_EVENT => *s -= if kind == SEMAPHORE_OBJECT { 1 } else { *s },
+                SEMAPHORE_OBJECT | SYNCHRONIZATION_EVENT => {
+                    *s -= if kind == SEMAPHORE_OBJECT { 1 } else { *s }
+                }
                 _ => {}
             }
             return 0;
@@ -302,7 +381,12 @@ pub unsafe extern "win64" fn KeEnterCriticalRegion() {
 pub unsafe extern "win64" fn KeLeaveCriticalRegion() {
     check_irql("KeLeaveCriticalRegion", DISPATCH_LEVEL);
     if kernel::add_critical(-1) < 0 {
-        bugcheck("APC_INDEX_MISMATCH", 0x1, [0, 0, 0, 0], "KeLeaveCriticalRegion without a matching KeEnterCriticalRegion");
+        bugcheck(
+            "APC_INDEX_MISMATCH",
+            0x1,
+            [0, 0, 0, 0],
+            "KeLeaveCriticalRegion without a matching KeEnterCriticalRegion",
+        );
     }
 }
 
@@ -318,9 +402,17 @@ pub unsafe fn spin_acquire(lock: *mut usize, who: &str) {
     let a = unsafe { AtomicUsize::from_ptr(lock) };
     let me = kernel::thread_id();
     if a.load(Ordering::Relaxed) == me {
-        bugcheck("SPIN_LOCK_ALREADY_OWNED", 0xF, [lock as usize, 0, 0, 0], &format!("{who}: this thread already holds the lock (deadlock)"));
+        bugcheck(
+            "SPIN_LOCK_ALREADY_OWNED",
+            0xF,
+            [lock as usize, 0, 0, 0],
+            &format!("{who}: this thread already holds the lock (deadlock)"),
+        );
     }
-    while a.compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed).is_err() {
+    while a
+        .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+        .is_err()
+    {
         std::thread::yield_now();
     }
     kernel::hold(lock as usize);
@@ -333,7 +425,12 @@ pub unsafe fn spin_release(lock: *mut usize, who: &str) {
     let a = unsafe { AtomicUsize::from_ptr(lock) };
     let me = kernel::thread_id();
     if a.load(Ordering::Relaxed) != me || !kernel::unhold(lock as usize) {
-        bugcheck("SPIN_LOCK_NOT_OWNED", 0x10, [lock as usize, 0, 0, 0], &format!("{who}: releasing a spin lock this thread does not hold"));
+        bugcheck(
+            "SPIN_LOCK_NOT_OWNED",
+            0x10,
+            [lock as usize, 0, 0, 0],
+            &format!("{who}: releasing a spin lock this thread does not hold"),
+        );
     }
     a.store(0, Ordering::Release);
 }
@@ -342,7 +439,12 @@ pub unsafe fn spin_release(lock: *mut usize, who: &str) {
 fn lower_irql(new: u8, who: &str) {
     let now = kernel::irql();
     if new > now {
-        bugcheck("IRQL_NOT_LESS_OR_EQUAL", 0xA, [0, new as usize, now as usize, 0], &format!("{who}: \"lowering\" IRQL {now} to {new}"));
+        bugcheck(
+            "IRQL_NOT_LESS_OR_EQUAL",
+            0xA,
+            [0, new as usize, now as usize, 0],
+            &format!("{who}: \"lowering\" IRQL {now} to {new}"),
+        );
     }
     kernel::set_irql(new);
 }
@@ -360,7 +462,12 @@ pub unsafe extern "win64" fn KeAcquireSpinLockRaiseToDpc(lock: *mut usize) -> u8
 /// KeReleaseSpinLock: IRQL == DISPATCH_LEVEL.
 pub unsafe extern "win64" fn KeReleaseSpinLock(lock: *mut usize, new: u8) {
     if kernel::irql() != DISPATCH_LEVEL {
-        bugcheck("IRQL_NOT_DISPATCH_LEVEL", 0x8, [lock as usize, kernel::irql() as usize, 0, 0], "KeReleaseSpinLock below DISPATCH_LEVEL");
+        bugcheck(
+            "IRQL_NOT_DISPATCH_LEVEL",
+            0x8,
+            [lock as usize, kernel::irql() as usize, 0, 0],
+            "KeReleaseSpinLock below DISPATCH_LEVEL",
+        );
     }
     // SAFETY: as for the acquire.
     unsafe { spin_release(lock, "KeReleaseSpinLock") };
@@ -370,7 +477,12 @@ pub unsafe extern "win64" fn KeReleaseSpinLock(lock: *mut usize, new: u8) {
 /// KeAcquireSpinLockAtDpcLevel: IRQL >= DISPATCH_LEVEL.
 pub unsafe extern "win64" fn KeAcquireSpinLockAtDpcLevel(lock: *mut usize) {
     if kernel::irql() < DISPATCH_LEVEL {
-        bugcheck("IRQL_NOT_GREATER_OR_EQUAL", 0x9, [lock as usize, kernel::irql() as usize, 0, 0], "KeAcquireSpinLockAtDpcLevel below DISPATCH_LEVEL");
+        bugcheck(
+            "IRQL_NOT_GREATER_OR_EQUAL",
+            0x9,
+            [lock as usize, kernel::irql() as usize, 0, 0],
+            "KeAcquireSpinLockAtDpcLevel below DISPATCH_LEVEL",
+        );
     }
     // SAFETY: the caller\'s KSPIN_LOCK (the DDI contract) or our static cancel lock.
     unsafe { spin_acquire(lock, "KeAcquireSpinLockAtDpcLevel") };
@@ -382,7 +494,10 @@ pub unsafe extern "win64" fn KeReleaseSpinLockFromDpcLevel(lock: *mut usize) {
 }
 
 /// KeAcquireInStackQueuedSpinLock: IRQL <= DISPATCH_LEVEL; the handle keeps the lock and the old IRQL.
-pub unsafe extern "win64" fn KeAcquireInStackQueuedSpinLock(lock: *mut usize, h: *mut KLOCK_QUEUE_HANDLE) {
+pub unsafe extern "win64" fn KeAcquireInStackQueuedSpinLock(
+    lock: *mut usize,
+    h: *mut KLOCK_QUEUE_HANDLE,
+) {
     check_irql("KeAcquireInStackQueuedSpinLock", DISPATCH_LEVEL);
     let old = kernel::irql();
     kernel::set_irql(DISPATCH_LEVEL);
@@ -426,7 +541,12 @@ pub unsafe extern "win64" fn IoAcquireCancelSpinLock(irql: *mut u8) {
 /// IoReleaseCancelSpinLock: IRQL == DISPATCH_LEVEL.
 pub unsafe extern "win64" fn IoReleaseCancelSpinLock(irql: u8) {
     if kernel::irql() != DISPATCH_LEVEL {
-        bugcheck("IRQL_NOT_DISPATCH_LEVEL", 0x8, [0, kernel::irql() as usize, 0, 0], "IoReleaseCancelSpinLock below DISPATCH_LEVEL");
+        bugcheck(
+            "IRQL_NOT_DISPATCH_LEVEL",
+            0x8,
+            [0, kernel::irql() as usize, 0, 0],
+            "IoReleaseCancelSpinLock below DISPATCH_LEVEL",
+        );
     }
     // SAFETY: as for the acquire.
     unsafe { spin_release(CANCEL_LOCK.as_ptr(), "IoReleaseCancelSpinLock") };
@@ -438,15 +558,27 @@ pub unsafe extern "win64" fn IoReleaseCancelSpinLock(irql: u8) {
 /// KeBugCheckEx: the driver stopped the machine. A Rust driver's panic
 /// (windows-drivers-rs convention: code "RPNC", file pointer, file length,
 /// line, column) is decoded.
-pub unsafe extern "win64" fn KeBugCheckEx(code: u32, p1: usize, p2: usize, p3: usize, p4: usize) -> ! {
+pub unsafe extern "win64" fn KeBugCheckEx(
+    code: u32,
+    p1: usize,
+    p2: usize,
+    p3: usize,
+    p4: usize,
+) -> ! {
     let what = if code == u32::from_be_bytes(*b"RPNC") && p1 != 0 && p2 < 4096 {
         // SAFETY: the panic location's file name: `p2` bytes at `p1` in the image's read-only data.
-        let file = String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(p1 as *const u8, p2) }).into_owned();
+        let file =
+            String::from_utf8_lossy(unsafe { std::slice::from_raw_parts(p1 as *const u8, p2) })
+                .into_owned();
         format!("the driver panicked (Rust, \"RPNC\") at {file}:{p3}:{p4}")
     } else {
         "the driver called KeBugCheckEx".to_string()
     };
-    let name = if code == u32::from_be_bytes(*b"RPNC") { "RUST_PANIC".to_string() } else { format!("{code:#x}") };
+    let name = if code == u32::from_be_bytes(*b"RPNC") {
+        "RUST_PANIC".to_string()
+    } else {
+        format!("{code:#x}")
+    };
     bugcheck(&name, code, [p1, p2, p3, p4], &what)
 }
 
@@ -502,7 +634,12 @@ pub unsafe extern "win64" fn ObOpenObjectByPointer(
     let mut s = state();
     let Some(obj) = s.objects.get(&(object as usize)).cloned() else {
         drop(s);
-        bugcheck("INVALID_OBJECT", 0x1E, [object as usize, 0, 0, 0], "ObOpenObjectByPointer on an address that is no object ntsim knows");
+        bugcheck(
+            "INVALID_OBJECT",
+            0x1E,
+            [object as usize, 0, 0, 0],
+            "ObOpenObjectByPointer on an address that is no object ntsim knows",
+        );
     };
     let actual: *const ObjectType = match obj {
         Obj::Process(_) => &PROCESS_TYPE,
@@ -512,7 +649,10 @@ pub unsafe extern "win64" fn ObOpenObjectByPointer(
     if !ty.is_null() && ty != actual {
         return STATUS_OBJECT_TYPE_MISMATCH;
     }
-    let h = s.new_handle(KHandle::Object { ptr: object as usize, access });
+    let h = s.new_handle(KHandle::Object {
+        ptr: object as usize,
+        access,
+    });
     // SAFETY: the caller's out parameter.
     unsafe { *handle = h };
     0
@@ -532,7 +672,12 @@ pub unsafe extern "win64" fn ObfDereferenceObject(_o: *mut c_void) -> isize {
 pub unsafe extern "win64" fn ZwClose(h: usize) -> NTSTATUS {
     check_irql("ZwClose", PASSIVE_LEVEL);
     if state().handles.remove(&h).is_none() {
-        bugcheck("INVALID_KERNEL_HANDLE", 0x93, [h, 0, 0, 0], "ZwClose of a handle that is not open");
+        bugcheck(
+            "INVALID_KERNEL_HANDLE",
+            0x93,
+            [h, 0, 0, 0],
+            "ZwClose of a handle that is not open",
+        );
     }
     0
 }
@@ -557,7 +702,12 @@ pub unsafe extern "win64" fn IoGetCurrentProcess() -> *mut c_void {
 }
 
 /// ZwOpenProcessTokenEx: IRQL == PASSIVE_LEVEL.
-pub unsafe extern "win64" fn ZwOpenProcessTokenEx(process: usize, access: u32, _attrs: u32, token: *mut usize) -> NTSTATUS {
+pub unsafe extern "win64" fn ZwOpenProcessTokenEx(
+    process: usize,
+    access: u32,
+    _attrs: u32,
+    token: *mut usize,
+) -> NTSTATUS {
     check_irql("ZwOpenProcessTokenEx", PASSIVE_LEVEL);
     let Some((Obj::Process(p), _)) = handle_obj(process) else {
         return STATUS_INVALID_HANDLE;
@@ -582,7 +732,13 @@ const STATUS_TIMEOUT: NTSTATUS = 0x102;
 /// ZwOpenThreadTokenEx: IRQL == PASSIVE_LEVEL. The current thread's
 /// impersonation token, or STATUS_NO_TOKEN when it is not impersonating
 /// (only the current-thread pseudo handle is supported).
-pub unsafe extern "win64" fn ZwOpenThreadTokenEx(thread: usize, access: u32, _as_self: u8, _attrs: u32, token: *mut usize) -> NTSTATUS {
+pub unsafe extern "win64" fn ZwOpenThreadTokenEx(
+    thread: usize,
+    access: u32,
+    _as_self: u8,
+    _attrs: u32,
+    token: *mut usize,
+) -> NTSTATUS {
     check_irql("ZwOpenThreadTokenEx", PASSIVE_LEVEL);
     if thread != CURRENT_THREAD {
         return STATUS_INVALID_HANDLE;
@@ -600,13 +756,22 @@ pub unsafe extern "win64" fn ZwOpenThreadTokenEx(thread: usize, access: u32, _as
 }
 
 /// ZwOpenThreadToken: as ZwOpenThreadTokenEx with no handle attributes.
-pub unsafe extern "win64" fn ZwOpenThreadToken(thread: usize, access: u32, as_self: u8, token: *mut usize) -> NTSTATUS {
+pub unsafe extern "win64" fn ZwOpenThreadToken(
+    thread: usize,
+    access: u32,
+    as_self: u8,
+    token: *mut usize,
+) -> NTSTATUS {
     // SAFETY: forwarded with the same contract.
     unsafe { ZwOpenThreadTokenEx(thread, access, as_self, 0, token) }
 }
 
 /// ZwOpenProcessToken: as ZwOpenProcessTokenEx with no handle attributes.
-pub unsafe extern "win64" fn ZwOpenProcessToken(process: usize, access: u32, token: *mut usize) -> NTSTATUS {
+pub unsafe extern "win64" fn ZwOpenProcessToken(
+    process: usize,
+    access: u32,
+    token: *mut usize,
+) -> NTSTATUS {
     // SAFETY: forwarded with the same contract.
     unsafe { ZwOpenProcessTokenEx(process, access, 0, token) }
 }
@@ -614,7 +779,12 @@ pub unsafe extern "win64" fn ZwOpenProcessToken(process: usize, access: u32, tok
 /// ZwOpenProcess by CLIENT_ID (UniqueProcess): IRQL == PASSIVE_LEVEL. A
 /// process id names the process object as long as that object exists: a
 /// live process, or an exited one some handle still holds.
-pub unsafe extern "win64" fn ZwOpenProcess(out: *mut usize, access: u32, _oa: *mut c_void, cid: *mut usize) -> NTSTATUS {
+pub unsafe extern "win64" fn ZwOpenProcess(
+    out: *mut usize,
+    access: u32,
+    _oa: *mut c_void,
+    cid: *mut usize,
+) -> NTSTATUS {
     check_irql("ZwOpenProcess", PASSIVE_LEVEL);
     if cid.is_null() {
         return STATUS_INVALID_PARAMETER;
@@ -625,7 +795,10 @@ pub unsafe extern "win64" fn ZwOpenProcess(out: *mut usize, access: u32, _oa: *m
         return STATUS_INVALID_CID;
     };
     let mut s = state();
-    let h = s.new_handle(KHandle::Object { ptr: std::sync::Arc::as_ptr(&p) as usize, access });
+    let h = s.new_handle(KHandle::Object {
+        ptr: std::sync::Arc::as_ptr(&p) as usize,
+        access,
+    });
     // SAFETY: the caller's out parameter.
     unsafe { *out = h };
     0
@@ -634,14 +807,25 @@ pub unsafe extern "win64" fn ZwOpenProcess(out: *mut usize, access: u32, _oa: *m
 /// ZwWaitForSingleObject on a process handle (signalled once the process
 /// has exited): IRQL == PASSIVE_LEVEL; STATUS_TIMEOUT when the timeout
 /// passes first.
-pub unsafe extern "win64" fn ZwWaitForSingleObject(h: usize, _alertable: u8, timeout: *mut i64) -> NTSTATUS {
+pub unsafe extern "win64" fn ZwWaitForSingleObject(
+    h: usize,
+    _alertable: u8,
+    timeout: *mut i64,
+) -> NTSTATUS {
     check_irql("ZwWaitForSingleObject", PASSIVE_LEVEL);
     let Some((Obj::Process(p), _)) = handle_obj(h) else {
         return STATUS_INVALID_HANDLE;
     };
     // SAFETY: NULL or the caller's LARGE_INTEGER.
-    let t = if timeout.is_null() { None } else { Some(unsafe { *timeout }) };
-    let end = t.map(|v| std::time::Instant::now() + std::time::Duration::from_nanos((v.min(0).unsigned_abs() as u128 * 100) as u64));
+    let t = if timeout.is_null() {
+        None
+    } else {
+        Some(unsafe { *timeout })
+    };
+    let end = t.map(|v| {
+        std::time::Instant::now()
+            + std::time::Duration::from_nanos((v.min(0).unsigned_abs() as u128 * 100) as u64)
+    });
     loop {
         if p.exited.load(Ordering::SeqCst) {
             return 0;
@@ -655,7 +839,13 @@ pub unsafe extern "win64" fn ZwWaitForSingleObject(h: usize, _alertable: u8, tim
 
 /// ZwQueryInformationToken (TokenUser 1, TokenGroups 2): IRQL == PASSIVE_LEVEL.
 /// Too small a buffer: STATUS_BUFFER_TOO_SMALL with the length needed.
-pub unsafe extern "win64" fn ZwQueryInformationToken(token: usize, class: i32, info: *mut c_void, len: u32, ret: *mut u32) -> NTSTATUS {
+pub unsafe extern "win64" fn ZwQueryInformationToken(
+    token: usize,
+    class: i32,
+    info: *mut c_void,
+    len: u32,
+    ret: *mut u32,
+) -> NTSTATUS {
     check_irql("ZwQueryInformationToken", PASSIVE_LEVEL);
     let Some((Obj::Token(t), _)) = handle_obj(token) else {
         return STATUS_INVALID_HANDLE;
@@ -759,7 +949,12 @@ unsafe fn read_acl(acl: *const u8) -> Option<Vec<Ace>> {
             }
             let mask = u32::from_le_bytes(std::slice::from_raw_parts(p.add(4), 4).try_into().ok()?);
             let sid = read_sid(p.add(8))?;
-            v.push(Ace { kind: *p, flags: *p.add(1), mask: map_generic(mask), sid });
+            v.push(Ace {
+                kind: *p,
+                flags: *p.add(1),
+                mask: map_generic(mask),
+                sid,
+            });
             at += ace_size;
         }
         Some(v)
@@ -773,7 +968,10 @@ const DACL_SECURITY_INFORMATION: u32 = 0x4;
 const PROTECTED_DACL_SECURITY_INFORMATION: u32 = 0x8000_0000;
 
 /// RtlCreateSecurityDescriptor: any IRQL; an absolute descriptor (40 bytes on x64).
-pub unsafe extern "win64" fn RtlCreateSecurityDescriptor(sd: *mut c_void, revision: u32) -> NTSTATUS {
+pub unsafe extern "win64" fn RtlCreateSecurityDescriptor(
+    sd: *mut c_void,
+    revision: u32,
+) -> NTSTATUS {
     if revision != 1 {
         return STATUS_UNKNOWN_REVISION;
     }
@@ -807,7 +1005,12 @@ pub unsafe extern "win64" fn RtlCreateAcl(acl: *mut c_void, len: u32, revision: 
 }
 
 /// RtlAddAccessAllowedAce: IRQL <= APC_LEVEL; appends an ACCESS_ALLOWED_ACE.
-pub unsafe extern "win64" fn RtlAddAccessAllowedAce(acl: *mut c_void, _revision: u32, mask: u32, sid: *mut c_void) -> NTSTATUS {
+pub unsafe extern "win64" fn RtlAddAccessAllowedAce(
+    acl: *mut c_void,
+    _revision: u32,
+    mask: u32,
+    sid: *mut c_void,
+) -> NTSTATUS {
     check_irql("RtlAddAccessAllowedAce", APC_LEVEL);
     // SAFETY: an ACL made by RtlCreateAcl and a SID of the caller's.
     unsafe {
@@ -840,7 +1043,12 @@ pub unsafe extern "win64" fn RtlAddAccessAllowedAce(acl: *mut c_void, _revision:
 }
 
 /// RtlSetDaclSecurityDescriptor: IRQL <= APC_LEVEL; absolute descriptors only.
-pub unsafe extern "win64" fn RtlSetDaclSecurityDescriptor(sd: *mut c_void, present: u8, dacl: *mut c_void, defaulted: u8) -> NTSTATUS {
+pub unsafe extern "win64" fn RtlSetDaclSecurityDescriptor(
+    sd: *mut c_void,
+    present: u8,
+    dacl: *mut c_void,
+    defaulted: u8,
+) -> NTSTATUS {
     check_irql("RtlSetDaclSecurityDescriptor", APC_LEVEL);
     let p = sd as *mut u8;
     // SAFETY: a descriptor made by RtlCreateSecurityDescriptor.
@@ -875,18 +1083,32 @@ unsafe fn read_sd(sd: *const u8) -> Option<Security> {
         let control = u16::from_le_bytes([*sd.add(2), *sd.add(3)]);
         let protected = control & SE_DACL_PROTECTED != 0;
         if control & SE_DACL_PRESENT == 0 {
-            return Some(Security { dacl: None, protected });
+            return Some(Security {
+                dacl: None,
+                protected,
+            });
         }
         let acl = if control & SE_SELF_RELATIVE != 0 {
-            let off = u32::from_le_bytes(std::slice::from_raw_parts(sd.add(16), 4).try_into().ok()?) as usize;
-            if off == 0 { std::ptr::null() } else { sd.add(off) }
+            let off = u32::from_le_bytes(std::slice::from_raw_parts(sd.add(16), 4).try_into().ok()?)
+                as usize;
+            if off == 0 {
+                std::ptr::null()
+            } else {
+                sd.add(off)
+            }
         } else {
             *(sd.add(SD_DACL_OFFSET) as *const usize) as *const u8
         };
         if acl.is_null() {
-            return Some(Security { dacl: None, protected });
+            return Some(Security {
+                dacl: None,
+                protected,
+            });
         }
-        Some(Security { dacl: Some(read_acl(acl)?), protected })
+        Some(Security {
+            dacl: Some(read_acl(acl)?),
+            protected,
+        })
     }
 }
 
@@ -917,7 +1139,13 @@ pub unsafe extern "win64" fn ZwSetSecurityObject(h: usize, info: u32, sd: *mut c
 
 /// ZwQuerySecurityObject: IRQL == PASSIVE_LEVEL; a self-relative descriptor
 /// with the DACL; too small a buffer: STATUS_BUFFER_TOO_SMALL and the length needed.
-pub unsafe extern "win64" fn ZwQuerySecurityObject(h: usize, info: u32, sd: *mut c_void, len: u32, needed: *mut u32) -> NTSTATUS {
+pub unsafe extern "win64" fn ZwQuerySecurityObject(
+    h: usize,
+    info: u32,
+    sd: *mut c_void,
+    len: u32,
+    needed: *mut u32,
+) -> NTSTATUS {
     check_irql("ZwQuerySecurityObject", PASSIVE_LEVEL);
     let s = state();
     let (ptr, access) = match s.handles.get(&h) {
@@ -974,7 +1202,11 @@ pub fn self_relative(sec: &Security, with_dacl: bool) -> Vec<u8> {
 // ---------------------------------------------------------------- registry
 
 /// ZwOpenKey: IRQL == PASSIVE_LEVEL; a missing key is STATUS_OBJECT_NAME_NOT_FOUND.
-pub unsafe extern "win64" fn ZwOpenKey(key: *mut usize, _access: u32, oa: *mut OBJECT_ATTRIBUTES) -> NTSTATUS {
+pub unsafe extern "win64" fn ZwOpenKey(
+    key: *mut usize,
+    _access: u32,
+    oa: *mut OBJECT_ATTRIBUTES,
+) -> NTSTATUS {
     check_irql("ZwOpenKey", PASSIVE_LEVEL);
     // SAFETY: the caller's OBJECT_ATTRIBUTES with a counted name.
     let name = unsafe { ustr((*oa).ObjectName) }.to_lowercase();
@@ -991,7 +1223,14 @@ pub unsafe extern "win64" fn ZwOpenKey(key: *mut usize, _access: u32, oa: *mut O
 /// ZwQueryValueKey, KeyValuePartialInformation (2): IRQL == PASSIVE_LEVEL.
 /// Shorter than the header: STATUS_BUFFER_TOO_SMALL; than the data:
 /// STATUS_BUFFER_OVERFLOW with the header filled (the page's table).
-pub unsafe extern "win64" fn ZwQueryValueKey(key: usize, name: *mut UNICODE_STRING, class: i32, info: *mut c_void, len: u32, ret: *mut u32) -> NTSTATUS {
+pub unsafe extern "win64" fn ZwQueryValueKey(
+    key: usize,
+    name: *mut UNICODE_STRING,
+    class: i32,
+    info: *mut c_void,
+    len: u32,
+    ret: *mut u32,
+) -> NTSTATUS {
     check_irql("ZwQueryValueKey", PASSIVE_LEVEL);
     let s = state();
     let Some(KHandle::Key(path)) = s.handles.get(&key) else {
@@ -1008,7 +1247,13 @@ pub unsafe extern "win64" fn ZwQueryValueKey(key: usize, name: *mut UNICODE_STRI
     drop(s);
     let (ty, data): (u32, Vec<u8>) = match v {
         RegValue::Dword(d) => (4, d.to_le_bytes().to_vec()),
-        RegValue::Sz(t) => (1, t.encode_utf16().chain([0]).flat_map(|u| u.to_le_bytes()).collect()),
+        RegValue::Sz(t) => (
+            1,
+            t.encode_utf16()
+                .chain([0])
+                .flat_map(|u| u.to_le_bytes())
+                .collect(),
+        ),
         RegValue::Binary(t, b) => (t, b),
     };
     let need = 12 + data.len();
@@ -1038,14 +1283,21 @@ pub const ERROR_LOG_MAXIMUM_SIZE: usize = 240;
 
 /// IoAllocateErrorLogEntry: IRQL <= DISPATCH_LEVEL; NULL for a size over
 /// ERROR_LOG_MAXIMUM_SIZE; the entry is zeroed.
-pub unsafe extern "win64" fn IoAllocateErrorLogEntry(io_object: *mut c_void, size: u8) -> *mut c_void {
+pub unsafe extern "win64" fn IoAllocateErrorLogEntry(
+    io_object: *mut c_void,
+    size: u8,
+) -> *mut c_void {
     check_irql("IoAllocateErrorLogEntry", DISPATCH_LEVEL);
-    if size as usize > ERROR_LOG_MAXIMUM_SIZE || (size as usize) < std::mem::size_of::<IoErrorLogPacketHead>() {
+    if size as usize > ERROR_LOG_MAXIMUM_SIZE
+        || (size as usize) < std::mem::size_of::<IoErrorLogPacketHead>()
+    {
         return std::ptr::null_mut();
     }
     let b = vec![0u8; size as usize].into_boxed_slice();
     let p = Box::into_raw(b) as *mut u8;
-    state().errlog_pending.insert(p as usize, size as usize | (io_object as usize) << 8);
+    state()
+        .errlog_pending
+        .insert(p as usize, size as usize | (io_object as usize) << 8);
     p.cast()
 }
 
@@ -1061,7 +1313,8 @@ pub unsafe extern "win64" fn IoWriteErrorLogEntry(entry: *mut c_void) {
     };
     let (size, io_object) = (v & 0xff, v >> 8);
     // SAFETY: the box of `size` bytes made by IoAllocateErrorLogEntry.
-    let raw = unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(entry as *mut u8, size)) }.to_vec();
+    let raw = unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(entry as *mut u8, size)) }
+        .to_vec();
     // SAFETY: `raw` holds at least the packet head (checked at allocation).
     let h = unsafe { std::ptr::read_unaligned(raw.as_ptr() as *const IoErrorLogPacketHead) };
     let dump_at = std::mem::offset_of!(IoErrorLogPacketHead, DumpData);
@@ -1149,29 +1402,77 @@ pub fn exports() -> Vec<(&'static str, usize)> {
         ($($n:ident),* $(,)?) => { vec![$((stringify!($n), $n as *const () as usize)),*] };
     }
     let mut v = f![
-        ExAllocatePoolWithTag, ExFreePoolWithTag, ExFreePool,
-        KeInitializeSemaphore, KeReleaseSemaphore, KeReadStateSemaphore, KeInitializeEvent, KeSetEvent, KeWaitForSingleObject,
-        KeEnterCriticalRegion, KeLeaveCriticalRegion,
-        KeAcquireSpinLockRaiseToDpc, KeReleaseSpinLock, KeAcquireSpinLockAtDpcLevel, KeReleaseSpinLockFromDpcLevel,
-        KeAcquireInStackQueuedSpinLock, KeReleaseInStackQueuedSpinLock, KeGetCurrentIrql,
-        IoAcquireCancelSpinLock, IoReleaseCancelSpinLock, KeBugCheckEx,
-        ObOpenObjectByPointer, ObfReferenceObject, ObfDereferenceObject, ZwClose,
-        PsGetCurrentProcessId, IoGetCurrentProcess, ZwOpenProcessTokenEx, ZwQueryInformationToken,
-        RtlCreateSecurityDescriptor, RtlCreateAcl, RtlAddAccessAllowedAce, RtlSetDaclSecurityDescriptor,
-        ZwSetSecurityObject, ZwQuerySecurityObject, ZwOpenKey, ZwQueryValueKey,
-        ZwOpenThreadTokenEx, ZwOpenThreadToken, ZwOpenProcessToken, ZwOpenProcess, ZwWaitForSingleObject,
-        IoAllocateErrorLogEntry, IoWriteErrorLogEntry,
-        memcpy, memmove, memset, memcmp, RtlInitUnicodeString,
+        ExAllocatePoolWithTag,
+        ExFreePoolWithTag,
+        ExFreePool,
+        KeInitializeSemaphore,
+        KeReleaseSemaphore,
+        KeReadStateSemaphore,
+        KeInitializeEvent,
+        KeSetEvent,
+        KeWaitForSingleObject,
+        KeEnterCriticalRegion,
+        KeLeaveCriticalRegion,
+        KeAcquireSpinLockRaiseToDpc,
+        KeReleaseSpinLock,
+        KeAcquireSpinLockAtDpcLevel,
+        KeReleaseSpinLockFromDpcLevel,
+        KeAcquireInStackQueuedSpinLock,
+        KeReleaseInStackQueuedSpinLock,
+        KeGetCurrentIrql,
+        IoAcquireCancelSpinLock,
+        IoReleaseCancelSpinLock,
+        KeBugCheckEx,
+        ObOpenObjectByPointer,
+        ObfReferenceObject,
+        ObfDereferenceObject,
+        ZwClose,
+        PsGetCurrentProcessId,
+        IoGetCurrentProcess,
+        ZwOpenProcessTokenEx,
+        ZwQueryInformationToken,
+        RtlCreateSecurityDescriptor,
+        RtlCreateAcl,
+        RtlAddAccessAllowedAce,
+        RtlSetDaclSecurityDescriptor,
+        ZwSetSecurityObject,
+        ZwQuerySecurityObject,
+        ZwOpenKey,
+        ZwQueryValueKey,
+        ZwOpenThreadTokenEx,
+        ZwOpenThreadToken,
+        ZwOpenProcessToken,
+        ZwOpenProcess,
+        ZwWaitForSingleObject,
+        IoAllocateErrorLogEntry,
+        IoWriteErrorLogEntry,
+        memcpy,
+        memmove,
+        memset,
+        memcmp,
+        RtlInitUnicodeString,
     ];
     v.extend([
-        ("PsGetCurrentProcess", IoGetCurrentProcess as *const () as usize),
+        (
+            "PsGetCurrentProcess",
+            IoGetCurrentProcess as *const () as usize,
+        ),
         ("DbgPrint", ntsim_DbgPrint as *const () as usize),
         ("DbgPrintEx", ntsim_DbgPrintEx as *const () as usize),
         ("vDbgPrintEx", ntsim_vDbgPrintEx as *const () as usize),
         ("PsProcessType", &PS_PROCESS_TYPE as *const TypeVar as usize),
-        ("SeTokenObjectType", &SE_TOKEN_OBJECT_TYPE as *const TypeVar as usize),
-        ("IoDeviceObjectType", &IO_DEVICE_OBJECT_TYPE as *const TypeVar as usize),
-        ("IoFileObjectType", &IO_FILE_OBJECT_TYPE as *const TypeVar as usize),
+        (
+            "SeTokenObjectType",
+            &SE_TOKEN_OBJECT_TYPE as *const TypeVar as usize,
+        ),
+        (
+            "IoDeviceObjectType",
+            &IO_DEVICE_OBJECT_TYPE as *const TypeVar as usize,
+        ),
+        (
+            "IoFileObjectType",
+            &IO_FILE_OBJECT_TYPE as *const TypeVar as usize,
+        ),
     ]);
     v.extend(crate::io::exports());
     v

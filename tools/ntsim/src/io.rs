@@ -52,7 +52,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use windows_sys::Wdk::Foundation::{
-    ACCESS_STATE, DEVICE_OBJECT, DRIVER_EXTENSION, DRIVER_OBJECT, FILE_OBJECT, IO_SECURITY_CONTEXT, IO_STACK_LOCATION, IRP,
+    ACCESS_STATE, DEVICE_OBJECT, DRIVER_EXTENSION, DRIVER_OBJECT, FILE_OBJECT, IO_SECURITY_CONTEXT,
+    IO_STACK_LOCATION, IRP,
 };
 use windows_sys::Win32::Foundation::UNICODE_STRING;
 
@@ -156,7 +157,10 @@ pub fn resolve(dll: &str, name: &str) -> Option<usize> {
     if !dll.eq_ignore_ascii_case("ntoskrnl.exe") {
         return None;
     }
-    TABLE.get_or_init(|| ddi::exports().into_iter().collect()).get(name).copied()
+    TABLE
+        .get_or_init(|| ddi::exports().into_iter().collect())
+        .get(name)
+        .copied()
 }
 
 /// Loads the driver at `path` as service `service` (its key is
@@ -173,12 +177,27 @@ pub fn load(path: &Path, service: &str) -> Result<Arc<Driver>, LoadError> {
 /// written against ntsim's DDIs with the Microsoft x64 convention: ntsim's
 /// own tests, or a driver crate built for the host).
 pub fn load_native(entry: EntryFn, service: &str) -> Result<Arc<Driver>, LoadError> {
-    start(None, entry as usize, "(native)".into(), format!("(native {service})"), service)
+    start(
+        None,
+        entry as usize,
+        "(native)".into(),
+        format!("(native {service})"),
+        service,
+    )
 }
 
-fn start(image: Option<Image>, entry: usize, sha256: String, path: String, service: &str) -> Result<Arc<Driver>, LoadError> {
+fn start(
+    image: Option<Image>,
+    entry: usize,
+    sha256: String,
+    path: String,
+    service: &str,
+) -> Result<Arc<Driver>, LoadError> {
     let name: Vec<u16> = format!("\\Driver\\{service}").encode_utf16().collect();
-    let reg: Vec<u16> = format!("\\Registry\\Machine\\System\\CurrentControlSet\\Services\\{service}").encode_utf16().collect();
+    let reg: Vec<u16> =
+        format!("\\Registry\\Machine\\System\\CurrentControlSet\\Services\\{service}")
+            .encode_utf16()
+            .collect();
     let obj = Box::into_raw(Box::<DRIVER_OBJECT>::default());
     let mut ext = Box::<DRIVER_EXTENSION>::default();
     let (base, size) = image.as_ref().map_or((0, 0), |i| (i.base, i.size));
@@ -191,13 +210,19 @@ fn start(image: Option<Image>, entry: usize, sha256: String, path: String, servi
         (*obj).Size = std::mem::size_of::<DRIVER_OBJECT>() as i16;
         (*obj).DriverStart = base as *mut c_void;
         (*obj).DriverSize = size as u32;
-        (*obj).DriverName = UNICODE_STRING { Length: (name.len() * 2) as u16, MaximumLength: (name.len() * 2) as u16, Buffer: name.as_ptr() as *mut u16 };
+        (*obj).DriverName = UNICODE_STRING {
+            Length: (name.len() * 2) as u16,
+            MaximumLength: (name.len() * 2) as u16,
+            Buffer: name.as_ptr() as *mut u16,
+        };
         ext.DriverObject = obj;
         (*obj).DriverExtension = &mut *ext;
         for f in (*obj).MajorFunction.iter_mut() {
             // SAFETY: same ABI on both sides; windows-sys types the slot `extern "system"`,
             // ntsim calls it as `extern "win64"` (see `dispatch_fn`).
-            *f = Some(std::mem::transmute::<DispatchFn, SysDispatch>(invalid_device_request));
+            *f = Some(std::mem::transmute::<DispatchFn, SysDispatch>(
+                invalid_device_request,
+            ));
         }
     }
     let driver = Arc::new(Driver {
@@ -212,7 +237,11 @@ fn start(image: Option<Image>, entry: usize, sha256: String, path: String, servi
         _names: (name, reg.clone()),
     });
     *DRIVER.lock().unwrap() = Some(driver.clone());
-    let mut ureg = UNICODE_STRING { Length: (reg.len() * 2) as u16, MaximumLength: (reg.len() * 2) as u16, Buffer: reg.as_ptr() as *mut u16 };
+    let mut ureg = UNICODE_STRING {
+        Length: (reg.len() * 2) as u16,
+        MaximumLength: (reg.len() * 2) as u16,
+        Buffer: reg.as_ptr() as *mut u16,
+    };
     let st = kernel::as_process(&kernel::system_process(), || {
         // SAFETY: the image's entry point is DriverEntry (the PE's
         // AddressOfEntryPoint, /ENTRY:DriverEntry), Microsoft x64 convention.
@@ -227,7 +256,12 @@ fn start(image: Option<Image>, entry: usize, sha256: String, path: String, servi
         // it must have deleted everything it made.
         let left = leftovers(&driver);
         if !left.is_empty() {
-            bugcheck("DRIVER_VERIFIER_DETECTED_VIOLATION", 0xC4, [0x62, st as usize, 0, 0], &format!("DriverEntry failed ({st:#x}) and left: {}", left.join("; ")));
+            bugcheck(
+                "DRIVER_VERIFIER_DETECTED_VIOLATION",
+                0xC4,
+                [0x62, st as usize, 0, 0],
+                &format!("DriverEntry failed ({st:#x}) and left: {}", left.join("; ")),
+            );
         }
         driver.unloaded.store(true, Ordering::SeqCst);
         *DRIVER.lock().unwrap() = None;
@@ -242,15 +276,30 @@ fn start(image: Option<Image>, entry: usize, sha256: String, path: String, servi
 fn after_call(what: &str) {
     let irql = kernel::irql();
     if irql != PASSIVE_LEVEL {
-        bugcheck("IRQL_GT_ZERO_AT_SYSTEM_SERVICE", 0x4A, [0, irql as usize, 0, 0], &format!("{what} returned at IRQL {irql}"));
+        bugcheck(
+            "IRQL_GT_ZERO_AT_SYSTEM_SERVICE",
+            0x4A,
+            [0, irql as usize, 0, 0],
+            &format!("{what} returned at IRQL {irql}"),
+        );
     }
     let held = kernel::held_locks();
     if !held.is_empty() {
-        bugcheck("DRIVER_VERIFIER_DETECTED_VIOLATION", 0xC4, [0x3F, held[0], 0, 0], &format!("{what} returned holding {} spin lock(s)", held.len()));
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            0xC4,
+            [0x3F, held[0], 0, 0],
+            &format!("{what} returned holding {} spin lock(s)", held.len()),
+        );
     }
     let c = kernel::critical_depth();
     if c != 0 {
-        bugcheck("APC_INDEX_MISMATCH", 0x1, [0, c as usize, 0, 0], &format!("{what} returned inside {c} unbalanced critical region(s)"));
+        bugcheck(
+            "APC_INDEX_MISMATCH",
+            0x1,
+            [0, c as usize, 0, 0],
+            &format!("{what} returned inside {c} unbalanced critical region(s)"),
+        );
     }
 }
 
@@ -264,10 +313,16 @@ fn leftovers(d: &Driver) -> Vec<String> {
     }
     let s = kernel::state();
     if !s.devices.is_empty() {
-        v.push(format!("devices: {}", s.devices.keys().cloned().collect::<Vec<_>>().join(", ")));
+        v.push(format!(
+            "devices: {}",
+            s.devices.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
     }
     if !s.links.is_empty() {
-        v.push(format!("symbolic links: {}", s.links.keys().cloned().collect::<Vec<_>>().join(", ")));
+        v.push(format!(
+            "symbolic links: {}",
+            s.links.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
     }
     if !s.pool.is_empty() {
         let mut per: std::collections::BTreeMap<String, usize> = Default::default();
@@ -311,7 +366,9 @@ fn maybe_unload(d: &Arc<Driver>) -> bool {
     if let Some(f) = unload {
         kernel::as_process(&kernel::system_process(), || {
             // SAFETY: the driver's unload routine (Microsoft x64 convention), at PASSIVE_LEVEL.
-            let f: UnloadFn = unsafe { std::mem::transmute::<unsafe extern "system" fn(*const DRIVER_OBJECT), UnloadFn>(f) };
+            let f: UnloadFn = unsafe {
+                std::mem::transmute::<unsafe extern "system" fn(*const DRIVER_OBJECT), UnloadFn>(f)
+            };
             // SAFETY: as above.
             unsafe { f(d.object) };
             after_call("DriverUnload");
@@ -399,7 +456,11 @@ pub unsafe extern "win64" fn IoCreateDevice(
         (*p).DriverObject = driver;
         (*p).NextDevice = (*driver).DeviceObject;
         (*driver).DeviceObject = p;
-        (*p).DeviceExtension = if ext_size > 0 { (p as *mut u8).add(DEVICE_OBJECT_ALLOC) as *mut c_void } else { std::ptr::null_mut() };
+        (*p).DeviceExtension = if ext_size > 0 {
+            (p as *mut u8).add(DEVICE_OBJECT_ALLOC) as *mut c_void
+        } else {
+            std::ptr::null_mut()
+        };
         (*p).DeviceType = dev_type;
         (*p).Characteristics = characteristics;
         (*p).Flags = DO_DEVICE_INITIALIZING | if exclusive != 0 { DO_EXCLUSIVE } else { 0 };
@@ -412,7 +473,13 @@ pub unsafe extern "win64" fn IoCreateDevice(
     }
     s.objects.insert(p as usize, kernel::Obj::Device);
     drop(s);
-    DEVS.lock().unwrap().push((p as usize, DevInfo { name: n, alloc: size }));
+    DEVS.lock().unwrap().push((
+        p as usize,
+        DevInfo {
+            name: n,
+            alloc: size,
+        },
+    ));
     STATUS_SUCCESS
 }
 
@@ -424,7 +491,12 @@ pub unsafe extern "win64" fn IoDeleteDevice(dev: *mut DEVICE_OBJECT) {
     let mut devs = DEVS.lock().unwrap();
     let Some(i) = devs.iter().position(|(p, _)| *p == dev as usize) else {
         drop(devs);
-        bugcheck("DRIVER_VERIFIER_DETECTED_VIOLATION", 0xC4, [0, dev as usize, 0, 0], "IoDeleteDevice of an address that is no live device object");
+        bugcheck(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            0xC4,
+            [0, dev as usize, 0, 0],
+            "IoDeleteDevice of an address that is no live device object",
+        );
     };
     let (_, info) = devs.remove(i);
     drop(devs);
@@ -445,7 +517,10 @@ pub unsafe extern "win64" fn IoDeleteDevice(dev: *mut DEVICE_OBJECT) {
             at = &mut (**at).NextDevice;
         }
         if (*dev).ReferenceCount == 0 {
-            std::alloc::dealloc(dev as *mut u8, std::alloc::Layout::from_size_align(info.alloc, 16).unwrap());
+            std::alloc::dealloc(
+                dev as *mut u8,
+                std::alloc::Layout::from_size_align(info.alloc, 16).unwrap(),
+            );
         }
         // else: file objects still point at it; the memory stays (ntsim
         // leaks it rather than free under them, as Windows defers the free).
@@ -453,7 +528,10 @@ pub unsafe extern "win64" fn IoDeleteDevice(dev: *mut DEVICE_OBJECT) {
 }
 
 /// IoCreateSymbolicLink: IRQL == PASSIVE_LEVEL.
-pub unsafe extern "win64" fn IoCreateSymbolicLink(link: *mut UNICODE_STRING, target: *mut UNICODE_STRING) -> NTSTATUS {
+pub unsafe extern "win64" fn IoCreateSymbolicLink(
+    link: *mut UNICODE_STRING,
+    target: *mut UNICODE_STRING,
+) -> NTSTATUS {
     kernel::check_irql("IoCreateSymbolicLink", PASSIVE_LEVEL);
     // SAFETY: the caller's counted strings.
     let (l, t) = unsafe { (ddi::ustr(link), ddi::ustr(target)) };
@@ -557,7 +635,12 @@ impl File {
         let (st, _) = self.call(IRP_MJ_CLOSE, |_, _| {}, Io::default());
         if st < 0 {
             // IRP_MJ_CLOSE cannot fail ("IRP_MJ_CLOSE": the driver must complete it with success).
-            bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", 0xC9, [0, st as usize, 0, 0], &format!("IRP_MJ_CLOSE completed with {st:#x}"));
+            bugcheck(
+                "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+                0xC9,
+                [0, st as usize, 0, 0],
+                &format!("IRP_MJ_CLOSE completed with {st:#x}"),
+            );
         }
         // SAFETY: the device outlives its file objects (IoDeleteDevice defers the free).
         unsafe { (*self.device).ReferenceCount -= 1 };
@@ -574,7 +657,12 @@ impl File {
         if self.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
             let (st, _) = self.call(IRP_MJ_CLEANUP, |_, _| {}, Io::default());
             if st < 0 {
-                bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", 0xC9, [0, st as usize, 0, 0], &format!("IRP_MJ_CLEANUP completed with {st:#x}"));
+                bugcheck(
+                    "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+                    0xC9,
+                    [0, st as usize, 0, 0],
+                    &format!("IRP_MJ_CLEANUP completed with {st:#x}"),
+                );
             }
         }
         self.release();
@@ -604,7 +692,10 @@ fn resolve_path(path: &str) -> Option<(usize, String)> {
     if p.to_lowercase().starts_with("\\??\\") || p.to_lowercase().starts_with("\\dosdevices\\") {
         let lower = normalise_link(&p);
         let (name, rest) = match lower[4..].find('\\') {
-            Some(i) => (lower[..4 + i].to_string(), p[p.len() - (lower.len() - 4 - i)..].to_string()),
+            Some(i) => (
+                lower[..4 + i].to_string(),
+                p[p.len() - (lower.len() - 4 - i)..].to_string(),
+            ),
             None => (lower.clone(), String::new()),
         };
         let target = s.links.get(&name)?;
@@ -614,7 +705,9 @@ fn resolve_path(path: &str) -> Option<(usize, String)> {
     // The longest device name that is the whole path or followed by '\'.
     let mut best: Option<(usize, usize)> = None;
     for (name, &dev) in s.devices.iter() {
-        let under = lower == *name || (lower.starts_with(name.as_str()) && lower.as_bytes().get(name.len()) == Some(&b'\\'));
+        let under = lower == *name
+            || (lower.starts_with(name.as_str())
+                && lower.as_bytes().get(name.len()) == Some(&b'\\'));
         if under && best.is_none_or(|(l, _)| name.len() > l) {
             best = Some((name.len(), dev));
         }
@@ -628,13 +721,25 @@ fn resolve_path(path: &str) -> Option<(usize, String)> {
 /// bits it names that are not yet granted; access-allowed ACEs grant for
 /// enabled SIDs. No DACL: everything. Returns the granted mask or None.
 /// ("How DACLs Control Access to an Object", Win32 security docs.)
-pub fn access_check(sec: Option<&kernel::Security>, token: &kernel::Token, desired: u32) -> Option<u32> {
+pub fn access_check(
+    sec: Option<&kernel::Security>,
+    token: &kernel::Token,
+    desired: u32,
+) -> Option<u32> {
     const MAXIMUM_ALLOWED: u32 = 0x0200_0000;
     let desired = map_generic(desired);
     let Some(aces) = sec.and_then(|s| s.dacl.as_ref()) else {
-        return Some(if desired & MAXIMUM_ALLOWED != 0 { 0x001F_01FF } else { desired });
+        return Some(if desired & MAXIMUM_ALLOWED != 0 {
+            0x001F_01FF
+        } else {
+            desired
+        });
     };
-    let want = if desired & MAXIMUM_ALLOWED != 0 { 0x001F_01FF } else { desired };
+    let want = if desired & MAXIMUM_ALLOWED != 0 {
+        0x001F_01FF
+    } else {
+        desired
+    };
     let mut granted = 0u32;
     let mut denied = 0u32;
     for a in aces {
@@ -646,7 +751,8 @@ pub fn access_check(sec: Option<&kernel::Security>, token: &kernel::Token, desir
     }
     if desired & MAXIMUM_ALLOWED != 0 {
         let g = granted & want;
-        return (g != 0 || desired & !MAXIMUM_ALLOWED == 0).then_some(g | (desired & !MAXIMUM_ALLOWED));
+        return (g != 0 || desired & !MAXIMUM_ALLOWED == 0)
+            .then_some(g | (desired & !MAXIMUM_ALLOWED));
     }
     (granted & want == want).then_some(want)
 }
@@ -654,18 +760,29 @@ pub fn access_check(sec: Option<&kernel::Security>, token: &kernel::Token, desir
 /// NtCreateFile's path for a device: resolve the name, check the device
 /// and driver state, check access, build the file object and send
 /// IRP_MJ_CREATE on this thread (waiting if the driver pends it).
-pub fn create(path: &str, desired: u32, share: u32, disposition: u32, options: u32, attributes: u32) -> Result<Opened, NTSTATUS> {
+pub fn create(
+    path: &str,
+    desired: u32,
+    share: u32,
+    disposition: u32,
+    options: u32,
+    attributes: u32,
+) -> Result<Opened, NTSTATUS> {
     kernel::check_irql("NtCreateFile", PASSIVE_LEVEL);
     let Some((dev, rest)) = resolve_path(path) else {
         return Err(STATUS_OBJECT_NAME_NOT_FOUND);
     };
     let dev = dev as *mut DEVICE_OBJECT;
     let driver = DRIVER.lock().unwrap().clone();
-    if driver.as_ref().is_none_or(|d| d.unload_pending.load(Ordering::SeqCst)) {
+    if driver
+        .as_ref()
+        .is_none_or(|d| d.unload_pending.load(Ordering::SeqCst))
+    {
         return Err(STATUS_NO_SUCH_DEVICE);
     }
     // SAFETY: a live device (found in the namespace under the state lock just now).
-    let (flags, chars, refs) = unsafe { ((*dev).Flags, (*dev).Characteristics, (*dev).ReferenceCount) };
+    let (flags, chars, refs) =
+        unsafe { ((*dev).Flags, (*dev).Characteristics, (*dev).ReferenceCount) };
     if flags & DO_DEVICE_INITIALIZING != 0 {
         return Err(STATUS_NO_SUCH_DEVICE);
     }
@@ -690,7 +807,15 @@ pub fn create(path: &str, desired: u32, share: u32, disposition: u32, options: u
         (*fo).Type = 5; // IO_TYPE_FILE
         (*fo).Size = std::mem::size_of::<FILE_OBJECT>() as i16;
         (*fo).DeviceObject = dev;
-        (*fo).FileName = UNICODE_STRING { Length: (name.len() * 2) as u16, MaximumLength: (name.len() * 2) as u16, Buffer: if name.is_empty() { std::ptr::null_mut() } else { name.as_ptr() as *mut u16 } };
+        (*fo).FileName = UNICODE_STRING {
+            Length: (name.len() * 2) as u16,
+            MaximumLength: (name.len() * 2) as u16,
+            Buffer: if name.is_empty() {
+                std::ptr::null_mut()
+            } else {
+                name.as_ptr() as *mut u16
+            },
+        };
         const FILE_SYNCHRONOUS_IO_ALERT: u32 = 0x10;
         const FILE_SYNCHRONOUS_IO_NONALERT: u32 = 0x20;
         if options & (FILE_SYNCHRONOUS_IO_ALERT | FILE_SYNCHRONOUS_IO_NONALERT) != 0 {
@@ -698,7 +823,9 @@ pub fn create(path: &str, desired: u32, share: u32, disposition: u32, options: u
         }
         (*dev).ReferenceCount += 1;
     }
-    kernel::state().objects.insert(fo as usize, kernel::Obj::Device);
+    kernel::state()
+        .objects
+        .insert(fo as usize, kernel::Obj::Device);
     OPEN_FILES.fetch_add(1, Ordering::SeqCst);
     let file = Arc::new(File {
         fo,
@@ -720,14 +847,20 @@ pub fn create(path: &str, desired: u32, share: u32, disposition: u32, options: u
     access_state.OriginalDesiredAccess = desired;
     access_state.PreviouslyGrantedAccess = granted;
     access_state.RemainingDesiredAccess = 0;
-    access_state.SubjectSecurityContext.ClientToken = client.as_ref().map_or(std::ptr::null_mut(), |t| Arc::as_ptr(t) as *mut c_void);
+    access_state.SubjectSecurityContext.ClientToken = client
+        .as_ref()
+        .map_or(std::ptr::null_mut(), |t| Arc::as_ptr(t) as *mut c_void);
     access_state.SubjectSecurityContext.ImpersonationLevel = if client.is_some() { 2 } else { 0 };
     access_state.SubjectSecurityContext.PrimaryToken = Arc::as_ptr(&process.token) as *mut c_void;
     {
         let mut s = kernel::state();
-        s.objects.insert(Arc::as_ptr(&process.token) as usize, kernel::Obj::Token(process.token.clone()));
+        s.objects.insert(
+            Arc::as_ptr(&process.token) as usize,
+            kernel::Obj::Token(process.token.clone()),
+        );
         if let Some(c) = &client {
-            s.objects.insert(Arc::as_ptr(c) as usize, kernel::Obj::Token(c.clone()));
+            s.objects
+                .insert(Arc::as_ptr(c) as usize, kernel::Obj::Token(c.clone()));
         }
     }
     let mut sc = Box::new(IO_SECURITY_CONTEXT {
@@ -767,7 +900,10 @@ pub fn create(path: &str, desired: u32, share: u32, disposition: u32, options: u
         }
         return Err(st);
     }
-    Ok(Opened { file, information: info })
+    Ok(Opened {
+        file,
+        information: info,
+    })
 }
 
 // ---------------------------------------------------------------- IRPs
@@ -829,7 +965,6 @@ fn live() -> std::sync::MutexGuard<'static, Option<HashMap<usize, Arc<IrpCell>>>
     g
 }
 
-
 /// How a dispatched request ended.
 pub enum Outcome {
     Done(NTSTATUS, usize),
@@ -840,7 +975,12 @@ pub enum Outcome {
 impl File {
     /// Builds an IRP for `major`, lets `setup` fill it, dispatches it on this
     /// thread and waits for its completion.
-    fn call(self: &Arc<Self>, major: u8, setup: impl FnOnce(*mut IRP, *mut IO_STACK_LOCATION), io: Io) -> (NTSTATUS, usize) {
+    fn call(
+        self: &Arc<Self>,
+        major: u8,
+        setup: impl FnOnce(*mut IRP, *mut IO_STACK_LOCATION),
+        io: Io,
+    ) -> (NTSTATUS, usize) {
         match self.submit(major, 0, setup, io) {
             Outcome::Done(st, info) => (st, info),
             Outcome::Pending => unreachable!("a synchronous call cannot stay pending"),
@@ -849,10 +989,17 @@ impl File {
 
     /// Builds and dispatches an IRP with a system buffer of `sysbuf` bytes
     /// (0: none). Waits unless `io.asynchronous`.
-    pub fn submit(self: &Arc<Self>, major: u8, sysbuf: usize, setup: impl FnOnce(*mut IRP, *mut IO_STACK_LOCATION), io: Io) -> Outcome {
+    pub fn submit(
+        self: &Arc<Self>,
+        major: u8,
+        sysbuf: usize,
+        setup: impl FnOnce(*mut IRP, *mut IO_STACK_LOCATION),
+        io: Io,
+    ) -> Outcome {
         let sb = if sysbuf > 0 {
             // SAFETY: the I/O manager's own pool allocation for the system buffer.
-            let p = unsafe { ddi::ExAllocatePoolWithTag(512, sysbuf, u32::from_le_bytes(*b"IoSb")) } as usize;
+            let p = unsafe { ddi::ExAllocatePoolWithTag(512, sysbuf, u32::from_le_bytes(*b"IoSb")) }
+                as usize;
             if p == 0 {
                 return Outcome::Done(STATUS_INSUFFICIENT_RESOURCES, 0);
             }
@@ -863,18 +1010,32 @@ impl File {
         let asynchronous = io.asynchronous;
         // SAFETY: IRP and IO_STACK_LOCATION are plain data; all-zero is their initial state.
         let b: IrpBox = unsafe { std::mem::zeroed() };
-        let cell = Arc::new(IrpCell { b: std::cell::UnsafeCell::new(b), file: self.clone(), io, system_buffer: sb, system_len: sysbuf, done: Mutex::new(None), cv: Condvar::new() });
+        let cell = Arc::new(IrpCell {
+            b: std::cell::UnsafeCell::new(b),
+            file: self.clone(),
+            io,
+            system_buffer: sb,
+            system_len: sysbuf,
+            done: Mutex::new(None),
+            cv: Condvar::new(),
+        });
         let irp = cell.irp();
         let sl = cell.stack();
         // SAFETY: our fresh IRP (IoAllocateIrp(1) + IoGetNextIrpStackLocation + IoCallDriver's step).
         unsafe {
             (*irp).Type = 6; // IO_TYPE_IRP
-            (*irp).Size = (std::mem::size_of::<IRP>() + std::mem::size_of::<IO_STACK_LOCATION>()) as u16;
+            (*irp).Size =
+                (std::mem::size_of::<IRP>() + std::mem::size_of::<IO_STACK_LOCATION>()) as u16;
             (*irp).StackCount = 1;
             (*irp).CurrentLocation = 1;
             (*irp).RequestorMode = 1; // UserMode
             (*irp).AssociatedIrp.SystemBuffer = sb as *mut c_void;
-            (*irp).Tail.Overlay.Anonymous2.Anonymous.CurrentStackLocation = sl;
+            (*irp)
+                .Tail
+                .Overlay
+                .Anonymous2
+                .Anonymous
+                .CurrentStackLocation = sl;
             (*irp).Tail.Overlay.OriginalFileObject = self.fo;
             (*irp).Tail.Overlay.Thread = kernel::thread_id() as isize;
             (*sl).MajorFunction = major;
@@ -885,7 +1046,10 @@ impl File {
         self.add_ref();
         live().as_mut().unwrap().insert(irp as usize, cell.clone());
         self.irps.lock().unwrap().push(cell.clone());
-        REQUESTOR.lock().unwrap().insert(irp as usize, kernel::current_process());
+        REQUESTOR
+            .lock()
+            .unwrap()
+            .insert(irp as usize, kernel::current_process());
 
         // SAFETY: the driver object of a loaded driver.
         let f = unsafe { (*(*self.device).DriverObject).MajorFunction[major as usize] };
@@ -901,7 +1065,12 @@ impl File {
             // SAFETY: the stack location stays valid (the cell is alive).
             let marked = unsafe { (*sl).Control } & SL_PENDING_RETURNED != 0;
             if !marked {
-                bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", 0xC9, [0x8, irp as usize, major as usize, 0], "dispatch returned STATUS_PENDING without IoMarkIrpPending");
+                bugcheck(
+                    "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+                    0xC9,
+                    [0x8, irp as usize, major as usize, 0],
+                    "dispatch returned STATUS_PENDING without IoMarkIrpPending",
+                );
             }
         } else {
             match done {
@@ -959,7 +1128,9 @@ fn dispatch_fn(f: Option<SysDispatch>) -> DispatchFn {
 pub unsafe extern "win64" fn IoGetRequestorProcess(irp: *mut IRP) -> *mut c_void {
     kernel::check_irql("IoGetRequestorProcess", 2);
     let g = REQUESTOR.lock().unwrap();
-    g.as_ref().and_then(|m| m.get(&(irp as usize))).map_or(std::ptr::null_mut(), |p| Arc::as_ptr(p) as *mut c_void)
+    g.as_ref()
+        .and_then(|m| m.get(&(irp as usize)))
+        .map_or(std::ptr::null_mut(), |p| Arc::as_ptr(p) as *mut c_void)
 }
 
 /// IofCompleteRequest: IRQL <= DISPATCH_LEVEL.
@@ -967,30 +1138,63 @@ pub unsafe extern "win64" fn IofCompleteRequest(irp: *mut IRP, _boost: i8) {
     kernel::check_irql("IoCompleteRequest", 2);
     let cell = live().as_mut().unwrap().remove(&(irp as usize));
     let Some(cell) = cell else {
-        bugcheck("MULTIPLE_IRP_COMPLETE_REQUESTS", 0x44, [irp as usize, 0, 0, 0], "IoCompleteRequest of an IRP that is already completed (or no IRP)");
+        bugcheck(
+            "MULTIPLE_IRP_COMPLETE_REQUESTS",
+            0x44,
+            [irp as usize, 0, 0, 0],
+            "IoCompleteRequest of an IRP that is already completed (or no IRP)",
+        );
     };
     // SAFETY: a live IRP of ours.
-    let (st, info, cancel) = unsafe { ((*irp).IoStatus.Anonymous.Status, (*irp).IoStatus.Information, (*irp).CancelRoutine) };
+    let (st, info, cancel) = unsafe {
+        (
+            (*irp).IoStatus.Anonymous.Status,
+            (*irp).IoStatus.Information,
+            (*irp).CancelRoutine,
+        )
+    };
     if cancel.is_some() {
-        bugcheck("CANCEL_STATE_IN_COMPLETED_IRP", 0x48, [irp as usize, cancel.map_or(0, |f| f as usize), 0, 0], "IRP completed with its cancel routine still set");
+        bugcheck(
+            "CANCEL_STATE_IN_COMPLETED_IRP",
+            0x48,
+            [irp as usize, cancel.map_or(0, |f| f as usize), 0, 0],
+            "IRP completed with its cancel routine still set",
+        );
     }
     if st == STATUS_PENDING {
-        bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", 0xC9, [0x1, irp as usize, 0, 0], "IRP completed with STATUS_PENDING");
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            0xC9,
+            [0x1, irp as usize, 0, 0],
+            "IRP completed with STATUS_PENDING",
+        );
     }
     if cell.system_len > 0 && (cell.io.out.is_some()) && info > cell.system_len && !nt_error(st) {
-        bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", 0xC9, [0x229, irp as usize, info, cell.system_len], "buffered I/O completed with Information larger than the buffer");
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            0xC9,
+            [0x229, irp as usize, info, cell.system_len],
+            "buffered I/O completed with Information larger than the buffer",
+        );
     }
     // Buffered output: copied to the caller's buffer on a non-error status.
     if let Some((ubuf, ulen)) = cell.io.out {
         if !nt_error(st) && cell.system_buffer != 0 {
             let n = info.min(ulen).min(cell.system_len);
             // SAFETY: the caller's buffer of `ulen` bytes (the Win32 contract: valid until completion).
-            unsafe { std::ptr::copy_nonoverlapping(cell.system_buffer as *const u8, ubuf as *mut u8, n) };
+            unsafe {
+                std::ptr::copy_nonoverlapping(cell.system_buffer as *const u8, ubuf as *mut u8, n)
+            };
         }
     }
     if cell.system_buffer != 0 {
         // SAFETY: the system buffer allocated in `submit`.
-        unsafe { ddi::ExFreePoolWithTag(cell.system_buffer as *mut c_void, u32::from_le_bytes(*b"IoSb")) };
+        unsafe {
+            ddi::ExFreePoolWithTag(
+                cell.system_buffer as *mut c_void,
+                u32::from_le_bytes(*b"IoSb"),
+            )
+        };
     }
     if cell.io.overlapped != 0 {
         let ov = cell.io.overlapped as *mut usize;
@@ -1000,7 +1204,11 @@ pub unsafe extern "win64" fn IofCompleteRequest(irp: *mut IRP, _boost: i8) {
             std::ptr::write_volatile(ov, st as u32 as usize);
         }
     }
-    cell.file.irps.lock().unwrap().retain(|c| !Arc::ptr_eq(c, &cell));
+    cell.file
+        .irps
+        .lock()
+        .unwrap()
+        .retain(|c| !Arc::ptr_eq(c, &cell));
     if let Some(m) = REQUESTOR.lock().unwrap().as_mut() {
         m.remove(&(irp as usize));
     }
@@ -1041,7 +1249,12 @@ pub fn cancel_irp(cell: &Arc<IrpCell>) -> bool {
     unsafe { f((*cell.stack()).DeviceObject, irp) };
     IN_DRIVER.with(|c| c.set(was));
     if kernel::held_locks().contains(&(ddi::CANCEL_LOCK.as_ptr() as usize)) {
-        bugcheck("DRIVER_VERIFIER_IOMANAGER_VIOLATION", 0xC9, [0x10, irp as usize, 0, 0], "the cancel routine returned without releasing the cancel spin lock");
+        bugcheck(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            0xC9,
+            [0x10, irp as usize, 0, 0],
+            "the cancel routine returned without releasing the cancel spin lock",
+        );
     }
     if kernel::irql() != old {
         bugcheck("IRQL_NOT_LESS_OR_EQUAL", 0xA, [0, kernel::irql() as usize, old as usize, 0], "the cancel routine did not restore the IRQL (IoReleaseCancelSpinLock(Irp->CancelIrql))");
@@ -1053,8 +1266,14 @@ impl File {
     /// CancelIoEx: cancels this file's outstanding IRPs (those issued with
     /// `overlapped` when non-zero). Returns how many were found.
     pub fn cancel(&self, overlapped: usize) -> usize {
-        let list: Vec<Arc<IrpCell>> =
-            self.irps.lock().unwrap().iter().filter(|c| overlapped == 0 || c.io.overlapped == overlapped).cloned().collect();
+        let list: Vec<Arc<IrpCell>> = self
+            .irps
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| overlapped == 0 || c.io.overlapped == overlapped)
+            .cloned()
+            .collect();
         for c in &list {
             cancel_irp(c);
         }
@@ -1066,7 +1285,11 @@ impl File {
         let list: Vec<Arc<IrpCell>> = self.irps.lock().unwrap().iter().cloned().collect();
         let mut n = 0;
         for c in &list {
-            let mine = REQUESTOR.lock().unwrap().as_ref().and_then(|m| m.get(&(c.irp() as usize)).cloned());
+            let mine = REQUESTOR
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(|m| m.get(&(c.irp() as usize)).cloned());
             if mine.is_some_and(|q| Arc::ptr_eq(&q, p)) {
                 cancel_irp(c);
                 n += 1;
@@ -1083,11 +1306,23 @@ impl File {
     /// IRP_MJ_READ / IRP_MJ_WRITE with `len` bytes at `offset`
     /// (Parameters.Read/Write.ByteOffset). Buffered devices get a system
     /// buffer; others the user buffer (METHOD_NEITHER-style).
-    pub fn read_write(self: &Arc<Self>, write: bool, buf: usize, len: usize, offset: i64, mut io: Io) -> Outcome {
+    pub fn read_write(
+        self: &Arc<Self>,
+        write: bool,
+        buf: usize,
+        len: usize,
+        offset: i64,
+        mut io: Io,
+    ) -> Outcome {
         // SAFETY: a live device.
         let dflags = unsafe { (*self.device).Flags };
         if dflags & DO_DIRECT_IO != 0 {
-            bugcheck("NTSIM_UNSUPPORTED", 0, [0; 4], "DO_DIRECT_IO devices (MDLs) are not supported by ntsim");
+            bugcheck(
+                "NTSIM_UNSUPPORTED",
+                0,
+                [0; 4],
+                "DO_DIRECT_IO devices (MDLs) are not supported by ntsim",
+            );
         }
         let buffered = dflags & DO_BUFFERED_IO != 0;
         let sys = if buffered { len } else { 0 };
@@ -1106,7 +1341,9 @@ impl File {
                         if write {
                             std::ptr::copy_nonoverlapping(buf as *const u8, sb, len);
                         }
-                        (*irp).Flags = IRP_BUFFERED_IO | IRP_DEALLOCATE_BUFFER | if write { 0 } else { IRP_INPUT_OPERATION };
+                        (*irp).Flags = IRP_BUFFERED_IO
+                            | IRP_DEALLOCATE_BUFFER
+                            | if write { 0 } else { IRP_INPUT_OPERATION };
                     }
                     (*irp).UserBuffer = buf as *mut c_void;
                     let p = params::<ReadWriteParams>(sl);
@@ -1122,7 +1359,15 @@ impl File {
     /// except METHOD_NEITHER (no MDLs: the direct methods get the output
     /// buffer as the system buffer's copy-out too, which a driver that maps
     /// MdlAddress would notice as NULL).
-    pub fn ioctl(self: &Arc<Self>, code: u32, input: usize, in_len: usize, output: usize, out_len: usize, mut io: Io) -> Outcome {
+    pub fn ioctl(
+        self: &Arc<Self>,
+        code: u32,
+        input: usize,
+        in_len: usize,
+        output: usize,
+        out_len: usize,
+        mut io: Io,
+    ) -> Outcome {
         let method = code & 3;
         let sys = if method == 3 { 0 } else { in_len.max(out_len) };
         if method != 3 {
@@ -1140,14 +1385,20 @@ impl File {
                         if in_len > 0 {
                             std::ptr::copy_nonoverlapping(input as *const u8, sb, in_len);
                         }
-                        (*irp).Flags = IRP_BUFFERED_IO | IRP_DEALLOCATE_BUFFER | if out_len > 0 { IRP_INPUT_OPERATION } else { 0 };
+                        (*irp).Flags = IRP_BUFFERED_IO
+                            | IRP_DEALLOCATE_BUFFER
+                            | if out_len > 0 { IRP_INPUT_OPERATION } else { 0 };
                     }
                     (*irp).UserBuffer = output as *mut c_void;
                     let p = params::<IoctlParams>(sl);
                     (*p).output_length = out_len as u32;
                     (*p).input_length = in_len as u32;
                     (*p).code = code;
-                    (*p).type3_input = if method == 3 { input as *mut c_void } else { std::ptr::null_mut() };
+                    (*p).type3_input = if method == 3 {
+                        input as *mut c_void
+                    } else {
+                        std::ptr::null_mut()
+                    };
                 }
             },
             io,
@@ -1155,8 +1406,16 @@ impl File {
     }
 
     /// IRP_MJ_QUERY_INFORMATION: `len` bytes of class `class` into `out`.
-    pub fn query_information(self: &Arc<Self>, class: u32, out: usize, len: usize) -> (NTSTATUS, usize) {
-        let io = Io { out: Some((out, len)), ..Default::default() };
+    pub fn query_information(
+        self: &Arc<Self>,
+        class: u32,
+        out: usize,
+        len: usize,
+    ) -> (NTSTATUS, usize) {
+        let io = Io {
+            out: Some((out, len)),
+            ..Default::default()
+        };
         match self.submit(
             IRP_MJ_QUERY_INFORMATION,
             len,
@@ -1187,7 +1446,11 @@ impl File {
                 // SAFETY: the IRP being built; the system buffer holds `len` bytes.
                 unsafe {
                     (*irp).Flags = IRP_BUFFERED_IO | IRP_DEALLOCATE_BUFFER;
-                    std::ptr::copy_nonoverlapping(data.as_ptr(), (*irp).AssociatedIrp.SystemBuffer as *mut u8, len);
+                    std::ptr::copy_nonoverlapping(
+                        data.as_ptr(),
+                        (*irp).AssociatedIrp.SystemBuffer as *mut u8,
+                        len,
+                    );
                     let p = params::<SetFileParams>(sl);
                     (*p).length = len as u32;
                     (*p).class = class;
@@ -1222,10 +1485,22 @@ pub fn exports() -> Vec<(&'static str, usize)> {
     vec![
         ("IoCreateDevice", IoCreateDevice as *const () as usize),
         ("IoDeleteDevice", IoDeleteDevice as *const () as usize),
-        ("IoCreateSymbolicLink", IoCreateSymbolicLink as *const () as usize),
-        ("IoDeleteSymbolicLink", IoDeleteSymbolicLink as *const () as usize),
-        ("IoGetRequestorProcess", IoGetRequestorProcess as *const () as usize),
-        ("IofCompleteRequest", IofCompleteRequest as *const () as usize),
+        (
+            "IoCreateSymbolicLink",
+            IoCreateSymbolicLink as *const () as usize,
+        ),
+        (
+            "IoDeleteSymbolicLink",
+            IoDeleteSymbolicLink as *const () as usize,
+        ),
+        (
+            "IoGetRequestorProcess",
+            IoGetRequestorProcess as *const () as usize,
+        ),
+        (
+            "IofCompleteRequest",
+            IofCompleteRequest as *const () as usize,
+        ),
     ]
 }
 

@@ -103,7 +103,10 @@ pub fn bugcheck(name: &str, code: u32, params: [usize; 4], what: &str) -> ! {
     println!("{line}");
     let tail = dbg_tail(20);
     if !tail.is_empty() {
-        eprintln!("ntsim: the driver's last DbgPrint lines:\n{}", tail.join("\n"));
+        eprintln!(
+            "ntsim: the driver's last DbgPrint lines:\n{}",
+            tail.join("\n")
+        );
     }
     std::process::exit(3)
 }
@@ -261,7 +264,8 @@ impl Token {
             return true;
         }
         self.groups.iter().any(|(g, a)| {
-            g == sid && (a & SE_GROUP_ENABLED != 0 || (for_deny && a & SE_GROUP_USE_FOR_DENY_ONLY != 0))
+            g == sid
+                && (a & SE_GROUP_ENABLED != 0 || (for_deny && a & SE_GROUP_USE_FOR_DENY_ONLY != 0))
         })
     }
 }
@@ -292,10 +296,17 @@ impl Process {
 
     /// A process with a chosen id (to simulate id reuse after an exit).
     pub fn with_pid(name: &str, token: Arc<Token>, pid: usize) -> Arc<Process> {
-        let p = Arc::new(Process { pid, name: name.into(), token, exited: false.into() });
+        let p = Arc::new(Process {
+            pid,
+            name: name.into(),
+            token,
+            exited: false.into(),
+        });
         let mut s = state();
-        s.objects.insert(Arc::as_ptr(&p) as usize, Obj::Process(p.clone()));
-        s.objects.insert(Arc::as_ptr(&p.token) as usize, Obj::Token(p.token.clone()));
+        s.objects
+            .insert(Arc::as_ptr(&p) as usize, Obj::Process(p.clone()));
+        s.objects
+            .insert(Arc::as_ptr(&p.token) as usize, Obj::Token(p.token.clone()));
         p
     }
 }
@@ -318,7 +329,8 @@ impl Process {
                 return None;
             }
             // The dead process objects with this id are gone.
-            s.objects.retain(|_, o| !matches!(o, Obj::Process(p) if p.pid == pid));
+            s.objects
+                .retain(|_, o| !matches!(o, Obj::Process(p) if p.pid == pid));
         }
         Some(Self::with_pid(name, token, pid))
     }
@@ -328,7 +340,9 @@ fn pid_taken(s: &State, pid: usize) -> bool {
     s.objects.values().any(|o| match o {
         Obj::Process(p) if p.pid == pid => {
             !p.exited.load(Ordering::SeqCst)
-                || s.handles.values().any(|h| matches!(h, KHandle::Object { ptr, .. } if *ptr == Arc::as_ptr(p) as usize))
+                || s.handles.values().any(
+                    |h| matches!(h, KHandle::Object { ptr, .. } if *ptr == Arc::as_ptr(p) as usize),
+                )
         }
         _ => false,
     })
@@ -350,7 +364,9 @@ pub fn process_by_id(pid: usize) -> Option<Arc<Process>> {
 /// threads unless they choose another).
 pub fn system_process() -> Arc<Process> {
     static SYSTEM: std::sync::OnceLock<Arc<Process>> = std::sync::OnceLock::new();
-    SYSTEM.get_or_init(|| Process::with_pid("System", Token::system(), 4)).clone()
+    SYSTEM
+        .get_or_init(|| Process::with_pid("System", Token::system(), 4))
+        .clone()
 }
 
 static DEFAULT_PROCESS: Mutex<Option<Arc<Process>>> = Mutex::new(None);
@@ -390,7 +406,8 @@ pub fn enter_process(p: &Arc<Process>) {
 pub fn impersonating<R>(client: &Arc<Token>, f: impl FnOnce() -> R) -> R {
     {
         let mut s = state();
-        s.objects.insert(Arc::as_ptr(client) as usize, Obj::Token(client.clone()));
+        s.objects
+            .insert(Arc::as_ptr(client) as usize, Obj::Token(client.clone()));
     }
     let old = IMPERSONATION.with(|c| c.replace(Some(client.clone())));
     let r = f();
@@ -503,7 +520,10 @@ pub fn state() -> StateGuard {
     let mut g = STATE.lock().unwrap_or_else(|e| e.into_inner());
     if g.is_none() {
         install_fault_handler();
-        *g = Some(State { next_handle: 0x1000, ..Default::default() });
+        *g = Some(State {
+            next_handle: 0x1000,
+            ..Default::default()
+        });
     }
     StateGuard(g)
 }
@@ -527,15 +547,28 @@ impl State {
 /// the logs (a new run).
 pub fn reset() {
     let mut s = state();
-    let keep: HashMap<usize, Obj> = s.objects.drain().filter(|(_, o)| !matches!(o, Obj::Device)).collect();
-    *s = State { next_handle: 0x1000, objects: keep, echo: s.echo, ..Default::default() };
+    let keep: HashMap<usize, Obj> = s
+        .objects
+        .drain()
+        .filter(|(_, o)| !matches!(o, Obj::Device))
+        .collect();
+    *s = State {
+        next_handle: 0x1000,
+        objects: keep,
+        echo: s.echo,
+        ..Default::default()
+    };
 }
 
 // ---------------------------------------------------------------- registry, logs
 
 /// Sets a registry value (`key` like `\Registry\Machine\System\...`).
 pub fn reg_set(key: &str, name: &str, v: RegValue) {
-    state().registry.entry(key.to_lowercase()).or_default().insert(name.to_lowercase(), v);
+    state()
+        .registry
+        .entry(key.to_lowercase())
+        .or_default()
+        .insert(name.to_lowercase(), v);
 }
 
 /// Creates a key with no values.
@@ -557,7 +590,10 @@ pub fn set_echo(on: bool) {
 
 fn dbg_tail(n: usize) -> Vec<String> {
     match STATE.try_lock() {
-        Ok(g) => g.as_ref().map(|s| s.dbg.iter().rev().take(n).rev().cloned().collect()).unwrap_or_default(),
+        Ok(g) => g
+            .as_ref()
+            .map(|s| s.dbg.iter().rev().take(n).rev().cloned().collect())
+            .unwrap_or_default(),
         Err(_) => Vec::new(),
     }
 }
@@ -578,7 +614,10 @@ pub fn pool_fail_at(k: u64) {
 }
 
 pub fn tag_str(tag: u32) -> String {
-    tag.to_le_bytes().iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '.' }).collect()
+    tag.to_le_bytes()
+        .iter()
+        .map(|&b| if b.is_ascii_graphic() { b as char } else { '.' })
+        .collect()
 }
 
 // ---------------------------------------------------------------- dispatcher
@@ -662,7 +701,11 @@ extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_v
         hex16(rip, &mut line[i + 6..i + 22]);
     }
     if let Some(i) = find(&line, b"driver+0x") {
-        let off = if base != 0 && rip >= base && rip < base + size { rip - base } else { usize::MAX };
+        let off = if base != 0 && rip >= base && rip < base + size {
+            rip - base
+        } else {
+            usize::MAX
+        };
         hex16(off, &mut line[i + 9..i + 25]);
     }
     let _ = sig;

@@ -164,7 +164,11 @@ mod tests {
         assert_eq!(offset_of!(FILE_OBJECT, Flags), 0x50);
         assert_eq!(offset_of!(FILE_OBJECT, FileName), 0x58);
         assert_eq!(offset_of!(FILE_OBJECT, CurrentByteOffset), 0x68);
-        assert_eq!(size_of::<DEVICE_OBJECT>(), 0x148, "windows-sys drops the WDK's 16-byte alignment (0x150)");
+        assert_eq!(
+            size_of::<DEVICE_OBJECT>(),
+            0x148,
+            "windows-sys drops the WDK's 16-byte alignment (0x150)"
+        );
         assert_eq!(offset_of!(DEVICE_OBJECT, Flags), 0x30);
         assert_eq!(offset_of!(DEVICE_OBJECT, DeviceExtension), 0x40);
         assert_eq!(size_of::<DRIVER_OBJECT>(), 0x150);
@@ -172,7 +176,13 @@ mod tests {
         assert_eq!(offset_of!(DRIVER_OBJECT, MajorFunction), 0x70);
         assert_eq!(offset_of!(ACCESS_STATE, PreviouslyGrantedAccess), 0x14);
         assert_eq!(offset_of!(ACCESS_STATE, SubjectSecurityContext), 0x20);
-        assert_eq!(size_of::<windows_sys::Wdk::System::SystemServices::KSEMAPHORE>(), 0x20);
-        assert_eq!(size_of::<windows_sys::Wdk::System::SystemServices::IO_ERROR_LOG_PACKET>(), 0x30);
+        assert_eq!(
+            size_of::<windows_sys::Wdk::System::SystemServices::KSEMAPHORE>(),
+            0x20
+        );
+        assert_eq!(
+            size_of::<windows_sys::Wdk::System::SystemServices::IO_ERROR_LOG_PACKET>(),
+            0x30
+        );
     }
 }

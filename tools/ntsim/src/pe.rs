@@ -44,8 +44,12 @@ impl Drop for Image {
 /// Loads `path`, resolving imports with `resolve(dll, name)`.
 pub fn load(path: &Path, resolve: &dyn Fn(&str, &str) -> Option<usize>) -> Result<Image, String> {
     let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let sha256 = Sha256::digest(&data).iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let pe = PeFile64::parse(&*data).map_err(|e| format!("{}: not a PE32+ image: {e}", path.display()))?;
+    let sha256 = Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    let pe = PeFile64::parse(&*data)
+        .map_err(|e| format!("{}: not a PE32+ image: {e}", path.display()))?;
     let nt = pe.nt_headers();
     let opt = nt.optional_header();
     let size = opt.size_of_image() as usize;
@@ -55,12 +59,25 @@ pub fn load(path: &Path, resolve: &dyn Fn(&str, &str) -> Option<usize>) -> Resul
 
     // SAFETY: a fresh private anonymous mapping; no existing memory is touched.
     let base = unsafe {
-        libc::mmap(std::ptr::null_mut(), size, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     if base == libc::MAP_FAILED {
         return Err(format!("mmap of {size} bytes failed"));
     }
-    let mut img = Image { base: base as usize, size, entry: base as usize + entry_rva, sha256, imports: Vec::new() };
+    let mut img = Image {
+        base: base as usize,
+        size,
+        entry: base as usize + entry_rva,
+        sha256,
+        imports: Vec::new(),
+    };
     // SAFETY: the mapping is `size` bytes, readable and writable, and ours alone.
     let mem = unsafe { std::slice::from_raw_parts_mut(base as *mut u8, size) };
     mem[..headers.min(data.len())].copy_from_slice(&data[..headers.min(data.len())]);
@@ -70,20 +87,28 @@ pub fn load(path: &Path, resolve: &dyn Fn(&str, &str) -> Option<usize>) -> Resul
         let raw = s.pointer_to_raw_data.get(LE) as usize;
         let n = (s.size_of_raw_data.get(LE) as usize).min(s.virtual_size.get(LE) as usize);
         if va + n > size || raw + n > data.len() {
-            return Err(format!("section {} lies outside the image", String::from_utf8_lossy(s.raw_name())));
+            return Err(format!(
+                "section {} lies outside the image",
+                String::from_utf8_lossy(s.raw_name())
+            ));
         }
         mem[va..va + n].copy_from_slice(&data[raw..raw + n]);
     }
 
     // Base relocations (PE format, "The .reloc Section": DIR64 adds the delta).
     let delta = (img.base as u64).wrapping_sub(preferred);
-    if let Some(mut blocks) = pe.data_directories().relocation_blocks(&*data, &sections).map_err(|e| e.to_string())? {
+    if let Some(mut blocks) = pe
+        .data_directories()
+        .relocation_blocks(&*data, &sections)
+        .map_err(|e| e.to_string())?
+    {
         while let Some(block) = blocks.next().map_err(|e| e.to_string())? {
             for r in block {
                 match r.typ {
                     IMAGE_REL_BASED_DIR64 => {
                         let at = r.virtual_address as usize;
-                        let v = u64::from_le_bytes(mem[at..at + 8].try_into().unwrap()).wrapping_add(delta);
+                        let v = u64::from_le_bytes(mem[at..at + 8].try_into().unwrap())
+                            .wrapping_add(delta);
                         mem[at..at + 8].copy_from_slice(&v.to_le_bytes());
                     }
                     IMAGE_REL_BASED_ABSOLUTE => {}
@@ -98,12 +123,24 @@ pub fn load(path: &Path, resolve: &dyn Fn(&str, &str) -> Option<usize>) -> Resul
     if let Some(table) = pe.import_table().map_err(|e| e.to_string())? {
         let mut descs = table.descriptors().map_err(|e| e.to_string())?;
         while let Some(d) = descs.next().map_err(|e| e.to_string())? {
-            let dll = String::from_utf8_lossy(table.name(d.name.get(LE)).map_err(|e| e.to_string())?).into_owned();
-            let lookup = if d.original_first_thunk.get(LE) != 0 { d.original_first_thunk.get(LE) } else { d.first_thunk.get(LE) };
+            let dll =
+                String::from_utf8_lossy(table.name(d.name.get(LE)).map_err(|e| e.to_string())?)
+                    .into_owned();
+            let lookup = if d.original_first_thunk.get(LE) != 0 {
+                d.original_first_thunk.get(LE)
+            } else {
+                d.first_thunk.get(LE)
+            };
             let mut thunks = table.thunks(lookup).map_err(|e| e.to_string())?;
             let mut iat = d.first_thunk.get(LE) as usize;
-            while let Some(t) = thunks.next::<object::pe::ImageNtHeaders64>().map_err(|e| e.to_string())? {
-                let name = match table.import::<object::pe::ImageNtHeaders64>(t).map_err(|e| e.to_string())? {
+            while let Some(t) = thunks
+                .next::<object::pe::ImageNtHeaders64>()
+                .map_err(|e| e.to_string())?
+            {
+                let name = match table
+                    .import::<object::pe::ImageNtHeaders64>(t)
+                    .map_err(|e| e.to_string())?
+                {
                     Import::Name(_, n) => String::from_utf8_lossy(n).into_owned(),
                     Import::Ordinal(o) => format!("#{o}"),
                 };
@@ -117,7 +154,11 @@ pub fn load(path: &Path, resolve: &dyn Fn(&str, &str) -> Option<usize>) -> Resul
         }
     }
     if !missing.is_empty() {
-        return Err(format!("{}: refused: no implementation for import(s) {}", path.display(), missing.join(", ")));
+        return Err(format!(
+            "{}: refused: no implementation for import(s) {}",
+            path.display(),
+            missing.join(", ")
+        ));
     }
 
     // Section protections, as the loader applies them (headers read-only).
@@ -126,7 +167,13 @@ pub fn load(path: &Path, resolve: &dyn Fn(&str, &str) -> Option<usize>) -> Resul
         let start = from & !(page - 1);
         let end = (from + len + page - 1) & !(page - 1);
         // SAFETY: a page range inside our own mapping.
-        unsafe { libc::mprotect((img.base + start) as *mut libc::c_void, end.min(size) - start, prot) };
+        unsafe {
+            libc::mprotect(
+                (img.base + start) as *mut libc::c_void,
+                end.min(size) - start,
+                prot,
+            )
+        };
     };
     protect(0, headers, libc::PROT_READ);
     for s in sections.iter() {
@@ -138,7 +185,11 @@ pub fn load(path: &Path, resolve: &dyn Fn(&str, &str) -> Option<usize>) -> Resul
         if c & IMAGE_SCN_MEM_EXECUTE != 0 {
             prot |= libc::PROT_EXEC;
         }
-        protect(s.virtual_address.get(LE) as usize, s.virtual_size.get(LE) as usize, prot);
+        protect(
+            s.virtual_address.get(LE) as usize,
+            s.virtual_size.get(LE) as usize,
+            prot,
+        );
     }
     Ok(img)
 }

@@ -104,39 +104,39 @@ fn fail_win32(e: u32) -> BOOL {
 pub fn nt_to_win32(st: i32) -> u32 {
     match st as u32 {
         0 => 0,
-        0x0000_0103 => 997,        // STATUS_PENDING -> ERROR_IO_PENDING
-        0x8000_0005 => 234,        // STATUS_BUFFER_OVERFLOW -> ERROR_MORE_DATA
-        0x8000_0011 => 170,        // STATUS_DEVICE_BUSY -> ERROR_BUSY
-        0xC000_0001 => 31,         // STATUS_UNSUCCESSFUL -> ERROR_GEN_FAILURE
-        0xC000_0002 => 1,          // STATUS_NOT_IMPLEMENTED -> ERROR_INVALID_FUNCTION
-        0xC000_0003 => 87,         // STATUS_INVALID_INFO_CLASS -> ERROR_INVALID_PARAMETER
-        0xC000_0004 => 24,         // STATUS_INFO_LENGTH_MISMATCH -> ERROR_BAD_LENGTH
-        0xC000_0008 => 6,          // STATUS_INVALID_HANDLE
-        0xC000_000D => 87,         // STATUS_INVALID_PARAMETER
-        0xC000_000E => 2,          // STATUS_NO_SUCH_DEVICE -> ERROR_FILE_NOT_FOUND
-        0xC000_0010 => 1,          // STATUS_INVALID_DEVICE_REQUEST -> ERROR_INVALID_FUNCTION
-        0xC000_0011 => 38,         // STATUS_END_OF_FILE -> ERROR_HANDLE_EOF
-        0xC000_0017 => 8,          // STATUS_NO_MEMORY -> ERROR_NOT_ENOUGH_MEMORY
-        0xC000_0022 => 5,          // STATUS_ACCESS_DENIED
-        0xC000_0023 => 122,        // STATUS_BUFFER_TOO_SMALL -> ERROR_INSUFFICIENT_BUFFER
-        0xC000_0024 => 6,          // STATUS_OBJECT_TYPE_MISMATCH -> ERROR_INVALID_HANDLE
-        0xC000_0033 => 123,        // STATUS_OBJECT_NAME_INVALID -> ERROR_INVALID_NAME
-        0xC000_0034 => 2,          // STATUS_OBJECT_NAME_NOT_FOUND -> ERROR_FILE_NOT_FOUND
-        0xC000_0035 => 183,        // STATUS_OBJECT_NAME_COLLISION -> ERROR_ALREADY_EXISTS
-        0xC000_003A => 3,          // STATUS_OBJECT_PATH_NOT_FOUND
-        0xC000_0043 => 32,         // STATUS_SHARING_VIOLATION
-        0xC000_0056 => 303,        // STATUS_DELETE_PENDING
-        0xC000_0061 => 1314,       // STATUS_PRIVILEGE_NOT_HELD
-        0xC000_007F => 112,        // STATUS_DISK_FULL
-        0xC000_0095 => 534,        // STATUS_INTEGER_OVERFLOW -> ERROR_ARITHMETIC_OVERFLOW
-        0xC000_009A => 1450,       // STATUS_INSUFFICIENT_RESOURCES -> ERROR_NO_SYSTEM_RESOURCES
-        0xC000_00BB => 50,         // STATUS_NOT_SUPPORTED
-        0xC000_00D8 => 554,        // STATUS_CANT_WAIT
-        0xC000_00E8 => 1784,       // STATUS_INVALID_USER_BUFFER
-        0xC000_0120 => 995,        // STATUS_CANCELLED -> ERROR_OPERATION_ABORTED
-        0xC000_0184 => 5023,       // STATUS_INVALID_DEVICE_STATE -> ERROR_INVALID_STATE
-        0xC000_0904 => 223,        // STATUS_FILE_TOO_LARGE
-        _ => 317,                  // ERROR_MR_MID_NOT_FOUND
+        0x0000_0103 => 997,  // STATUS_PENDING -> ERROR_IO_PENDING
+        0x8000_0005 => 234,  // STATUS_BUFFER_OVERFLOW -> ERROR_MORE_DATA
+        0x8000_0011 => 170,  // STATUS_DEVICE_BUSY -> ERROR_BUSY
+        0xC000_0001 => 31,   // STATUS_UNSUCCESSFUL -> ERROR_GEN_FAILURE
+        0xC000_0002 => 1,    // STATUS_NOT_IMPLEMENTED -> ERROR_INVALID_FUNCTION
+        0xC000_0003 => 87,   // STATUS_INVALID_INFO_CLASS -> ERROR_INVALID_PARAMETER
+        0xC000_0004 => 24,   // STATUS_INFO_LENGTH_MISMATCH -> ERROR_BAD_LENGTH
+        0xC000_0008 => 6,    // STATUS_INVALID_HANDLE
+        0xC000_000D => 87,   // STATUS_INVALID_PARAMETER
+        0xC000_000E => 2,    // STATUS_NO_SUCH_DEVICE -> ERROR_FILE_NOT_FOUND
+        0xC000_0010 => 1,    // STATUS_INVALID_DEVICE_REQUEST -> ERROR_INVALID_FUNCTION
+        0xC000_0011 => 38,   // STATUS_END_OF_FILE -> ERROR_HANDLE_EOF
+        0xC000_0017 => 8,    // STATUS_NO_MEMORY -> ERROR_NOT_ENOUGH_MEMORY
+        0xC000_0022 => 5,    // STATUS_ACCESS_DENIED
+        0xC000_0023 => 122,  // STATUS_BUFFER_TOO_SMALL -> ERROR_INSUFFICIENT_BUFFER
+        0xC000_0024 => 6,    // STATUS_OBJECT_TYPE_MISMATCH -> ERROR_INVALID_HANDLE
+        0xC000_0033 => 123,  // STATUS_OBJECT_NAME_INVALID -> ERROR_INVALID_NAME
+        0xC000_0034 => 2,    // STATUS_OBJECT_NAME_NOT_FOUND -> ERROR_FILE_NOT_FOUND
+        0xC000_0035 => 183,  // STATUS_OBJECT_NAME_COLLISION -> ERROR_ALREADY_EXISTS
+        0xC000_003A => 3,    // STATUS_OBJECT_PATH_NOT_FOUND
+        0xC000_0043 => 32,   // STATUS_SHARING_VIOLATION
+        0xC000_0056 => 303,  // STATUS_DELETE_PENDING
+        0xC000_0061 => 1314, // STATUS_PRIVILEGE_NOT_HELD
+        0xC000_007F => 112,  // STATUS_DISK_FULL
+        0xC000_0095 => 534,  // STATUS_INTEGER_OVERFLOW -> ERROR_ARITHMETIC_OVERFLOW
+        0xC000_009A => 1450, // STATUS_INSUFFICIENT_RESOURCES -> ERROR_NO_SYSTEM_RESOURCES
+        0xC000_00BB => 50,   // STATUS_NOT_SUPPORTED
+        0xC000_00D8 => 554,  // STATUS_CANT_WAIT
+        0xC000_00E8 => 1784, // STATUS_INVALID_USER_BUFFER
+        0xC000_0120 => 995,  // STATUS_CANCELLED -> ERROR_OPERATION_ABORTED
+        0xC000_0184 => 5023, // STATUS_INVALID_DEVICE_STATE -> ERROR_INVALID_STATE
+        0xC000_0904 => 223,  // STATUS_FILE_TOO_LARGE
+        _ => 317,            // ERROR_MR_MID_NOT_FOUND
     }
 }
 
@@ -156,7 +156,11 @@ pub fn set_truncate_mode(m: TruncateMode) {
 }
 
 pub fn truncate_mode() -> TruncateMode {
-    if TRUNCATE.load(Ordering::SeqCst) == 1 { TruncateMode::ReactOs } else { TruncateMode::Windows }
+    if TRUNCATE.load(Ordering::SeqCst) == 1 {
+        TruncateMode::ReactOs
+    } else {
+        TruncateMode::Windows
+    }
 }
 
 const GENERIC_WRITE: u32 = 0x4000_0000;
@@ -185,7 +189,10 @@ fn wstr(p: *const u16) -> String {
 
 /// `\\.\X` -> `\??\X` (RtlDosPathNameToNtPathName_U for device paths).
 fn nt_path(win: &str) -> String {
-    if let Some(rest) = win.strip_prefix("\\\\.\\").or_else(|| win.strip_prefix("\\\\?\\")) {
+    if let Some(rest) = win
+        .strip_prefix("\\\\.\\")
+        .or_else(|| win.strip_prefix("\\\\?\\"))
+    {
         format!("\\??\\{rest}")
     } else if win.starts_with('\\') {
         win.to_string()
@@ -238,7 +245,9 @@ pub unsafe fn CreateFileW(
         Ok(o) => {
             let h = insert(Obj::File(o.file.clone()));
             if trunc_after {
-                let st = o.file.set_information(FILE_ALLOCATION_INFORMATION, &0i64.to_le_bytes());
+                let st = o
+                    .file
+                    .set_information(FILE_ALLOCATION_INFORMATION, &0i64.to_le_bytes());
                 if st < 0 {
                     // SAFETY: the handle just made.
                     unsafe { CloseHandle(h) };
@@ -246,7 +255,8 @@ pub unsafe fn CreateFileW(
                     return INVALID_HANDLE_VALUE;
                 }
             }
-            let exists = (disposition == 4 && o.information == FILE_OPENED) || (disposition == 2 && o.information == FILE_OVERWRITTEN);
+            let exists = (disposition == 4 && o.information == FILE_OPENED)
+                || (disposition == 2 && o.information == FILE_OVERWRITTEN);
             LAST_ERROR.with(|c| c.set(if exists { 183 } else { 0 }));
             h
         }
@@ -255,7 +265,11 @@ pub unsafe fn CreateFileW(
 
 /// CloseHandle.
 pub unsafe fn CloseHandle(h: HANDLE) -> BOOL {
-    let o = HANDLES.lock().unwrap().as_mut().and_then(|g| g.1.remove(&(h as usize)));
+    let o = HANDLES
+        .lock()
+        .unwrap()
+        .as_mut()
+        .and_then(|g| g.1.remove(&(h as usize)));
     match o {
         Some(Obj::File(f)) => {
             f.close_handle();
@@ -268,7 +282,10 @@ pub unsafe fn CloseHandle(h: HANDLE) -> BOOL {
 
 fn offset_of(ov: *const OVERLAPPED) -> i64 {
     // SAFETY: the caller's OVERLAPPED.
-    unsafe { (((*ov).Anonymous.Anonymous.OffsetHigh as u64) << 32 | (*ov).Anonymous.Anonymous.Offset as u64) as i64 }
+    unsafe {
+        (((*ov).Anonymous.Anonymous.OffsetHigh as u64) << 32
+            | (*ov).Anonymous.Anonymous.Offset as u64) as i64
+    }
 }
 
 fn ov_event(ov: *const OVERLAPPED) -> Option<Arc<Event>> {
@@ -284,7 +301,14 @@ fn ov_event(ov: *const OVERLAPPED) -> Option<Arc<Event>> {
     e
 }
 
-fn transfer(h: HANDLE, write: bool, buf: usize, len: u32, done: *mut u32, ov: *mut OVERLAPPED) -> BOOL {
+fn transfer(
+    h: HANDLE,
+    write: bool,
+    buf: usize,
+    len: u32,
+    done: *mut u32,
+    ov: *mut OVERLAPPED,
+) -> BOOL {
     let Some(f) = file(h) else {
         return fail_win32(6);
     };
@@ -296,7 +320,11 @@ fn transfer(h: HANDLE, write: bool, buf: usize, len: u32, done: *mut u32, ov: *m
         return fail_win32(87);
     }
     let _serial = f.serialise();
-    let offset = if ov.is_null() { f.position() } else { offset_of(ov) };
+    let offset = if ov.is_null() {
+        f.position()
+    } else {
+        offset_of(ov)
+    };
     if !ov.is_null() {
         // SAFETY: the caller's OVERLAPPED.
         unsafe {
@@ -304,7 +332,12 @@ fn transfer(h: HANDLE, write: bool, buf: usize, len: u32, done: *mut u32, ov: *m
             (*ov).InternalHigh = 0;
         }
     }
-    let io = Io { overlapped: ov as usize, event: ov_event(ov), asynchronous: !f.synchronous, ..Default::default() };
+    let io = Io {
+        overlapped: ov as usize,
+        event: ov_event(ov),
+        asynchronous: !f.synchronous,
+        ..Default::default()
+    };
     match f.read_write(write, buf, len as usize, offset, io) {
         Outcome::Pending => fail_win32(997),
         Outcome::Done(st, n) => {
@@ -324,12 +357,24 @@ fn transfer(h: HANDLE, write: bool, buf: usize, len: u32, done: *mut u32, ov: *m
 }
 
 /// ReadFile.
-pub unsafe fn ReadFile(h: HANDLE, buf: *mut u8, len: u32, read: *mut u32, ov: *mut OVERLAPPED) -> BOOL {
+pub unsafe fn ReadFile(
+    h: HANDLE,
+    buf: *mut u8,
+    len: u32,
+    read: *mut u32,
+    ov: *mut OVERLAPPED,
+) -> BOOL {
     transfer(h, false, buf as usize, len, read, ov)
 }
 
 /// WriteFile.
-pub unsafe fn WriteFile(h: HANDLE, buf: *const u8, len: u32, written: *mut u32, ov: *mut OVERLAPPED) -> BOOL {
+pub unsafe fn WriteFile(
+    h: HANDLE,
+    buf: *const u8,
+    len: u32,
+    written: *mut u32,
+    ov: *mut OVERLAPPED,
+) -> BOOL {
     transfer(h, true, buf as usize, len, written, ov)
 }
 
@@ -350,7 +395,9 @@ pub unsafe fn DeviceIoControl(
     };
     // The CTL_CODE's required access against the handle's granted access.
     let need = (code >> 14) & 3;
-    if (need & 1 != 0 && f.granted & io::FILE_READ_DATA == 0) || (need & 2 != 0 && f.granted & io::FILE_WRITE_DATA == 0) {
+    if (need & 1 != 0 && f.granted & io::FILE_READ_DATA == 0)
+        || (need & 2 != 0 && f.granted & io::FILE_WRITE_DATA == 0)
+    {
         return fail_win32(5);
     }
     if !f.synchronous && ov.is_null() {
@@ -361,8 +408,20 @@ pub unsafe fn DeviceIoControl(
         // SAFETY: the caller's OVERLAPPED.
         unsafe { (*ov).Internal = STATUS_PENDING as usize };
     }
-    let io = Io { overlapped: ov as usize, event: ov_event(ov), asynchronous: !f.synchronous, ..Default::default() };
-    match f.ioctl(code, input as usize, in_len as usize, output as usize, out_len as usize, io) {
+    let io = Io {
+        overlapped: ov as usize,
+        event: ov_event(ov),
+        asynchronous: !f.synchronous,
+        ..Default::default()
+    };
+    match f.ioctl(
+        code,
+        input as usize,
+        in_len as usize,
+        output as usize,
+        out_len as usize,
+        io,
+    ) {
         Outcome::Pending => fail_win32(997),
         Outcome::Done(st, n) => {
             if !returned.is_null() && (st as u32) >> 30 != 3 {
@@ -400,7 +459,11 @@ pub fn query_information(f: &Arc<File>, class: u32, len: usize) -> Result<Vec<u8
 /// FILE_WRITE_DATA); FilePositionInformation of a synchronous file object is
 /// served by the I/O manager (a negative position is STATUS_INVALID_PARAMETER).
 pub fn set_information(f: &Arc<File>, class: u32, data: &[u8]) -> i32 {
-    if matches!(class, FILE_END_OF_FILE_INFORMATION | FILE_ALLOCATION_INFORMATION) && f.granted & io::FILE_WRITE_DATA == 0 {
+    if matches!(
+        class,
+        FILE_END_OF_FILE_INFORMATION | FILE_ALLOCATION_INFORMATION
+    ) && f.granted & io::FILE_WRITE_DATA == 0
+    {
         return io::STATUS_ACCESS_DENIED;
     }
     if class == FILE_POSITION_INFORMATION && f.synchronous {
@@ -507,8 +570,16 @@ pub unsafe fn CancelIoEx(h: HANDLE, ov: *const OVERLAPPED) -> BOOL {
 }
 
 /// CreateEventW (unnamed events only).
-pub unsafe fn CreateEventW(_sa: *const SECURITY_ATTRIBUTES, manual: BOOL, initial: BOOL, _name: *const u16) -> HANDLE {
-    let e = Arc::new(Event { manual: manual != 0, ..Default::default() });
+pub unsafe fn CreateEventW(
+    _sa: *const SECURITY_ATTRIBUTES,
+    manual: BOOL,
+    initial: BOOL,
+    _name: *const u16,
+) -> HANDLE {
+    let e = Arc::new(Event {
+        manual: manual != 0,
+        ..Default::default()
+    });
     if initial != 0 {
         e.set();
     }
@@ -543,7 +614,12 @@ pub unsafe fn WaitForSingleObject(h: HANDLE, ms: u32) -> u32 {
 }
 
 /// GetOverlappedResult.
-pub unsafe fn GetOverlappedResult(_h: HANDLE, ov: *const OVERLAPPED, n: *mut u32, wait: BOOL) -> BOOL {
+pub unsafe fn GetOverlappedResult(
+    _h: HANDLE,
+    ov: *const OVERLAPPED,
+    n: *mut u32,
+    wait: BOOL,
+) -> BOOL {
     // SAFETY: the caller's OVERLAPPED, written by completion.
     unsafe {
         if wait != 0 {
