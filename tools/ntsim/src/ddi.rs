@@ -82,7 +82,12 @@ pub unsafe extern "C" fn ntsim_dbgprint_sink(
 /// than the block's rounding is not seen. mmap/mprotect through `libc`
 /// because no crate offers guarded allocations with a quarantine.
 const PAGE: usize = 4096;
-const QUARANTINE: usize = 4096;
+const QUARANTINE: usize = 1024;
+/// Live guarded blocks at most (each is two memory mappings, and a
+/// process has about 65530): past this, blocks come from the ordinary
+/// heap, as Driver Verifier's special pool falls back to normal pool when
+/// it is exhausted.
+const SPECIAL_LIMIT: usize = 16384;
 
 struct Mapping {
     base: usize,
@@ -94,7 +99,15 @@ type Mappings = (HashMap<usize, Mapping>, std::collections::VecDeque<Mapping>);
 
 static MAPPINGS: std::sync::Mutex<Option<Mappings>> = std::sync::Mutex::new(None);
 
+fn heap_layout(size: usize) -> std::alloc::Layout {
+    std::alloc::Layout::from_size_align(size.max(1), 16).unwrap()
+}
+
 fn special_alloc(size: usize) -> *mut u8 {
+    if MAPPINGS.lock().unwrap().as_ref().is_some_and(|m| m.0.len() >= SPECIAL_LIMIT) {
+        // SAFETY: a non-zero-sized layout.
+        return unsafe { std::alloc::alloc(heap_layout(size)) };
+    }
     let rounded = size.max(1).div_ceil(16) * 16;
     let pages = rounded.div_ceil(PAGE);
     let len = (pages + 1) * PAGE;
@@ -129,10 +142,14 @@ fn special_alloc(size: usize) -> *mut u8 {
     p as *mut u8
 }
 
-fn special_free(p: usize) {
+fn special_free(p: usize, size: usize) {
     let mut g = MAPPINGS.lock().unwrap();
     let (live, quarantine) = g.get_or_insert_with(Default::default);
-    let Some(m) = live.remove(&p) else { return };
+    let Some(m) = live.remove(&p) else {
+        // SAFETY: a block special_alloc took from the heap with this size.
+        unsafe { std::alloc::dealloc(p as *mut u8, heap_layout(size)) };
+        return;
+    };
     // SAFETY: our own mapping: its pages are released and made inaccessible.
     unsafe {
         libc::madvise(m.base as *mut libc::c_void, m.len, libc::MADV_DONTNEED);
@@ -217,7 +234,7 @@ pub unsafe extern "win64" fn ExFreePoolWithTag(p: *mut c_void, tag: u32) {
     drop(s);
     // SAFETY: the block was allocated by ExAllocatePoolWithTag with this size.
     unsafe { std::ptr::write_bytes(p as *mut u8, 0xDD, size) };
-    special_free(p as usize);
+    special_free(p as usize, size);
 }
 
 pub unsafe extern "win64" fn ExFreePool(p: *mut c_void) {

@@ -421,13 +421,13 @@ fn impersonating_admin_service_privileged_ioctl_refused(_t: &dyn Target) -> R {
     std::thread::spawn(move || {
         kernel::enter_process(&service);
         // The service itself: privileged.
-        let h = open_raw(Dev::Scull(0), OpenOpts::R, false, false).map_err(|e| format!("service open: {e}"))?;
+        let h = open_raw(Dev::Scull(0), OpenOpts::RW, false, false).map_err(|e| format!("service open: {e}"))?;
         let mut w = WinHandle { h, dev: Dev::Scull(0), wine: false, pos: 0 };
         let q = w.ioctl(Cmd::QQuantum, 0).map_err(|e| format!("QQUANTUM: {e}"))?;
         w.ioctl(Cmd::HQuantum, q).map_err(|e| format!("the service's own privileged HQUANTUM: {e}"))?;
         drop(w);
         kernel::impersonating(&user, || {
-            let h = open_raw(Dev::Scull(0), OpenOpts::R, false, false).map_err(|e| format!("open for the client: {e}"))?;
+            let h = open_raw(Dev::Scull(0), OpenOpts::RW, false, false).map_err(|e| format!("open for the client: {e}"))?;
             let mut w = WinHandle { h, dev: Dev::Scull(0), wine: false, pos: 0 };
             match w.ioctl(Cmd::HQuantum, q) {
                 Err(Error::Perm) => Ok(()),
