@@ -280,6 +280,7 @@ pub fn cases() -> Vec<Case> {
         case!(scullpriv_reused_pid_sees_no_old_data),
         case!(scullpriv_many_short_lived_processes),
         case!(read_only_handle_cannot_change_state),
+        case!(loader_binds_every_import_and_refuses_a_missing_one),
     ]
 }
 
@@ -700,4 +701,22 @@ fn read_only_handle_cannot_change_state(t: &dyn Target) -> R {
     let r = p.ioctl(Cmd::PTSize, 4000);
     check!(r == Err(Error::Perm), "P_IOCTSIZE on a read-only handle: {r:?}, want Perm (FILE_ANY_ACCESS code: N6)");
     Ok(())
+}
+
+/// The loader binds every ntoskrnl.exe import of the release image by name
+/// (data imports included), and refuses an image with an import it cannot
+/// bind, naming it.
+fn loader_binds_every_import_and_refuses_a_missing_one(_t: &dyn Target) -> R {
+    let path = &env().path;
+    let img = ::ntsim::pe::load(path, &|d, n| ::ntsim::io::resolve(d, n)).map_err(|e| format!("load: {e}"))?;
+    check!(img.imports.len() >= 39, "{} imports bound", img.imports.len());
+    for want in ["ntoskrnl.exe!PsProcessType", "ntoskrnl.exe!SeTokenObjectType", "ntoskrnl.exe!DbgPrintEx"] {
+        check!(img.imports.iter().any(|i| i == want), "{want} not among the bound imports");
+    }
+    drop(img);
+    match ::ntsim::pe::load(path, &|d, n| if n == "KeBugCheckEx" { None } else { ::ntsim::io::resolve(d, n) }) {
+        Err(e) if e.contains("ntoskrnl.exe!KeBugCheckEx") => Ok(()),
+        Err(e) => Err(format!("refused without naming the import: {e}")),
+        Ok(_) => Err("an image with an unbound import loaded".into()),
+    }
 }
