@@ -1,6 +1,12 @@
 //! `cargo run -p ntsim --example load -- DRIVER.sys [SERVICE]`: loads any
 //! WDM driver image, runs DriverEntry, lists its devices and links, asks
 //! for unload and reports what was left. Prints the DbgPrint lines.
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+fn main() {
+    eprintln!("ntsim runs on Linux x86_64 only");
+}
+
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(path) = args.first() else {
