@@ -2,7 +2,10 @@
 //! links, file objects, IRPs built with Microsoft's layouts and dispatched
 //! on the calling thread, completion, cancellation, cleanup and close.
 //!
-//! Rules and their sources (Microsoft Learn unless marked ReactOS; ReactOS
+//! Rules and their sources (Microsoft Learn unless marked ReactOS: the
+//! titles below are pages under learn.microsoft.com/windows-hardware/drivers/,
+//! in kernel/ (concepts, IRP_MJ_*), ddi/wdm/ (DDIs) and debugger/ (bug
+//! checks); ReactOS
 //! facts were read in reactos/reactos ntoskrnl/io/iomgr and
 //! dll/win32/kernel32/client/file, never copied):
 //! - Dispatch runs in the context of the calling thread for a top-level

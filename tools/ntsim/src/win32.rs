@@ -4,7 +4,8 @@
 //! one process-wide table; GetLastError is per thread.
 //!
 //! What each function sends follows kernel32 (Microsoft Learn pages of
-//! each function; where silent, ReactOS dll/win32/kernel32/client/file,
+//! each function, learn.microsoft.com/windows/win32/api/fileapi/ and
+//! .../ioapiset/; where silent, ReactOS dll/win32/kernel32/client/file,
 //! read for facts only):
 //! - CreateFileW adds SYNCHRONIZE | FILE_READ_ATTRIBUTES to the access,
 //!   opens with FILE_SYNCHRONOUS_IO_NONALERT unless FILE_FLAG_OVERLAPPED,
