@@ -1059,8 +1059,11 @@ impl File {
         let f = dispatch_fn(f);
         kernel::check_irql("IoCallDriver", PASSIVE_LEVEL);
         let was = IN_DRIVER.with(|c| c.replace(true));
+        let now = IN_FLIGHT.fetch_add(1, Ordering::SeqCst) + 1;
+        MAX_IN_FLIGHT.fetch_max(now, Ordering::SeqCst);
         // SAFETY: the driver's dispatch routine with its device and our IRP.
         let st = unsafe { f(self.device, irp) };
+        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
         IN_DRIVER.with(|c| c.set(was));
         after_call(&format!("dispatch of IRP_MJ {major:#x}"));
         let done = *cell.done.lock().unwrap();
@@ -1102,6 +1105,16 @@ impl File {
         let (st, info) = g.unwrap();
         Outcome::Done(st, info)
     }
+}
+
+/// Dispatch routines running now, and the most seen at once.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+static MAX_IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// The most dispatch routines that ran at the same time (on different
+/// threads) since the last reset; resets it.
+pub fn take_max_concurrent_dispatches() -> usize {
+    MAX_IN_FLIGHT.swap(0, Ordering::SeqCst)
 }
 
 /// The requestor process of each live IRP (IoGetRequestorProcess).

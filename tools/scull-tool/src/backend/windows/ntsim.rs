@@ -281,6 +281,7 @@ pub fn cases() -> Vec<Case> {
         case!(scullpriv_many_short_lived_processes),
         case!(read_only_handle_cannot_change_state),
         case!(loader_binds_every_import_and_refuses_a_missing_one),
+        case!(dispatch_runs_concurrently_on_callers_threads),
     ]
 }
 
@@ -312,6 +313,17 @@ fn size_of(name: &str) -> Result<u64, String> {
     let dev = name.to_lowercase();
     let line = text.lines().find(|l| l.split_whitespace().next() == Some(dev.as_str())).ok_or(format!("no {dev} in stats"))?;
     field(line, "size").and_then(|v| v.parse().ok()).ok_or(format!("no size in {line}"))
+}
+
+/// Trims a store with a FILE_OVERWRITE open (ReactOS's TRUNCATE_EXISTING),
+/// which does not depend on FileAllocationInformation.
+fn trim_overwrite(name: &str) -> R {
+    use ::ntsim::win32::{set_truncate_mode, truncate_mode, TruncateMode};
+    let was = truncate_mode();
+    set_truncate_mode(TruncateMode::ReactOs);
+    let r = raw_open(name, GENERIC_WRITE, TRUNCATE_EXISTING, 0);
+    set_truncate_mode(was);
+    r.map(drop).map_err(|e| format!("trim {name}: error {e}"))
 }
 
 /// Puts the driver back as the suite loaded it (after a case unloaded it).
@@ -719,4 +731,38 @@ fn loader_binds_every_import_and_refuses_a_missing_one(_t: &dyn Target) -> R {
         Err(e) => Err(format!("refused without naming the import: {e}")),
         Ok(_) => Err("an image with an unbound import loaded".into()),
     }
+}
+
+/// Dispatch runs on the caller's thread: four threads writing and reading
+/// their own stores are in the driver at the same time (the I/O manager
+/// takes no lock around dispatch).
+fn dispatch_runs_concurrently_on_callers_threads(_t: &dyn Target) -> R {
+    let _ = ::ntsim::io::take_max_concurrent_dispatches();
+    let mut joins = Vec::new();
+    for i in 0..4u8 {
+        joins.push(std::thread::spawn(move || -> R {
+            let dev = Dev::Scull(i);
+            let h = open_raw(dev, OpenOpts::RW, false, false).map_err(|e| format!("open: {e}"))?;
+            let mut w = WinHandle { h, dev, wine: false, pos: 0 };
+            let data = [i; 1000];
+            let mut back = [0u8; 1000];
+            for _ in 0..400 {
+                w.seek(Whence::Set, 0).map_err(|e| format!("seek: {e}"))?;
+                w.write(&data).map_err(|e| format!("write: {e}"))?;
+                w.seek(Whence::Set, 0).map_err(|e| format!("seek: {e}"))?;
+                let n = w.read(&mut back).map_err(|e| format!("read: {e}"))?;
+                check!(n == 1000 && back == data, "thread {i} read back other bytes");
+            }
+            Ok(())
+        }));
+    }
+    for j in joins {
+        j.join().map_err(|_| "thread panicked".to_string())??;
+    }
+    for i in 0..4u8 {
+        trim_overwrite(&format!("Scull{i}"))?;
+    }
+    let most = ::ntsim::io::take_max_concurrent_dispatches();
+    check!(most >= 2, "at most {most} dispatch routine(s) ran at once");
+    Ok(())
 }
