@@ -4,7 +4,7 @@
 //! IO_STACK_LOCATION lose the WDK's POINTER_ALIGNMENT. For those ntsim
 //! uses the structs below, whose offsets follow wdm.h of the WDK (each
 //! POINTER_ALIGNMENT member on an 8-byte boundary on x64), which is also
-//! what mingw-w64's ddk/wdm.h (the headers scull.sys is built against)
+//! what mingw-w64's ddk/wdm.h (the headers the mingw binding path builds drivers against)
 //! declares. The tests at the end pin both sides, so a change in either
 //! is seen.
 //!
