@@ -5,6 +5,7 @@ mod host;
 mod inf;
 mod kdebug;
 mod kmod;
+mod ntsim;
 mod qemu;
 mod util;
 mod wdkcheck;
@@ -30,6 +31,9 @@ usage: cargo xtask [-v] <command>
   wdk-check   build, clippy and link the wdk-sys path of scull.sys on Linux (patched
               wdk-build copy, mingw-w64 headers as the WDK); last line: wdk-check: ok
   wine        load scull.sys in Wine and run the conformance suite there (`wine demo`: the demo)
+  ntsim       load the release scull.sys under ntsim (a miniature NT kernel in a Linux
+              process) and run the suite, stress and fuzz there (`--strict`: count the
+              known driver defects as failures)
   inf-check   check scull-wdm/scull.inx (sections, keys, isolation rules) [FILE];
               without FILE also the layout `cargo wdk build` needs (names, metadata)
   kmod        build scull.ko for Debian's 7.3.4 kernel (trixie chroot, cached)
@@ -56,6 +60,7 @@ fn main() {
         "wdm" => wdm::run(rest),
         "wdk-check" => wdkcheck::run_check(rest),
         "wine" => wine::run_suite(rest),
+        "ntsim" => ntsim::run(rest),
         "inf-check" => inf::main(rest),
         "kmod" => kmod::kmod(rest),
         "qemu" => qemu::qemu(rest),
@@ -93,6 +98,8 @@ fn test(_args: &[String]) -> Result {
     host::test()?;
     util::section("test: the wdk-sys path of the Windows driver (wdk-check)");
     wdkcheck::run_check(&[])?;
+    util::section("test: the release Windows driver under ntsim (a native I/O manager in a Linux process)");
+    ntsim::run(&[])?;
     util::section("test: the Windows driver under Wine");
     wine::run_suite(&[])?;
     util::section("test: the Linux module in QEMU");

@@ -10,3 +10,5 @@ pub mod rng;
 pub mod stress;
 #[cfg(target_os = "linux")]
 pub mod uffd;
+#[cfg(any(windows, target_os = "linux"))]
+pub mod win32;

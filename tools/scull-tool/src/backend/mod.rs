@@ -16,7 +16,9 @@ use std::time::Duration;
 #[cfg(target_os = "linux")]
 pub mod linux;
 pub mod model;
-#[cfg(windows)]
+/// Windows builds: `windows`, `wine`; Linux builds: `ntsim` (the same code
+/// against scull.sys loaded by ntsim in this process).
+#[cfg(any(windows, target_os = "linux"))]
 pub mod windows;
 
 /// How to open a device.
@@ -191,6 +193,8 @@ pub fn target_by_name(name: &str) -> Option<Box<dyn Target>> {
         "qemu" => Some(Box::new(linux::LinuxTarget::new("qemu"))),
         #[cfg(windows)]
         "windows" | "wine" => windows::by_name(name),
+        #[cfg(target_os = "linux")]
+        "ntsim" => windows::by_name(name),
         _ => None,
     }
 }

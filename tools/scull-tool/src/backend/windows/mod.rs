@@ -26,25 +26,33 @@ use scull_core::report::field;
 use scull_core::store::{self, Whence};
 use scull_core::Error;
 use std::ffi::c_void;
-use std::io::{Read, Write};
+#[cfg(windows)]
+use std::io::Read;
+use std::io::Write;
+#[cfg(windows)]
 use std::process::{Child, Command, Stdio};
 use std::ptr::null_mut;
 use std::time::{Duration, Instant};
+// The Win32 functions come through the one seam (windows-sys on Windows,
+// ntsim on Linux); types and constants from windows-sys on both.
+use crate::win32::{
+    CancelIoEx, CloseHandle, CreateEventW, CreateFileW, DeviceIoControl, GetLastError, ReadFile, SetEndOfFile, SetFilePointerEx,
+    WaitForSingleObject, WriteFile,
+};
 use windows_sys::Win32::Foundation::{
-    CloseHandle, GetLastError, ERROR_IO_PENDING, ERROR_MORE_DATA, GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE,
-    WAIT_OBJECT_0,
+    ERROR_IO_PENDING, ERROR_MORE_DATA, GENERIC_READ, GENERIC_WRITE, HANDLE, INVALID_HANDLE_VALUE, WAIT_OBJECT_0,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    CreateFileW, ReadFile, SetEndOfFile, SetFilePointerEx, WriteFile, FILE_BEGIN, FILE_CURRENT, FILE_END, FILE_FLAG_OVERLAPPED,
-    FILE_SHARE_READ, FILE_SHARE_WRITE, OPEN_EXISTING, TRUNCATE_EXISTING,
+    FILE_BEGIN, FILE_CURRENT, FILE_END, FILE_FLAG_OVERLAPPED, FILE_SHARE_READ, FILE_SHARE_WRITE, OPEN_EXISTING, TRUNCATE_EXISTING,
 };
-use windows_sys::Win32::System::Threading::{CreateEventW, WaitForSingleObject};
-use windows_sys::Win32::System::IO::{CancelIoEx, DeviceIoControl, OVERLAPPED};
+use windows_sys::Win32::System::IO::OVERLAPPED;
 
 /// The hidden subcommand of a spawned writer.
+#[cfg(windows)]
 const CHILD_WRITER: &str = "__scull_child_writer";
 /// The hidden subcommand of `Who::Other`: a child process that holds one
 /// handle and runs the parent's requests on it (see [`proxy`]).
+#[cfg(windows)]
 const CHILD_PROXY: &str = "__scull_child_proxy";
 
 pub use scull_core::ioctl::{
@@ -254,8 +262,10 @@ impl Handle for WinHandle {
 }
 
 /// A writer child process.
+#[cfg(windows)]
 struct ChildWriter(Child);
 
+#[cfg(windows)]
 impl Join for ChildWriter {
     fn join(self: Box<Self>) -> Result<usize, Error> {
         let out = self.0.wait_with_output().map_err(|_| Error::Invalid)?;
@@ -345,6 +355,8 @@ impl Drop for PendingRead {
 
 pub struct WinTarget {
     wine: bool,
+    /// The release scull.sys under ntsim in this process (Linux builds).
+    ntsim: bool,
     nr_devs: u8,
     p_nr_devs: u8,
     privileged: bool,
@@ -354,6 +366,10 @@ pub struct WinTarget {
 
 impl WinTarget {
     pub fn new(wine: bool) -> Self {
+        Self::with(wine, false)
+    }
+
+    fn with(wine: bool, ntsim: bool) -> Self {
         let count = |f: fn(u8) -> Dev| {
             (0..64u8).take_while(|&n| open_raw(f(n), OpenOpts::R, wine, false).is_ok()).count() as u8
         };
@@ -370,7 +386,7 @@ impl WinTarget {
             })
             .is_some();
         let modes = test_op(wine, TEST_OP_QUERY, 0).map_or(0, |r| r.modes);
-        WinTarget { wine, nr_devs, p_nr_devs, privileged, modes }
+        WinTarget { wine, ntsim, nr_devs, p_nr_devs, privileged, modes }
     }
 }
 
@@ -378,6 +394,8 @@ impl Target for WinTarget {
     fn name(&self) -> &str {
         if self.wine {
             "wine"
+        } else if self.ntsim {
+            "ntsim"
         } else {
             "windows"
         }
@@ -388,7 +406,8 @@ impl Target for WinTarget {
             privileged: self.privileged,
             // Test identity mode: every process is its own user, and a
             // proxy child process that gave up the override is `Who::Other`.
-            other_user: self.modes & MODE_IDENTITY != 0,
+            // ntsim: a process with a plain user's token.
+            other_user: self.modes & MODE_IDENTITY != 0 || self.ntsim,
             poll: false,
             cancel: true,
             processes: true,
@@ -406,7 +425,7 @@ impl Target for WinTarget {
 
     fn open_as(&self, who: Who, dev: Dev, opts: OpenOpts) -> Result<Box<dyn Handle>, Error> {
         if who == Who::Other {
-            if self.modes & MODE_IDENTITY == 0 {
+            if !self.caps().other_user {
                 return Err(Error::NotTty);
             }
             let mut p = proxy::Proxy::spawn(self.wine, dev, opts)?;
@@ -421,6 +440,12 @@ impl Target for WinTarget {
         Ok(Box::new(WinHandle { h, dev, wine: self.wine, pos: 0 }))
     }
 
+    #[cfg(not(windows))]
+    fn spawn_writer(&self, dev: Dev, data: Vec<u8>, delay: Duration) -> Result<Box<dyn Join>, Error> {
+        ntsim::spawn_writer(dev, data, delay)
+    }
+
+    #[cfg(windows)]
     fn spawn_writer(&self, dev: Dev, data: Vec<u8>, delay: Duration) -> Result<Box<dyn Join>, Error> {
         let exe = std::env::current_exe().map_err(|_| Error::Invalid)?;
         let mut name = String::new();
@@ -467,23 +492,43 @@ impl Target for WinTarget {
     }
 
     fn extra_cases(&self) -> Vec<Case> {
-        cases::all()
+        #[allow(unused_mut)]
+        let mut v = cases::all();
+        #[cfg(target_os = "linux")]
+        if self.ntsim {
+            // The bridge is the test build's stand-in for what Wine's I/O
+            // manager lacks; ntsim loads the release build and needs none.
+            v.retain(|c| !c.name.starts_with("win_bridge_"));
+            v.extend(ntsim::cases());
+        }
+        v
     }
 }
 
 /// The targets this module provides, by name.
 pub fn by_name(name: &str) -> Option<Box<dyn Target>> {
     match name {
+        #[cfg(windows)]
         "windows" => Some(Box::new(WinTarget::new(false))),
+        #[cfg(windows)]
         "wine" => Some(Box::new(WinTarget::new(true))),
+        #[cfg(target_os = "linux")]
+        "ntsim" => {
+            if let Err(e) = ntsim::start() {
+                eprintln!("scull-tool: ntsim: {e}");
+                std::process::exit(1);
+            }
+            Some(Box::new(WinTarget::with(false, true)))
+        }
         _ => None,
     }
 }
 
-/// Hidden child-process entry points. `__scull_child_writer <target> <Dev>
+/// Hidden child-process entry points (Windows builds). `__scull_child_writer <target> <Dev>
 /// <delay ms>`: after the delay, opens the device for writing, writes all of
 /// stdin (looping on partial writes), prints the count and exits 0; on error
 /// prints `error <win32>` and exits 1.
+#[cfg(windows)]
 pub fn child_main(args: &[String]) -> Option<u8> {
     match args.first().map(String::as_str) {
         Some(CHILD_WRITER) => {}
@@ -530,6 +575,8 @@ pub fn child_main(args: &[String]) -> Option<u8> {
 
 mod cases;
 mod native;
+#[cfg(target_os = "linux")]
+pub mod ntsim;
 mod wine;
 
 pub mod proxy;

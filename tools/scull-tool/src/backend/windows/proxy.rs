@@ -9,10 +9,18 @@
 //! cancels its I/O. End of input closes the handle and ends the child.
 
 use super::*;
+#[cfg(windows)]
 use std::io::BufRead;
-use std::process::ChildStdin;
+#[cfg(windows)]
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
+
+/// The other side of a proxy: a child process (Windows), or on ntsim a
+/// thread running as another NT process with a plain user's token.
+#[cfg(windows)]
+type Peer = Child;
+#[cfg(not(windows))]
+type Peer = super::ntsim::ProxyThread;
 
 pub fn hex(b: &[u8]) -> String {
     if b.is_empty() {
@@ -32,8 +40,8 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 pub struct Proxy {
-    child: Child,
-    stdin: Option<ChildStdin>,
+    child: Peer,
+    stdin: Option<Box<dyn Write + Send>>,
     lines: mpsc::Receiver<String>,
     /// The open's outcome once the child reported it.
     pub open: Option<Result<(), Error>>,
@@ -48,6 +56,13 @@ fn parse_reply(l: &str) -> Result<String, Error> {
 }
 
 impl Proxy {
+    #[cfg(not(windows))]
+    pub fn spawn(_wine: bool, dev: Dev, o: OpenOpts) -> Result<Proxy, Error> {
+        let (child, stdin, lines) = super::ntsim::spawn_proxy(dev, o)?;
+        Ok(Proxy { child, stdin: Some(stdin), lines, open: None })
+    }
+
+    #[cfg(windows)]
     pub fn spawn(wine: bool, dev: Dev, o: OpenOpts) -> Result<Proxy, Error> {
         let exe = std::env::current_exe().map_err(|_| Error::Invalid)?;
         let mut name = String::new();
@@ -59,7 +74,7 @@ impl Proxy {
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|_| Error::Invalid)?;
-        let stdin = child.stdin.take();
+        let stdin = child.stdin.take().map(|s| Box::new(s) as Box<dyn Write + Send>);
         let out = child.stdout.take().ok_or(Error::Invalid)?;
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -113,6 +128,16 @@ impl Proxy {
     }
 }
 
+#[cfg(not(windows))]
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        // End of input: the thread closes its handle and ends; wait for it.
+        self.stdin = None;
+        self.child.finish(Duration::from_secs(20));
+    }
+}
+
+#[cfg(windows)]
 impl Drop for Proxy {
     fn drop(&mut self) {
         // End of input: the child closes its handle and exits. Wait for
@@ -170,18 +195,25 @@ impl Handle for Proxy {
 }
 
 /// The handle value, for a `cancel` from the input thread.
+#[cfg(windows)]
 static OPENING: AtomicUsize = AtomicUsize::new(0);
 
-fn reply(r: Result<String, Error>) {
+/// One answer line.
+pub(super) fn answer(r: Result<String, Error>) -> String {
     match r {
-        Ok(v) if v.is_empty() => println!("ok"),
-        Ok(v) => println!("ok {v}"),
-        Err(e) => println!("error {}", e.win32()),
+        Ok(v) if v.is_empty() => "ok".into(),
+        Ok(v) => format!("ok {v}"),
+        Err(e) => format!("error {}", e.win32()),
     }
+}
+
+#[cfg(windows)]
+fn reply(r: Result<String, Error>) {
+    println!("{}", answer(r));
     let _ = std::io::stdout().flush();
 }
 
-fn exec(h: &mut WinHandle, line: &str) -> Result<String, Error> {
+pub(super) fn exec(h: &mut WinHandle, line: &str) -> Result<String, Error> {
     let w: Vec<&str> = line.split_whitespace().collect();
     let num = |i: usize| w.get(i).and_then(|s| s.parse::<i64>().ok()).ok_or(Error::Invalid);
     match w.first().copied() {
@@ -215,6 +247,7 @@ fn exec(h: &mut WinHandle, line: &str) -> Result<String, Error> {
 }
 
 /// `__scull_child_proxy <wine|windows> <Dev> <bits>`.
+#[cfg(windows)]
 pub fn child(args: &[String]) -> u8 {
     let wine = args.first().map(String::as_str) == Some("wine");
     let dev = args.get(1).and_then(|s| Dev::parse(s));

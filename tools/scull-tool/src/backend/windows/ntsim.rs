@@ -1,0 +1,768 @@
+//! The `ntsim` target (Linux builds): this backend's Win32 calls go to
+//! ntsim's Win32 layer (see `crate::win32`), against the *release*
+//! scull.sys (`target/wdm/scull.sys`, or `SCULL_SYS`) that ntsim loads into
+//! this process at start. What needs processes on Windows runs here as
+//! threads that are other NT processes to the driver (their own process
+//! objects and ids): the suite's identity is an elevated administrator's
+//! process, `Who::Other` a process with a plain user's token, each spawned
+//! writer a new process with the suite's token.
+//!
+//! The registry is seeded with the service's Parameters key, and
+//! `scull_sddl` gives authenticated users read and write (as an
+//! administrator would set it for a second user), so the plain user can
+//! open the devices and the driver's own policies decide.
+
+use super::*;
+use ::ntsim::kernel::{self, Process, RegValue, Token};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
+use windows_sys::Win32::Storage::FileSystem::CREATE_ALWAYS;
+
+pub const SERVICE: &str = "scull";
+pub const PARAMS_KEY: &str = "\\Registry\\Machine\\System\\CurrentControlSet\\Services\\scull\\Parameters";
+/// The device ACL the suite loads with: SYSTEM and Administrators all
+/// access, authenticated users read and write.
+pub const SDDL: &str = "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GRGW;;;AU)";
+
+pub struct Env {
+    pub path: PathBuf,
+    pub me: Arc<Process>,
+    pub admin: Arc<Token>,
+    pub user: Arc<Token>,
+}
+
+static ENV: OnceLock<Env> = OnceLock::new();
+static DRIVER: Mutex<Option<Arc<::ntsim::io::Driver>>> = Mutex::new(None);
+
+pub fn env() -> &'static Env {
+    ENV.get().expect("ntsim not started")
+}
+
+/// The driver image: `SCULL_SYS`, else `target/wdm/scull.sys` above the
+/// working directory or beside this executable's target directory.
+pub fn driver_path() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("SCULL_SYS") {
+        return Ok(PathBuf::from(p));
+    }
+    let mut starts = vec![std::env::current_dir().map_err(|e| e.to_string())?];
+    if let Ok(exe) = std::env::current_exe() {
+        starts.push(exe);
+    }
+    for s in starts {
+        for dir in s.ancestors() {
+            let p = dir.join("target/wdm/scull.sys");
+            if p.exists() {
+                return Ok(p);
+            }
+            if dir.file_name().is_some_and(|n| n == "target") && dir.join("wdm/scull.sys").exists() {
+                return Ok(dir.join("wdm/scull.sys"));
+            }
+        }
+    }
+    Err("no target/wdm/scull.sys (run `cargo xtask wdm`, or set SCULL_SYS)".into())
+}
+
+/// Seeds the registry with the service's parameters (`extra` on top of the suite's ACL).
+pub fn seed_registry(extra: &[(&str, RegValue)]) {
+    kernel::reg_create(PARAMS_KEY);
+    kernel::reg_set(PARAMS_KEY, "scull_sddl", RegValue::Sz(SDDL.into()));
+    for (n, v) in extra {
+        kernel::reg_set(PARAMS_KEY, n, v.clone());
+    }
+}
+
+/// Loads the driver (DriverEntry in the System process).
+pub fn load() -> Result<Arc<::ntsim::io::Driver>, String> {
+    let path = &env().path;
+    let d = ::ntsim::io::load(path, SERVICE).map_err(|e| match e {
+        ::ntsim::io::LoadError::Image(m) => m,
+        ::ntsim::io::LoadError::Entry(st) => format!("DriverEntry failed: {st:#x}"),
+    })?;
+    *DRIVER.lock().unwrap() = Some(d.clone());
+    Ok(d)
+}
+
+/// Asks for unload; returns what ntsim found left (empty: balanced).
+pub fn unload() -> Result<Vec<String>, String> {
+    let d = DRIVER.lock().unwrap().take().ok_or("no driver loaded")?;
+    if !::ntsim::io::request_unload(&d) {
+        return Err("DriverUnload deferred: files are still open".into());
+    }
+    let left = d.unload_report.lock().unwrap().clone().unwrap_or_default();
+    Ok(left)
+}
+
+/// Starts the target: tokens and processes, registry, the driver.
+pub fn start() -> Result<(), String> {
+    if ENV.get().is_some() {
+        return Ok(());
+    }
+    kernel::set_echo(std::env::var_os("NTSIM_ECHO").is_some());
+    // NTSIM_TRUNCATE=reactos: TRUNCATE_EXISTING as ReactOS's kernel32 sends it.
+    if std::env::var("NTSIM_TRUNCATE").as_deref() == Ok("reactos") {
+        ::ntsim::win32::set_truncate_mode(::ntsim::win32::TruncateMode::ReactOs);
+    }
+    let path = driver_path()?;
+    let admin = Token::admin("admin", 500);
+    let user = Token::user("bob", 1001);
+    let me = Process::new("scull-tool.exe", admin.clone());
+    kernel::set_default_process(Some(me.clone()));
+    let _ = ENV.set(Env { path: path.clone(), me, admin, user });
+    seed_registry(&[]);
+    let d = load()?;
+    eprintln!("ntsim: loaded {} sha256={}", path.display(), d.sha256);
+    Ok(())
+}
+
+/// A writer in another process (a thread with its own process object and
+/// the suite's token).
+struct ThreadWriter(std::thread::JoinHandle<Result<usize, Error>>);
+
+impl Join for ThreadWriter {
+    fn join(self: Box<Self>) -> Result<usize, Error> {
+        self.0.join().map_err(|_| Error::Invalid)?
+    }
+}
+
+pub fn spawn_writer(dev: Dev, data: Vec<u8>, delay: Duration) -> Result<Box<dyn Join>, Error> {
+    let p = Process::new("writer.exe", env().admin.clone());
+    let t = std::thread::spawn(move || {
+        kernel::enter_process(&p);
+        std::thread::sleep(delay);
+        let h = open_raw(dev, OpenOpts::W, false, false)?;
+        let mut h = WinHandle { h, dev, wine: false, pos: 0 };
+        let mut done = 0;
+        while done < data.len() {
+            match h.write(&data[done..])? {
+                0 => break,
+                n => done += n,
+            }
+        }
+        Ok(done)
+    });
+    Ok(Box::new(ThreadWriter(t)))
+}
+
+/// The proxy's peer: a thread that is another process with the plain user's token.
+pub struct ProxyThread {
+    process: Arc<Process>,
+    join: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ProxyThread {
+    /// Waits for the thread to end; past `t`, ends its process's I/O (as
+    /// killing the process would) and waits again.
+    pub fn finish(&mut self, t: Duration) {
+        let Some(j) = self.join.take() else { return };
+        let end = Instant::now() + t;
+        while !j.is_finished() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !j.is_finished() {
+            ::ntsim::io::cancel_process_io(&self.process);
+        }
+        let _ = j.join();
+    }
+}
+
+/// The proxy's input: lines to the thread; `cancel` acts at once, as the
+/// Windows child's input thread does: CancelIoEx on the opening handle,
+/// or, while CreateFile itself waits, the process's exit (its I/O cancelled).
+struct LineTx {
+    tx: Option<Sender<String>>,
+    buf: Vec<u8>,
+    process: Arc<Process>,
+}
+
+impl Write for LineTx {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        while let Some(i) = self.buf.iter().position(|&c| c == b'\n') {
+            let line: Vec<u8> = self.buf.drain(..=i).collect();
+            let line = String::from_utf8_lossy(&line).trim().to_string();
+            if line == "cancel" {
+                ::ntsim::io::cancel_process_io(&self.process);
+                continue;
+            }
+            if let Some(tx) = &self.tx {
+                if tx.send(line).is_err() {
+                    self.tx = None;
+                }
+            }
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A proxy's peer, its input and its answer lines.
+pub type ProxyParts = (ProxyThread, Box<dyn Write + Send>, Receiver<String>);
+
+pub fn spawn_proxy(dev: Dev, o: OpenOpts) -> Result<ProxyParts, Error> {
+    let process = Process::new("scull-tool.exe (bob)", env().user.clone());
+    let (in_tx, in_rx) = std::sync::mpsc::channel::<String>();
+    let (out_tx, lines) = std::sync::mpsc::channel::<String>();
+    let p = process.clone();
+    let join = std::thread::spawn(move || {
+        kernel::enter_process(&p);
+        let h = match create_raw(dev, o, false, false) {
+            Ok(h) => h,
+            Err(e) => {
+                let _ = out_tx.send(proxy::answer(Err(e)));
+                return;
+            }
+        };
+        let _ = out_tx.send(proxy::answer(Ok(String::new())));
+        let mut h = WinHandle { h, dev, wine: false, pos: 0 };
+        for line in in_rx {
+            if out_tx.send(proxy::answer(proxy::exec(&mut h, &line))).is_err() {
+                break;
+            }
+        }
+    });
+    let tx = LineTx { tx: Some(in_tx), buf: Vec::new(), process: process.clone() };
+    Ok((ProxyThread { process, join: Some(join) }, Box::new(tx), lines))
+}
+
+/// scull.sys's pool tag ('lucS' as the driver writes it, "Scul" in memory).
+pub const POOL_TAG: u32 = u32::from_le_bytes(*b"Scul");
+
+/// Outstanding pool blocks with scull's tag, from ntsim's pool accounting.
+pub fn outstanding_blocks() -> u64 {
+    kernel::state().pool.values().filter(|(t, _)| *t == POOL_TAG).count() as u64
+}
+
+// ---------------------------------------------------------------- cases
+
+type R = Result<(), String>;
+
+macro_rules! check {
+    ($cond:expr, $($msg:tt)*) => {
+        if !$cond {
+            return Err(format!($($msg)*));
+        }
+    };
+}
+
+fn always(_: &Caps) -> Option<&'static str> {
+    None
+}
+
+macro_rules! case {
+    ($name:ident) => {
+        Case { name: concat!("ntsim_", stringify!($name)), needs: always, run: $name }
+    };
+}
+
+/// The cases only a native I/O manager can run: truncation as Windows
+/// sends it, access checks in creates, impersonation, load, unload and
+/// DriverEntry races, the event log.
+pub fn cases() -> Vec<Case> {
+    vec![
+        case!(truncate_existing_opens_and_trims),
+        case!(truncate_existing_reactos_disposition_trims),
+        case!(set_end_of_file_with_allocation_step),
+        case!(read_only_create_always_refused),
+        case!(read_only_truncate_existing_refused_by_kernel32),
+        case!(type_sequential_reads_to_eof),
+        case!(impersonating_admin_service_privileged_ioctl_refused),
+        case!(impersonating_service_opens_as_client),
+        case!(ioctl_access_bits_checked_before_the_driver),
+        case!(irps_racing_closehandle),
+        case!(device_acl_applied_and_checked),
+        case!(unload_balanced_then_reload),
+        case!(unload_deferred_while_open),
+        case!(refused_load_writes_event_log_entry),
+        case!(no_open_while_driver_entry_runs),
+        case!(scullpriv_reused_pid_sees_no_old_data),
+        case!(scullpriv_many_short_lived_processes),
+        case!(read_only_handle_cannot_change_state),
+        case!(loader_binds_every_import_and_refuses_a_missing_one),
+        case!(dispatch_runs_concurrently_on_callers_threads),
+    ]
+}
+
+/// A raw CreateFileW; the Win32 error on failure.
+fn raw_open(name: &str, access: u32, disposition: u32, flags: u32) -> Result<Owned, u32> {
+    let p = wide(&format!(r"\\.\{name}"));
+    // SAFETY: a NUL-terminated path; no security attributes or template.
+    let h = unsafe { CreateFileW(p.as_ptr(), access, FILE_SHARE_READ | FILE_SHARE_WRITE, null_mut(), disposition, flags, null_mut()) };
+    if h == INVALID_HANDLE_VALUE {
+        // SAFETY: the thread's last error.
+        return Err(unsafe { GetLastError() });
+    }
+    Ok(Owned(h))
+}
+
+fn put(name: &str, dev: Dev, data: &[u8]) -> R {
+    let h = raw_open(name, GENERIC_READ | GENERIC_WRITE, OPEN_EXISTING, 0).map_err(|e| format!("open {name}: error {e}"))?;
+    let mut w = WinHandle { h, dev, wine: false, pos: 0 };
+    w.set_len(0).ok();
+    let n = w.write(data).map_err(|e| format!("write {name}: {e}"))?;
+    check!(n == data.len(), "short write {n}");
+    Ok(())
+}
+
+fn size_of(name: &str) -> Result<u64, String> {
+    let h = raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).map_err(|e| format!("open Scull0: error {e}"))?;
+    let mut w = WinHandle { h, dev: Dev::Scull(0), wine: false, pos: 0 };
+    let text = w.stats().map_err(|e| format!("stats: {e}"))?;
+    let dev = name.to_lowercase();
+    let line = text.lines().find(|l| l.split_whitespace().next() == Some(dev.as_str())).ok_or(format!("no {dev} in stats"))?;
+    field(line, "size").and_then(|v| v.parse().ok()).ok_or(format!("no size in {line}"))
+}
+
+/// Trims a store with a FILE_OVERWRITE open (ReactOS's TRUNCATE_EXISTING),
+/// which does not depend on FileAllocationInformation.
+fn trim_overwrite(name: &str) -> R {
+    use ::ntsim::win32::{set_truncate_mode, truncate_mode, TruncateMode};
+    let was = truncate_mode();
+    set_truncate_mode(TruncateMode::ReactOs);
+    let r = raw_open(name, GENERIC_WRITE, TRUNCATE_EXISTING, 0);
+    set_truncate_mode(was);
+    r.map(drop).map_err(|e| format!("trim {name}: error {e}"))
+}
+
+/// Puts the driver back as the suite loaded it (after a case unloaded it).
+fn reload() -> R {
+    seed_registry(&[]);
+    load().map(drop)
+}
+
+/// N1: Windows' CreateFileW turns TRUNCATE_EXISTING into FILE_OPEN and a
+/// FileAllocationInformation set of 0, which must succeed and trim.
+fn truncate_existing_opens_and_trims(_t: &dyn Target) -> R {
+    put("Scull2", Dev::Scull(2), b"0123456789")?;
+    let h = raw_open("Scull2", GENERIC_WRITE, TRUNCATE_EXISTING, 0)
+        .map_err(|e| format!("TRUNCATE_EXISTING open failed with error {e} (FileAllocationInformation refused? N1)"))?;
+    drop(h);
+    let n = size_of("Scull2")?;
+    check!(n == 0, "size {n} after a TRUNCATE_EXISTING open");
+    Ok(())
+}
+
+/// The other I/O manager (ReactOS: TRUNCATE_EXISTING is FILE_OVERWRITE): trims too.
+fn truncate_existing_reactos_disposition_trims(_t: &dyn Target) -> R {
+    use ::ntsim::win32::{set_truncate_mode, truncate_mode, TruncateMode};
+    let was = truncate_mode();
+    put("Scull2", Dev::Scull(2), b"0123456789")?;
+    set_truncate_mode(TruncateMode::ReactOs);
+    let r = raw_open("Scull2", GENERIC_WRITE, TRUNCATE_EXISTING, 0);
+    set_truncate_mode(was);
+    drop(r.map_err(|e| format!("FILE_OVERWRITE open failed with error {e}"))?);
+    let n = size_of("Scull2")?;
+    check!(n == 0, "size {n} after a FILE_OVERWRITE open");
+    Ok(())
+}
+
+/// N1: SetEndOfFile sends FileEndOfFileInformation and then
+/// FileAllocationInformation; both must succeed.
+fn set_end_of_file_with_allocation_step(_t: &dyn Target) -> R {
+    put("Scull3", Dev::Scull(3), b"0123456789")?;
+    let h = raw_open("Scull3", GENERIC_READ | GENERIC_WRITE, OPEN_EXISTING, 0).map_err(|e| format!("open: error {e}"))?;
+    let mut p = 0i64;
+    // SAFETY: a valid handle and out pointer.
+    check!(unsafe { SetFilePointerEx(h.0, 4, &mut p, FILE_BEGIN) } != 0, "seek");
+    // SAFETY: a valid handle.
+    let ok = unsafe { SetEndOfFile(h.0) } != 0;
+    // SAFETY: the thread's last error.
+    let err = unsafe { GetLastError() };
+    let n = size_of("Scull3")?;
+    check!(ok, "SetEndOfFile failed with error {err} after the size became {n} (the allocation step refused: N1)");
+    check!(n == 4, "size {n} after SetEndOfFile at 4");
+    Ok(())
+}
+
+/// N2: CREATE_ALWAYS (FILE_OVERWRITE_IF) on a handle without write access
+/// must not wipe the store.
+fn read_only_create_always_refused(_t: &dyn Target) -> R {
+    put("Scull1", Dev::Scull(1), b"keep me")?;
+    let r = raw_open("Scull1", GENERIC_READ, CREATE_ALWAYS, 0);
+    let n = size_of("Scull1")?;
+    check!(n == 7, "a read-only CREATE_ALWAYS open trimmed the store to {n} bytes (N2); the open returned {:?}", r.as_ref().map(|_| ()));
+    match r {
+        Err(5) => Ok(()),
+        other => Err(format!("read-only CREATE_ALWAYS: {:?}, want ERROR_ACCESS_DENIED", other.map(|_| ()))),
+    }
+}
+
+/// kernel32 refuses TRUNCATE_EXISTING without GENERIC_WRITE before any IRP.
+fn read_only_truncate_existing_refused_by_kernel32(_t: &dyn Target) -> R {
+    put("Scull1", Dev::Scull(1), b"keep me")?;
+    match raw_open("Scull1", GENERIC_READ, TRUNCATE_EXISTING, 0) {
+        Err(87) => {}
+        other => return Err(format!("{:?}, want ERROR_INVALID_PARAMETER", other.map(|_| ()))),
+    }
+    let n = size_of("Scull1")?;
+    check!(n == 7, "size {n}");
+    Ok(())
+}
+
+/// `type scull0`: ReadFile on a synchronous handle until it returns 0 bytes.
+fn type_sequential_reads_to_eof(_t: &dyn Target) -> R {
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + 3) as u8).collect();
+    put("Scull0", Dev::Scull(0), &data)?;
+    let h = raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).map_err(|e| format!("open: error {e}"))?;
+    let mut got = Vec::new();
+    let mut calls = 0;
+    loop {
+        let mut b = [0u8; 4096];
+        let mut n = 0u32;
+        // SAFETY: a valid buffer of 4096 bytes; a synchronous handle.
+        check!(unsafe { ReadFile(h.0, b.as_mut_ptr(), 4096, &mut n, null_mut()) } != 0, "ReadFile failed after {} bytes", got.len());
+        calls += 1;
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&b[..n as usize]);
+        check!(calls < 100, "no end of file after {calls} reads");
+    }
+    check!(got == data, "read back {} bytes, {} written, or different", got.len(), data.len());
+    put("Scull0", Dev::Scull(0), b"")?;
+    Ok(())
+}
+
+/// N4: an administrator's service impersonating a plain client acts with
+/// the client's rights: a privileged ioctl on its behalf is refused.
+fn impersonating_admin_service_privileged_ioctl_refused(_t: &dyn Target) -> R {
+    let e = env();
+    let service = Process::new("service.exe", e.admin.clone());
+    let user = e.user.clone();
+    std::thread::spawn(move || {
+        kernel::enter_process(&service);
+        // The service itself: privileged.
+        let h = open_raw(Dev::Scull(0), OpenOpts::RW, false, false).map_err(|e| format!("service open: {e}"))?;
+        let mut w = WinHandle { h, dev: Dev::Scull(0), wine: false, pos: 0 };
+        let q = w.ioctl(Cmd::QQuantum, 0).map_err(|e| format!("QQUANTUM: {e}"))?;
+        w.ioctl(Cmd::HQuantum, q).map_err(|e| format!("the service's own privileged HQUANTUM: {e}"))?;
+        drop(w);
+        kernel::impersonating(&user, || {
+            let h = open_raw(Dev::Scull(0), OpenOpts::RW, false, false).map_err(|e| format!("open for the client: {e}"))?;
+            let mut w = WinHandle { h, dev: Dev::Scull(0), wine: false, pos: 0 };
+            match w.ioctl(Cmd::HQuantum, q) {
+                Err(Error::Perm) => Ok(()),
+                other => Err(format!("privileged HQUANTUM while impersonating a plain user: {other:?}, want Perm (the driver used the primary token: N4)")),
+            }
+        })
+    })
+    .join()
+    .map_err(|_| "thread panicked".to_string())?
+}
+
+/// A service impersonating a client opens sculluid as the client: the
+/// device owned by the suite's user is busy for it.
+fn impersonating_service_opens_as_client(t: &dyn Target) -> R {
+    let owner = t.open(Dev::Uid, OpenOpts::R).map_err(|e| format!("owner open: {e}"))?;
+    let e = env();
+    let service = Process::new("service.exe", e.admin.clone());
+    let user = e.user.clone();
+    let r = std::thread::spawn(move || {
+        kernel::enter_process(&service);
+        let as_client = kernel::impersonating(&user, || open_raw(Dev::Uid, OpenOpts::R, false, false).map(drop));
+        let as_itself = open_raw(Dev::Uid, OpenOpts::R, false, false).map(drop);
+        (as_client, as_itself)
+    })
+    .join()
+    .map_err(|_| "thread panicked".to_string())?;
+    drop(owner);
+    check!(r.0 == Err(Error::Busy), "impersonating a plain user, sculluid opened: {:?}, want Busy", r.0);
+    // Not impersonating: the service's own token, an administrator, is let in.
+    check!(r.1.is_ok(), "the administrator service itself: {:?}", r.1);
+    Ok(())
+}
+
+/// A FILE_WRITE_ACCESS code on a read-only handle stops in the I/O
+/// manager (ERROR_ACCESS_DENIED), a FILE_ANY_ACCESS unknown code reaches
+/// the driver (ERROR_INVALID_FUNCTION).
+fn ioctl_access_bits_checked_before_the_driver(_t: &dyn Target) -> R {
+    let h = raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).map_err(|e| format!("open: error {e}"))?;
+    let write_code = ioctl::ctl_code(ioctl::WIN_DEVICE_TYPE, 0x8ff, 0, 2);
+    let any_code = ioctl::ctl_code(ioctl::WIN_DEVICE_TYPE, 0x8ff, 0, 0);
+    let e1 = device_io_control(h.0, write_code, &[0; 4], 4).err();
+    let e2 = device_io_control(h.0, any_code, &[0; 4], 4).err();
+    check!(e1 == Some(Error::Perm), "FILE_WRITE_ACCESS code on a read-only handle: {e1:?}");
+    check!(e2 == Some(Error::NotTty), "unknown FILE_ANY_ACCESS code: {e2:?}");
+    Ok(())
+}
+
+/// Pended reads on an overlapped handle while another thread closes it:
+/// every read ends (cancelled), no IRP is left.
+fn irps_racing_closehandle(t: &dyn Target) -> R {
+    for round in 0..20 {
+        let mut reads = Vec::new();
+        for _ in 0..3 {
+            reads.push(t.read_cancellable(Dev::Pipe(2), 8).map_err(|e| format!("pend: {e}"))?);
+        }
+        let mut closer = reads.pop().unwrap();
+        let h = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_micros(50 * (round % 4)));
+            closer.cancel(true).map(|_| closer)
+        });
+        for r in reads.iter_mut() {
+            r.cancel(true).map_err(|e| format!("close: {e}"))?;
+        }
+        let closer = h.join().map_err(|_| "closer panicked")?.map_err(|e| format!("close: {e}"))?;
+        reads.push(closer);
+        for r in reads {
+            match r.wait(Duration::from_secs(10)) {
+                Err(Error::Interrupted) => {}
+                other => return Err(format!("round {round}: a read on a closed handle ended {other:?}")),
+            }
+        }
+    }
+    let live = ::ntsim::io::live_irps();
+    check!(live == 0, "{live} IRPs outstanding after every handle closed");
+    Ok(())
+}
+
+/// The DACL the driver applied is the one the SDDL says, and the I/O
+/// manager checks it: with the default SDDL (no scull_sddl), a plain user
+/// is refused and an administrator admitted.
+fn device_acl_applied_and_checked(_t: &dyn Target) -> R {
+    {
+        let s = kernel::state();
+        let dev = *s.devices.get("\\device\\scull0").ok_or("no \\Device\\Scull0")?;
+        let sec = s.security.get(&dev).ok_or("no security descriptor applied to Scull0")?;
+        let aces = sec.dacl.as_ref().ok_or("no DACL")?;
+        let sids: Vec<String> = aces.iter().map(|a| a.sid.to_string()).collect();
+        check!(sids == ["S-1-5-18", "S-1-5-32-544", "S-1-5-11"], "ACEs {sids:?}");
+        check!(aces[0].mask == 0x001F_01FF && aces[2].mask == 0x0012_019F, "masks {:#x} {:#x}", aces[0].mask, aces[2].mask);
+        check!(sec.protected, "the DACL is not protected (D:P)");
+    }
+    unload_clean()?;
+    kernel::reset();
+    kernel::reg_create(PARAMS_KEY);
+    let r = load().map(drop).and_then(|_| {
+        let e = env();
+        let bob = Process::new("bob.exe", e.user.clone());
+        let as_bob = std::thread::spawn(move || {
+            kernel::enter_process(&bob);
+            raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).map(drop)
+        })
+        .join()
+        .map_err(|_| "thread panicked".to_string())?;
+        check!(as_bob == Err(5), "a plain user opened Scull0 under the default ACL: {as_bob:?}");
+        drop(raw_open("Scull0", GENERIC_READ | GENERIC_WRITE, OPEN_EXISTING, 0).map_err(|e| format!("administrator open: error {e}"))?);
+        Ok(())
+    });
+    unload_clean()?;
+    kernel::reset();
+    reload()?;
+    r
+}
+
+fn unload_clean() -> R {
+    let left = unload()?;
+    check!(left.is_empty(), "left at unload: {}", left.join("; "));
+    Ok(())
+}
+
+fn unload_balanced_then_reload(_t: &dyn Target) -> R {
+    {
+        let h = raw_open("Scull1", GENERIC_WRITE, OPEN_EXISTING, 0).map_err(|e| format!("open: error {e}"))?;
+        let mut w = WinHandle { h, dev: Dev::Scull(1), wine: false, pos: 0 };
+        w.write(&[7u8; 9000]).map_err(|e| format!("write: {e}"))?;
+    }
+    check!(outstanding_blocks() > 0, "no pool blocks for stored data");
+    unload_clean()?;
+    check!(kernel::eventlog().is_empty(), "event log entries: {:?}", kernel::eventlog());
+    let s = kernel::state();
+    check!(s.devices.is_empty() && s.links.is_empty() && s.pool.is_empty(), "state left after unload");
+    drop(s);
+    kernel::reset();
+    reload()?;
+    check!(size_of("Scull1")? == 0, "a reloaded driver kept data");
+    Ok(())
+}
+
+/// DriverUnload waits for the last file object: new opens fail meanwhile.
+fn unload_deferred_while_open(_t: &dyn Target) -> R {
+    let h = raw_open("ScullPipe0", GENERIC_READ, OPEN_EXISTING, FILE_FLAG_OVERLAPPED).map_err(|e| format!("open: error {e}"))?;
+    let d = DRIVER.lock().unwrap().take().ok_or("no driver")?;
+    let ran = ::ntsim::io::request_unload(&d);
+    let during = raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).map(drop);
+    drop(h);
+    let done = ::ntsim::io::is_unloaded(&d);
+    let left = d.unload_report.lock().unwrap().clone();
+    kernel::reset();
+    reload()?;
+    check!(!ran, "DriverUnload ran with a file open");
+    check!(during == Err(2), "an open while unload was pending: {during:?}, want ERROR_FILE_NOT_FOUND (STATUS_NO_SUCH_DEVICE)");
+    check!(done, "DriverUnload did not run at the last close");
+    check!(left.is_some_and(|l| l.is_empty()), "left at the deferred unload");
+    Ok(())
+}
+
+/// A bad registry value refuses the load and writes one event-log entry:
+/// IO_ERR_CONFIGURATION_ERROR, STATUS_INVALID_PARAMETER, the value's name.
+fn refused_load_writes_event_log_entry(_t: &dyn Target) -> R {
+    unload_clean()?;
+    kernel::reset();
+    seed_registry(&[("scull_quantum", RegValue::Dword(0))]);
+    let r = load();
+    let log = kernel::eventlog();
+    let pool = kernel::pool_outstanding();
+    kernel::reset();
+    reload()?;
+    check!(r.is_err(), "the load with scull_quantum=0 succeeded");
+    check!(log.len() == 1, "{} event-log entries", log.len());
+    let e = &log[0];
+    check!(e.error_code == 0xC004_0003, "ErrorCode {:#x}, want IO_ERR_CONFIGURATION_ERROR", e.error_code);
+    check!(e.final_status == 0xC000_000Du32 as i32, "FinalStatus {:#x}", e.final_status);
+    check!(e.strings.len() == 1 && e.strings[0].contains("scull_quantum"), "strings {:?}", e.strings);
+    check!(pool.is_empty(), "pool left by the refused load: {pool:?}");
+    Ok(())
+}
+
+/// N3: while DriverEntry still creates devices (and will fail at a later
+/// one), nothing may be openable: an early opener would hold a device the
+/// failing DriverEntry frees.
+fn no_open_while_driver_entry_runs(_t: &dyn Target) -> R {
+    unload_clean()?;
+    kernel::reset();
+    seed_registry(&[]);
+    let seen = Arc::new(Mutex::new(None));
+    let s2 = seen.clone();
+    ::ntsim::io::set_create_device_hook(Some(Arc::new(move |n, _name| {
+        if n != 6 {
+            return None;
+        }
+        // Another thread opens the first device while DriverEntry is in its 6th IoCreateDevice.
+        let r = std::thread::spawn(|| raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).map(drop)).join().unwrap();
+        *s2.lock().unwrap() = Some(r);
+        Some(0xC000_009Au32 as i32) // STATUS_INSUFFICIENT_RESOURCES
+    })));
+    let r = load();
+    ::ntsim::io::set_create_device_hook(None);
+    let pool = kernel::pool_outstanding();
+    kernel::reset();
+    reload()?;
+    check!(r.is_err(), "DriverEntry succeeded with an IoCreateDevice failed");
+    check!(pool.is_empty(), "pool left by the failed DriverEntry: {pool:?}");
+    let seen = *seen.lock().unwrap();
+    match seen {
+        Some(Err(_)) => Ok(()),
+        Some(Ok(())) => Err("Scull0 opened while DriverEntry was still creating devices; DriverEntry then failed and freed it (N3)".into()),
+        None => Err("the 6th IoCreateDevice never came".into()),
+    }
+}
+
+/// Runs `f` on a new thread of process `p`.
+fn as_process<T: Send + 'static>(p: &Arc<Process>, f: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    let p = p.clone();
+    std::thread::spawn(move || {
+        kernel::enter_process(&p);
+        f()
+    })
+    .join()
+    .map_err(|_| "thread panicked".to_string())
+}
+
+/// N5: a process that gets an exited process's id (Windows reuses ids as
+/// soon as the process object is gone) must not see its scullpriv data.
+/// If the driver holds the old process object, NT keeps the id taken and
+/// the new process gets another one: fine too.
+fn scullpriv_reused_pid_sees_no_old_data(_t: &dyn Target) -> R {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0x7000);
+    let pid = NEXT.fetch_add(4, std::sync::atomic::Ordering::SeqCst);
+    let e = env();
+    let a = Process::reuse_pid("a.exe", e.user.clone(), pid).ok_or("the test id is taken")?;
+    as_process(&a, || -> R {
+        let h = raw_open("ScullPriv", GENERIC_READ | GENERIC_WRITE, OPEN_EXISTING, 0).map_err(|e| format!("a opens: error {e}"))?;
+        let mut w = WinHandle { h, dev: Dev::Priv, wine: false, pos: 0 };
+        w.write(b"secret of a").map_err(|e| format!("a writes: {e}"))?;
+        Ok(())
+    })??;
+    a.exit();
+    let b = Process::reuse_pid("b.exe", e.user.clone(), pid).unwrap_or_else(|| Process::new("b.exe", e.user.clone()));
+    let got = as_process(&b, || -> Result<Vec<u8>, String> {
+        let h = raw_open("ScullPriv", GENERIC_READ, OPEN_EXISTING, 0).map_err(|e| format!("b opens: error {e}"))?;
+        let mut w = WinHandle { h, dev: Dev::Priv, wine: false, pos: 0 };
+        let mut buf = [0u8; 64];
+        let n = w.read(&mut buf).map_err(|e| format!("b reads: {e}"))?;
+        Ok(buf[..n].to_vec())
+    })??;
+    b.exit();
+    check!(got.is_empty(), "process {pid:#x} (b, reusing a's id) read {:?} from a's scullpriv (N5)", String::from_utf8_lossy(&got));
+    Ok(())
+}
+
+/// N5: short-lived processes must not use up scullpriv's slots.
+fn scullpriv_many_short_lived_processes(_t: &dyn Target) -> R {
+    let e = env();
+    for i in 0..40 {
+        let p = Process::new("short.exe", e.user.clone());
+        let r = as_process(&p, || raw_open("ScullPriv", GENERIC_READ, OPEN_EXISTING, 0).map(drop))?;
+        p.exit();
+        check!(r.is_ok(), "short-lived process number {} could not open scullpriv: error {:?} (slots never freed: N5)", i + 1, r.err());
+    }
+    Ok(())
+}
+
+/// N6: commands that change state need a handle with write access: RESET
+/// and P_IOCTSIZE on a read-only handle (of an administrator, so that
+/// only the access bits decide) are refused.
+fn read_only_handle_cannot_change_state(t: &dyn Target) -> R {
+    let mut h = t.open(Dev::Scull(0), OpenOpts::R).map_err(|e| format!("open: {e}"))?;
+    let r = h.ioctl(Cmd::Reset, 0);
+    check!(r == Err(Error::Perm), "RESET on a read-only handle: {r:?}, want Perm (FILE_ANY_ACCESS code: N6)");
+    let mut p = t.open(Dev::Pipe(0), OpenOpts::R).map_err(|e| format!("open pipe: {e}"))?;
+    let r = p.ioctl(Cmd::PTSize, 4000);
+    check!(r == Err(Error::Perm), "P_IOCTSIZE on a read-only handle: {r:?}, want Perm (FILE_ANY_ACCESS code: N6)");
+    Ok(())
+}
+
+/// The loader binds every ntoskrnl.exe import of the release image by name
+/// (data imports included), and refuses an image with an import it cannot
+/// bind, naming it.
+fn loader_binds_every_import_and_refuses_a_missing_one(_t: &dyn Target) -> R {
+    let path = &env().path;
+    let img = ::ntsim::pe::load(path, &|d, n| ::ntsim::io::resolve(d, n)).map_err(|e| format!("load: {e}"))?;
+    check!(img.imports.len() >= 39, "{} imports bound", img.imports.len());
+    for want in ["ntoskrnl.exe!PsProcessType", "ntoskrnl.exe!SeTokenObjectType", "ntoskrnl.exe!DbgPrintEx"] {
+        check!(img.imports.iter().any(|i| i == want), "{want} not among the bound imports");
+    }
+    drop(img);
+    match ::ntsim::pe::load(path, &|d, n| if n == "KeBugCheckEx" { None } else { ::ntsim::io::resolve(d, n) }) {
+        Err(e) if e.contains("ntoskrnl.exe!KeBugCheckEx") => Ok(()),
+        Err(e) => Err(format!("refused without naming the import: {e}")),
+        Ok(_) => Err("an image with an unbound import loaded".into()),
+    }
+}
+
+/// Dispatch runs on the caller's thread: four threads writing and reading
+/// their own stores are in the driver at the same time (the I/O manager
+/// takes no lock around dispatch).
+fn dispatch_runs_concurrently_on_callers_threads(_t: &dyn Target) -> R {
+    let _ = ::ntsim::io::take_max_concurrent_dispatches();
+    let mut joins = Vec::new();
+    for i in 0..4u8 {
+        joins.push(std::thread::spawn(move || -> R {
+            let dev = Dev::Scull(i);
+            let h = open_raw(dev, OpenOpts::RW, false, false).map_err(|e| format!("open: {e}"))?;
+            let mut w = WinHandle { h, dev, wine: false, pos: 0 };
+            let data = [i; 1000];
+            let mut back = [0u8; 1000];
+            for _ in 0..400 {
+                w.seek(Whence::Set, 0).map_err(|e| format!("seek: {e}"))?;
+                w.write(&data).map_err(|e| format!("write: {e}"))?;
+                w.seek(Whence::Set, 0).map_err(|e| format!("seek: {e}"))?;
+                let n = w.read(&mut back).map_err(|e| format!("read: {e}"))?;
+                check!(n == 1000 && back == data, "thread {i} read back other bytes");
+            }
+            Ok(())
+        }));
+    }
+    for j in joins {
+        j.join().map_err(|_| "thread panicked".to_string())??;
+    }
+    for i in 0..4u8 {
+        trim_overwrite(&format!("Scull{i}"))?;
+    }
+    let most = ::ntsim::io::take_max_concurrent_dispatches();
+    check!(most >= 2, "at most {most} dispatch routine(s) ran at once");
+    Ok(())
+}
