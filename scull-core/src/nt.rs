@@ -98,7 +98,7 @@ pub enum CreateAction {
 /// only. Windows' CreateFileW opens with FILE_OPEN and then sets
 /// FileAllocationInformation to 0 (reported by OSR), so on Windows that trim
 /// arrives as IRP_MJ_SET_INFORMATION ([`set_information`],
-/// [`allocation_len`]), not here.
+/// [`allocation_action`]), not here.
 pub fn create_action(options: u32, granted: Option<u32>) -> Result<CreateAction, NtStatus> {
     match options >> 24 {
         FILE_OVERWRITE | FILE_OVERWRITE_IF if may_overwrite(granted) => Ok(CreateAction::Trim),
@@ -226,7 +226,7 @@ pub enum SetInformation {
     /// SetEndOfFile: the new size (trim or extend with zeros).
     EndOfFile(u64),
     /// FileAllocationInformation: the new allocation size. Apply it with
-    /// [`allocation_len`] under the store's lock.
+    /// [`allocation_action`] under the store's lock.
     Allocation(u64),
     /// The new CurrentByteOffset (only reaches a driver for a file object
     /// the I/O manager does not position itself).
@@ -266,11 +266,31 @@ pub fn set_information(class: u32, input: &[u8], dev: Seekable, write: bool) -> 
     }
 }
 
-/// The size a FileAllocationInformation set of `allocation` leaves a store
-/// of `size` bytes with: `Some(allocation)` (truncate) when it is smaller,
-/// `None` (nothing to do) otherwise.
-pub fn allocation_len(allocation: u64, size: u64) -> Option<u64> {
-    (allocation < size).then_some(allocation)
+/// What a FileAllocationInformation set of `allocation` does to a store of
+/// `size` bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// 0: LDD3's `scull_trim`: free every quantum and take the current
+    /// default geometry. Windows' CreateFileW sends it for TRUNCATE_EXISTING
+    /// (FILE_OPEN, then an allocation of 0): the open-time trim of LDD3's
+    /// `open(O_WRONLY)`. SetEndOfFile(0) sends it too, after the size is 0.
+    Trim,
+    /// Below the data: cut the store to this size.
+    Truncate(u64),
+    /// At or above the data: a reservation scull has no use for; succeed.
+    Keep,
+}
+
+/// The action of a FileAllocationInformation set of `allocation` on a store
+/// of `size` bytes.
+pub fn allocation_action(allocation: u64, size: u64) -> Allocation {
+    if allocation == 0 {
+        Allocation::Trim
+    } else if allocation < size {
+        Allocation::Truncate(allocation)
+    } else {
+        Allocation::Keep
+    }
 }
 
 // ---------------------------------------------------------------- load
@@ -496,16 +516,20 @@ mod tests {
         assert_eq!(set_information(FILE_ALLOCATION_INFORMATION, &(-1i64).to_le_bytes(), s, true), Err(Error::Invalid.ntstatus()));
         assert_eq!(set_information(FILE_ALLOCATION_INFORMATION, &[0; 7], s, true), Err(Error::BufferTooSmall.ntstatus()));
         assert_eq!(set_information(FILE_ALLOCATION_INFORMATION, &0i64.to_le_bytes(), Seekable::Pipe, true), Err(Error::NotSeekable.ntstatus()));
-        // Smaller than the data: truncate; anything else: nothing to do.
-        assert_eq!(allocation_len(0, 10), Some(0));
-        assert_eq!(allocation_len(9, 10), Some(9));
-        assert_eq!(allocation_len(10, 10), None);
-        assert_eq!(allocation_len(4096, 10), None);
-        assert_eq!(allocation_len(0, 0), None);
-        // SetEndOfFile's pair: the EOF set then the allocation set of the same value.
-        for (size, eof) in [(10u64, 3u64), (3, 10), (0, 0), (7, 7)] {
+        // 0 is LDD3's trim (TRUNCATE_EXISTING's form on Windows), whatever
+        // the size: the open-time trim takes the new default geometry even
+        // of an empty store. Smaller than the data: truncate; anything
+        // else: nothing to do.
+        assert_eq!(allocation_action(0, 10), Allocation::Trim);
+        assert_eq!(allocation_action(0, 0), Allocation::Trim);
+        assert_eq!(allocation_action(9, 10), Allocation::Truncate(9));
+        assert_eq!(allocation_action(10, 10), Allocation::Keep);
+        assert_eq!(allocation_action(4096, 10), Allocation::Keep);
+        // SetEndOfFile's pair: the EOF set then the allocation set of the
+        // same value changes nothing more, except at 0 (a trim).
+        for (size, eof) in [(10u64, 3u64), (3, 10), (7, 7)] {
             let after_eof = eof;
-            assert_eq!(allocation_len(eof, after_eof), None, "SetEndOfFile({eof}) on {size} bytes");
+            assert_eq!(allocation_action(eof, after_eof), Allocation::Keep, "SetEndOfFile({eof}) on {size} bytes");
         }
         // Both change data: a handle without write access is refused
         // (STATUS_ACCESS_DENIED), as the I/O manager refuses them to a

@@ -97,17 +97,23 @@ pub(crate) fn set_eof(ext: &DevExt, fo: *mut FILE_OBJECT, len: i64) -> Result<()
     with_store(ext, fo, |s| s.set_len(len as u64)).unwrap_or(Err(Error::NoDevice))
 }
 
-/// FileAllocationInformation: an allocation below the data truncates it
-/// (Windows' SetEndOfFile sends it after FileEndOfFileInformation, and its
-/// CreateFileW's TRUNCATE_EXISTING sends it with 0); anything else succeeds
-/// and changes nothing. Decided and applied under the store's lock.
+/// FileAllocationInformation: 0 is LDD3's trim (Windows' CreateFileW sends
+/// it for TRUNCATE_EXISTING), an allocation below the data truncates it
+/// (Windows' SetEndOfFile sends it after FileEndOfFileInformation), anything
+/// else succeeds and changes nothing (`nt::allocation_action`). Decided and
+/// applied under the store's lock.
 fn set_allocation(ext: &DevExt, fo: *mut FILE_OBJECT, allocation: u64) -> Result<(), Error> {
     if matches!(ext.kind, Kind::Pipe(_)) {
         return Err(Error::NotSeekable);
     }
-    with_store(ext, fo, |s| match nt::allocation_len(allocation, s.size()) {
-        Some(len) => s.set_len(len),
-        None => Ok(()),
+    let geom = PARAMS.geometry();
+    with_store(ext, fo, |s| match nt::allocation_action(allocation, s.size()) {
+        nt::Allocation::Trim => {
+            s.trim(geom);
+            Ok(())
+        }
+        nt::Allocation::Truncate(len) => s.set_len(len),
+        nt::Allocation::Keep => Ok(()),
     })
     .unwrap_or(Err(Error::NoDevice))
 }

@@ -32,8 +32,7 @@ usage: cargo xtask [-v] <command>
               wdk-build copy, mingw-w64 headers as the WDK); last line: wdk-check: ok
   wine        load scull.sys in Wine and run the conformance suite there (`wine demo`: the demo)
   ntsim       load the release scull.sys under ntsim (a miniature NT kernel in a Linux
-              process) and run the suite, stress and fuzz there (`--strict`: count the
-              known driver defects as failures)
+              process) and run the suite, stress and fuzz there
   inf-check   check scull-wdm/scull.inx (sections, keys, isolation rules) [FILE];
               without FILE also the layout `cargo wdk build` needs (names, metadata)
   kmod        build scull.ko for Debian's 7.3.4 kernel (trixie chroot, cached)
