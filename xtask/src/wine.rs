@@ -166,14 +166,20 @@ impl Wine {
         let _ = self.cmd(30, WINESERVER).arg("-p").stderr(Stdio::null()).status();
     }
 
-    /// The pid of this prefix's services.exe (matched by WINEPREFIX in its
-    /// environment), if one runs.
+    /// The pid of this prefix's services.exe, if one runs.
     fn services_pid(&self) -> Option<u32> {
+        self.pid_of("services.exe")
+    }
+
+    /// The pid of a process of this prefix (matched by WINEPREFIX in its
+    /// environment: other prefixes may run beside it) whose command line
+    /// contains `exe`.
+    fn pid_of(&self, exe: &str) -> Option<u32> {
         let want = format!("WINEPREFIX={}", self.prefix.display());
         std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
             let pid: u32 = e.file_name().to_str()?.parse().ok()?;
             let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            if !String::from_utf8_lossy(&cmd).contains("services.exe") {
+            if !String::from_utf8_lossy(&cmd).contains(exe) {
                 return None;
             }
             let env = std::fs::read(e.path().join("environ")).ok()?;
@@ -394,7 +400,7 @@ fn diagnose_stop(w: &Wine, load: usize, entered: bool, finished: bool, refused: 
     let ps = Command::new("ps").args(["-eLo", "pid,tid,stat,wchan:32,etime,args"]).output();
     let ps = ps.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
     let wine_ps: Vec<&str> = ps.lines().filter(|l| l.contains(".exe") || l.contains("wineserver")).collect();
-    let device_alive = wine_ps.iter().any(|l| l.contains("winedevice.exe"));
+    let device_alive = w.pid_of("winedevice.exe").is_some();
     let bt = w.cmd(90, WINE64).args(["winedbg", "--command", "bt all"]).stdin(Stdio::null()).output();
     let bt = bt.map(|o| String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)).unwrap_or_else(|e| e.to_string());
     let _ = std::fs::write(&dump, format!("== ps (Wine threads)\n{}\n== winedbg bt all\n{bt}\n", wine_ps.join("\n")));
