@@ -241,6 +241,7 @@ pub(crate) unsafe fn take_waiter(irp: *mut IRP) -> Option<Waiter> {
 /// The cancel routine of pended scullwuid opens: entered at DISPATCH_LEVEL
 /// with the cancel spin lock held; it releases it first.
 unsafe extern "C" fn wuid_cancel(d: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    let _active = crate::rundown::enter_cancel();
     // SAFETY: called by the I/O manager with the cancel spin lock held, for a
     // create we pended on this device.
     unsafe {

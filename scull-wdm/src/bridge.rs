@@ -207,6 +207,7 @@ unsafe fn wuid_bridge_wait(ext: &DevExt, w: &SpinLock<WuidState>, irp: *mut IRP,
 /// the queue, but this call's cancel had already begun), only this call
 /// ends: the handle keeps its granted open, which its close releases.
 unsafe extern "C" fn wuid_bridge_cancel(d: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    let _active = crate::rundown::enter_cancel();
     // SAFETY: called by the I/O manager with the cancel spin lock held, for a
     // bridge IOCTL we pended on this device.
     unsafe {

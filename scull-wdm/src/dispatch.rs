@@ -98,9 +98,15 @@ pub unsafe extern "C" fn dispatch(d: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTSTA
     // SAFETY: the I/O manager passes one of our devices and a valid IRP whose
     // current stack location is ours.
     unsafe {
-        let ext = DevExt::of(d);
         let sl = IoGetCurrentIrpStackLocation(irp);
         let major = (*sl).MajorFunction as u32;
+        // Held until this routine returns; refused once unload has begun
+        // (Wine unloads with handles open), before the extension is touched.
+        let Some(_active) = crate::rundown::enter() else {
+            let st = if matches!(major, IRP_MJ_CLEANUP | IRP_MJ_CLOSE) { STATUS_SUCCESS } else { STATUS_DELETE_PENDING };
+            return finish(irp, st, 0);
+        };
+        let ext = DevExt::of(d);
         let fo = (*sl).FileObject;
         #[cfg(feature = "test-build")]
         if !matches!(major, IRP_MJ_CREATE | IRP_MJ_CLEANUP | IRP_MJ_CLOSE) {

@@ -30,6 +30,7 @@ mod oracle;
 mod pipe;
 mod pool;
 mod registry;
+mod rundown;
 mod store;
 mod sync;
 mod testmode;
@@ -43,6 +44,7 @@ use scull_core::geometry::{self, Geometry};
 /// cleanup path on failure.
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_path: *mut UNICODE_STRING) -> NTSTATUS {
+    rundown::init();
     let p = registry::read(registry_path);
     if let Some(l) = p.debug_level {
         log::VERBOSE.store(l.clamp(0, 3) as u32, Ordering::Relaxed);
@@ -193,8 +195,15 @@ fn apply(p: &registry::Values) -> Result<(usize, usize), &'static str> {
 /// that never finished was entered at all.
 unsafe extern "C" fn driver_unload(_driver: *mut DRIVER_OBJECT) {
     kprint!("unload: entered");
+    // No dispatch runs or starts from here on (Wine calls unload with
+    // handles open; Windows only once none is).
+    rundown::begin_and_wait();
     dispatch::cancel_everything();
-    // SAFETY: the I/O manager calls unload once, with no dispatch running.
+    rundown::wait_idle();
+    // SAFETY: unload runs once; the rundown above ended every dispatch and
+    // cancel routine that had begun and refuses new dispatches, and
+    // `cancel_everything` completed every pended IRP, so nothing else uses
+    // the devices.
     unsafe { dev::delete_all() };
     report_leaks("unload");
 }

@@ -141,6 +141,7 @@ unsafe fn service(g: &mut SpinGuard<'_, PipeState>, done: &mut Done) {
 
 /// The cancel routine of pended pipe reads and writes.
 unsafe extern "C" fn cancel_routine(d: *mut DEVICE_OBJECT, irp: *mut IRP) {
+    let _active = crate::rundown::enter_cancel();
     // SAFETY: called by the I/O manager with the cancel spin lock held, for an
     // IRP we queued on this device's pipe.
     unsafe {
