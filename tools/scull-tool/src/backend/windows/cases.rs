@@ -3,19 +3,7 @@
 
 use super::*;
 
-type R = Result<(), String>;
-
-macro_rules! check {
-    ($cond:expr, $($msg:tt)*) => {
-        if !$cond {
-            return Err(format!($($msg)*));
-        }
-    };
-}
-
-fn always(_: &Caps) -> Option<&'static str> {
-    None
-}
+type R = CaseResult;
 
 fn ok<T>(r: Result<T, Error>, what: &str) -> Result<T, String> {
     r.map_err(|e| format!("{what}: {e}"))
@@ -59,27 +47,22 @@ fn wait_until(mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
-macro_rules! case {
-    ($name:ident) => {
-        Case { name: concat!("win_", stringify!($name)), needs: always, run: $name }
-    };
-}
 
 pub fn all() -> Vec<Case> {
     vec![
-        case!(pended_read_counted_then_cancelled),
-        case!(cancelioex_leaves_other_reads_queued),
-        case!(close_with_two_pended_reads),
-        case!(pended_read_completed_by_child_process),
-        case!(bad_ioctl_codes),
-        case!(short_buffers_every_command),
-        case!(stats_short_buffer_more_data),
+        case!("win_", pended_read_counted_then_cancelled),
+        case!("win_", cancelioex_leaves_other_reads_queued),
+        case!("win_", close_with_two_pended_reads),
+        case!("win_", pended_read_completed_by_child_process),
+        case!("win_", bad_ioctl_codes),
+        case!("win_", short_buffers_every_command),
+        case!("win_", stats_short_buffer_more_data),
         Case { name: "win_bridge_ioctls_validate", needs: bridge, run: bridge_ioctls_validate },
         Case { name: "win_bridge_read_handle_cannot_change_data", needs: bridge, run: bridge_read_handle_cannot_change_data },
         Case { name: "win_release_build_has_no_bridge", needs: release_build, run: release_build_has_no_bridge },
-        case!(vendor_codes_outside_the_commands_are_unknown),
+        case!("win_", vendor_codes_outside_the_commands_are_unknown),
         Case { name: "win_eof_and_set_len_through_driver", needs: open_modes, run: eof_and_set_len_through_driver },
-        case!(unknown_path_suffix_refused),
+        case!("win_", unknown_path_suffix_refused),
         Case { name: "win_scullpriv_per_process", needs: open_modes, run: scullpriv_per_process },
         Case { name: "win_wuid_pended_create_completed_by_owner_close", needs: second_user, run: wuid_pend },
         Case { name: "win_wuid_pended_create_cancelled", needs: second_user, run: wuid_cancel_pended },

@@ -573,6 +573,30 @@ pub fn child_main(args: &[String]) -> Option<u8> {
     Some(0)
 }
 
+/// What a Windows case returns.
+type CaseResult = Result<(), String>;
+
+/// Fails the case with a message unless `cond` holds.
+macro_rules! check {
+    ($cond:expr, $($msg:tt)*) => {
+        if !$cond {
+            return Err(format!($($msg)*));
+        }
+    };
+}
+
+/// A case every Windows target can run.
+fn always(_: &Caps) -> Option<&'static str> {
+    None
+}
+
+/// `case!(prefix, name)`: the case named `<prefix>name` that runs `name`.
+macro_rules! case {
+    ($prefix:literal, $name:ident) => {
+        Case { name: concat!($prefix, stringify!($name)), needs: always, run: $name }
+    };
+}
+
 mod cases;
 mod native;
 #[cfg(target_os = "linux")]

@@ -237,51 +237,34 @@ pub fn outstanding_blocks() -> u64 {
 
 // ---------------------------------------------------------------- cases
 
-type R = Result<(), String>;
+type R = CaseResult;
 
-macro_rules! check {
-    ($cond:expr, $($msg:tt)*) => {
-        if !$cond {
-            return Err(format!($($msg)*));
-        }
-    };
-}
-
-fn always(_: &Caps) -> Option<&'static str> {
-    None
-}
-
-macro_rules! case {
-    ($name:ident) => {
-        Case { name: concat!("ntsim_", stringify!($name)), needs: always, run: $name }
-    };
-}
 
 /// The cases only a native I/O manager can run: truncation as Windows
 /// sends it, access checks in creates, impersonation, load, unload and
 /// DriverEntry races, the event log.
 pub fn cases() -> Vec<Case> {
     vec![
-        case!(truncate_existing_opens_and_trims),
-        case!(truncate_existing_reactos_disposition_trims),
-        case!(set_end_of_file_with_allocation_step),
-        case!(read_only_create_always_refused),
-        case!(read_only_truncate_existing_refused_by_kernel32),
-        case!(type_sequential_reads_to_eof),
-        case!(impersonating_admin_service_privileged_ioctl_refused),
-        case!(impersonating_service_opens_as_client),
-        case!(ioctl_access_bits_checked_before_the_driver),
-        case!(irps_racing_closehandle),
-        case!(device_acl_applied_and_checked),
-        case!(unload_balanced_then_reload),
-        case!(unload_deferred_while_open),
-        case!(refused_load_writes_event_log_entry),
-        case!(no_open_while_driver_entry_runs),
-        case!(scullpriv_reused_pid_sees_no_old_data),
-        case!(scullpriv_many_short_lived_processes),
-        case!(read_only_handle_cannot_change_state),
-        case!(loader_binds_every_import_and_refuses_a_missing_one),
-        case!(dispatch_runs_concurrently_on_callers_threads),
+        case!("ntsim_", truncate_existing_opens_and_trims),
+        case!("ntsim_", truncate_existing_reactos_disposition_trims),
+        case!("ntsim_", set_end_of_file_with_allocation_step),
+        case!("ntsim_", read_only_create_always_refused),
+        case!("ntsim_", read_only_truncate_existing_refused_by_kernel32),
+        case!("ntsim_", type_sequential_reads_to_eof),
+        case!("ntsim_", impersonating_admin_service_privileged_ioctl_refused),
+        case!("ntsim_", impersonating_service_opens_as_client),
+        case!("ntsim_", ioctl_access_bits_checked_before_the_driver),
+        case!("ntsim_", irps_racing_closehandle),
+        case!("ntsim_", device_acl_applied_and_checked),
+        case!("ntsim_", unload_balanced_then_reload),
+        case!("ntsim_", unload_deferred_while_open),
+        case!("ntsim_", refused_load_writes_event_log_entry),
+        case!("ntsim_", no_open_while_driver_entry_runs),
+        case!("ntsim_", scullpriv_reused_pid_sees_no_old_data),
+        case!("ntsim_", scullpriv_many_short_lived_processes),
+        case!("ntsim_", read_only_handle_cannot_change_state),
+        case!("ntsim_", loader_binds_every_import_and_refuses_a_missing_one),
+        case!("ntsim_", dispatch_runs_concurrently_on_callers_threads),
     ]
 }
 
