@@ -5,6 +5,7 @@ pub mod bench;
 pub mod conformance;
 pub mod fuzz;
 pub mod hint;
+pub mod out;
 pub mod progress;
 pub mod rng;
 pub mod stress;

@@ -443,12 +443,15 @@ fn install_sigusr1() {
     }
 }
 
+/// What a cancellable read ends with: the bytes, or the error.
+type ReadResult = Result<Vec<u8>, Error>;
+
 struct SignalPending {
     tid: Arc<AtomicI32>,
     done: Arc<AtomicBool>,
     cancelled: bool,
     thread: Option<std::thread::JoinHandle<Result<Vec<u8>, Error>>>,
-    result: Arc<Mutex<Option<Result<Vec<u8>, Error>>>>,
+    result: Arc<Mutex<Option<ReadResult>>>,
 }
 
 impl SignalPending {
@@ -1009,7 +1012,7 @@ pub mod fault_sweep {
         let baseline = param("scull_outstanding")?;
         let faults0 = param("scull_faults")?;
         let (quantum, qset) = (QUANTUM as u64, QSET as u64);
-        println!("{label}: quantum={quantum} qset={qset}, outstanding allocations at baseline: {baseline}");
+        crate::outln!("{label}: quantum={quantum} qset={qset}, outstanding allocations at baseline: {baseline}");
         let mut problems: Vec<String> = Vec::new();
         let (mut injected, mut enomem, mut short, mut leaks, mut silent) = (0u32, 0u32, 0u32, 0u32, 0u32);
         let mut k = 1;
@@ -1073,15 +1076,15 @@ pub mod fault_sweep {
             problems.push(format!("the workload still allocated at k={max_k}: raise --max-k"));
         }
         for p in &problems {
-            println!("{label}: FAIL {p}");
+            crate::outln!("{label}: FAIL {p}");
         }
-        println!(
+        crate::outln!(
             "{label}: k=1..{injected}: {injected} allocations failed, user space saw {enomem} ENOMEM and {short} short writes ({silent} absorbed in the kernel); k={}: no allocation left to fail; {} problems, {leaks} leaks",
             injected + 1,
             problems.len()
         );
         let ok = problems.is_empty();
-        println!("{label}: {}", if ok { "0 lost, 0 corrupt, 0 leaked" } else { "FAILED" });
+        crate::outln!("{label}: {}", if ok { "0 lost, 0 corrupt, 0 leaked" } else { "FAILED" });
         Ok(ok)
     }
 }
