@@ -26,7 +26,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::{kdebug, kmod};
-use crate::util::{apt_install, cargo, root, run, rustup_targets, step, target_dir, Result};
+use crate::util::{apt_install, cargo, root, run, rustup_targets, sh, step, target_dir, Result};
 
 const MUSL: &str = "x86_64-unknown-linux-musl";
 
@@ -325,10 +325,6 @@ fn kernel(mode: Mode) -> Result<Kernel> {
             append: "loglevel=4",
         }
     })
-}
-
-fn sh(script: &str) -> Result {
-    run(Command::new("bash").args(["-euo", "pipefail", "-c", script]))
 }
 
 /// Checks counted toward the closing `qemu: N passed, M failed` line.
