@@ -75,7 +75,8 @@ echo "HARNESS sysfs-quantum $(cat /sys/module/scull/parameters/scull_quantum)"
     };
 }
 
-/// Guest fragment: issue 10's open-versus-rmmod race (L2). Openers
+/// Guest fragment: the open-versus-rmmod race (an open that reaches the
+/// cdev while rmmod frees it, caught by KASAN without `cdev.owner`). Openers
 /// (`scull-tool open-loop`: open(2) and close(2), each pair followed by a
 /// random pause averaging 8 times what the pair took, so that rmmod finds
 /// the module unused often enough; see `open_loop`) loop on
@@ -470,7 +471,7 @@ fn test(c: &mut Checks) -> Result {
 
 /// `qemu --debug-kernel --race`: only the open-versus-rmmod race loop on the
 /// debug kernel (two minutes instead of ten), then the checkers' verdicts;
-/// for reproducing L2 with `cdev.owner` unset (docs/linux.md).
+/// for reproducing the use-after-free with `cdev.owner` unset (docs/linux.md).
 fn race_only() -> Result {
     let script = concat!(
         r#"mount -t debugfs debugfs /sys/kernel/debug
@@ -617,7 +618,7 @@ fn check_race(console: &str, c: &mut Checks) {
     );
     c.check(harness(console, "race-after").as_deref() == Some("race"), "the devices work after the race loop");
     // An open file pins the module twice: through its file_operations and,
-    // since `cdev.owner` is set (L2), through the cdev it holds.
+    // since `cdev.owner` is set (the open-versus-rmmod fix), through the cdev it holds.
     c.check(
         harness(console, "race-refcnt").as_deref() == Some("2"),
         &format!("one open file holds 2 module references, the fops' and the cdev's (refcnt {:?})", harness(console, "race-refcnt")),

@@ -397,7 +397,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         #[cfg(target_os = "linux")]
         Command::FaultSweep { max_k, injector } => {
-            use scull_tool::backend::linux::fault_sweep::{self, Injector};
+            use scull_tool::fault_sweep::{self, Injector};
             // The sweep drives scull.ko through /dev and sysfs itself: only a
             // Linux target means anything to it.
             let t = match cli.target.as_deref() {

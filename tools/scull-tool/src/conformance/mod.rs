@@ -11,6 +11,11 @@
 use crate::backend::{Caps, Target};
 
 mod cases;
+pub mod check;
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+mod uffd;
 
 /// What a case concluded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +80,10 @@ pub fn json(name: &str, outcome: &Outcome, ms: u128) -> String {
 /// parts) if given.
 pub fn select(target: &dyn Target, filter: Option<&str>) -> Vec<Case> {
     let mut all = cases();
+    #[cfg(target_os = "linux")]
+    if target.caps().linux_abi {
+        all.extend(linux::cases());
+    }
     all.extend(target.extra_cases());
     all.retain(|c| filter.is_none_or(|f| f.split(',').any(|p| c.name.contains(p))));
     all
