@@ -696,7 +696,7 @@ pub fn check_file(path: &Path) -> Result<Vec<Finding>> {
 }
 
 /// `cargo xtask inf-check [FILE]`: prints the findings; fails on any error.
-pub fn main(args: &[String]) -> Result {
+pub fn run(args: &[String]) -> Result {
     let path = args.first().map(PathBuf::from).unwrap_or_else(default_path);
     let findings = check_file(&path)?;
     for x in &findings {

@@ -78,12 +78,12 @@ fn main() {
         "bench" => bench(rest),
         "conformance" => host::conformance(),
         "wdm" => wdm::run(rest),
-        "wdk-check" => wdkcheck::run_check(rest),
+        "wdk-check" => wdkcheck::run(rest),
         "wine" => wine::run_suite(rest),
-        "inf-check" => inf::main(rest),
+        "inf-check" => inf::run(rest),
         "kmod" if rest.is_empty() => kmod::run(),
         "kmod" => kdebug::run(),
-        "qemu" => qemu::qemu(rest),
+        "qemu" => qemu::run(rest),
         "help" | "-h" | "--help" => {
             print!("{USAGE}");
             Ok(())
@@ -103,13 +103,13 @@ fn demo(_args: &[String]) -> Result {
     util::section("demo: scull.sys under Wine");
     wine::demo()?;
     util::section("demo: scull.ko in QEMU");
-    qemu::qemu(&["--demo".into()])
+    qemu::run(&["--demo".into()])
 }
 
 fn bench(_args: &[String]) -> Result {
     host::bench_core()?;
     util::section("bench: the Linux module in QEMU");
-    qemu::qemu(&["--bench".into()])?;
+    qemu::run(&["--bench".into()])?;
     util::section("bench: scull.sys under Wine (reference figures only)");
     wine::bench()
 }
@@ -117,13 +117,13 @@ fn bench(_args: &[String]) -> Result {
 fn test(_args: &[String]) -> Result {
     host::test()?;
     util::section("test: the wdk-sys path of the Windows driver (wdk-check)");
-    wdkcheck::run_check(&[])?;
+    wdkcheck::run(&[])?;
     util::section("test: the Windows driver under Wine");
     wine::run_suite(&[])?;
     util::section("test: the Linux module in QEMU");
-    qemu::qemu(&[])?;
+    qemu::run(&[])?;
     util::section("test: the Linux module in QEMU on the debug kernel (KASAN, lockdep, kmemleak, failslab; 2 vCPUs)");
-    qemu::qemu(&["--debug-kernel".into()])
+    qemu::run(&["--debug-kernel".into()])
 }
 
 #[cfg(test)]

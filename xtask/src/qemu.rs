@@ -26,7 +26,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::{kdebug, kmod};
-use crate::util::{apt_install, cargo, root, run, rustup_targets, sh, step, target_dir, Result};
+use crate::util::{self, apt_install, cargo, root, rustup_targets, sh, step, target_dir, Result};
 
 const MUSL: &str = "x86_64-unknown-linux-musl";
 
@@ -370,7 +370,7 @@ fn boot(mode: Mode, script: &str, mem_mib: u32, timeout_s: u32, checks: &mut Che
     }
 
     step("qemu: static scull-tool (musl)");
-    run(cargo().args(["build", "--release", "-p", "scull-tool", "--target", MUSL]))?;
+    util::run(cargo().args(["build", "--release", "-p", "scull-tool", "--target", MUSL]))?;
     let tool = target_dir().join(MUSL).join("release/scull-tool");
 
     step("qemu: initramfs");
@@ -435,7 +435,7 @@ fn boot(mode: Mode, script: &str, mem_mib: u32, timeout_s: u32, checks: &mut Che
 }
 
 /// `cargo xtask qemu [--bench | --demo | --debug-kernel]`.
-pub fn qemu(args: &[String]) -> Result {
+pub fn run(args: &[String]) -> Result {
     let mode = match args.first().map(String::as_str) {
         None | Some("--test") => Mode::Test,
         Some("--debug-kernel") if args.get(1).map(String::as_str) == Some("--race") => return race_only(),
