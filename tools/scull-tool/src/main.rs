@@ -11,7 +11,7 @@
 use clap::error::ErrorKind;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use scull_core::devices::Dev;
-use scull_core::ioctl::{ArgIn, ArgOut, Cmd};
+use scull_core::ioctl::{ArgIn, Cmd};
 use scull_core::store::Whence;
 use scull_tool::backend::{self, Handle, OpenOpts, Target};
 use scull_tool::hint;
@@ -278,15 +278,23 @@ fn command() -> clap::Command {
 
 /// The ioctl table for `ioctl --help`, from scull-core's command list.
 fn ioctl_help() -> String {
-    let mut s = String::from("Commands (short name, LDD3's macro; VALUE required where shown, refused elsewhere):\n");
+    let mut s = String::from("Commands (short name, VALUE where one is required, LDD3's macro, what it does):\n");
     for c in Cmd::ALL {
         let arg = if matches!(c.arg_in(), ArgIn::None) { "" } else { "VALUE" };
-        let note = match (c.needs_privilege(), c.arg_out()) {
-            (true, _) => "(privileged)",
-            (false, ArgOut::Text) => "(the scullmem/scullpipe report)",
-            _ => "",
+        let what = match (c, c.short().as_bytes()[0]) {
+            (Cmd::Reset, _) => "restore the default quantum and qset",
+            (Cmd::Stats, _) => "print the scullmem/scullpipe report",
+            (Cmd::PTSize, _) => "set the scullpipe buffer size (from the next allocation)",
+            (Cmd::PQSize, _) => "print the scullpipe buffer size",
+            (_, b's') => "set from VALUE, passed by pointer",
+            (_, b't') => "set to VALUE, passed by value",
+            (_, b'g') => "print it, returned through a pointer",
+            (_, b'q') => "print it, as ioctl's return value",
+            (_, b'x') => "set by pointer, print the old value",
+            _ => "set by value, print the old value",
         };
-        s.push_str(&format!("  {:<9} {arg:<6} {:<18} {note}\n", c.short(), c.name()));
+        let privileged = if c.needs_privilege() { " (privileged)" } else { "" };
+        s.push_str(&format!("  {:<9} {arg:<6} {:<18} {what}{privileged}\n", c.short(), c.name()));
     }
     s
 }
