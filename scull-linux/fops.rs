@@ -19,7 +19,7 @@ use crate::{fault, report, R};
 
 /// How an open store device releases.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Access {
+pub(crate) enum Access {
     Plain,
     Single,
     Uid,
