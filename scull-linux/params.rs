@@ -2,9 +2,13 @@
 //! with their load-time values, as LDD3's `module_param(..., S_IRUGO)` are,
 //! plus `scull_max_size`, the per-device size cap.
 //!
+//! The debug fault-injection parameters of `fault` (`scull_fail_at`, 0644;
+//! `scull_faults` and `scull_outstanding`, 0444) are declared here too.
+//!
 //! `module!`'s parameters are load-time only and not in sysfs, so these are
-//! hand-placed `struct kernel_param`s (see `fault`), parsed and printed by the
-//! kernel's own `param_ops_*`. The kernel writes them once, while it parses
+//! `struct kernel_param`s placed in the `__param` section by hand, which is
+//! what C's `module_param_named` expands to, parsed and printed by the
+//! kernel's own `param_ops_*`. The kernel writes LDD3's once, while it parses
 //! insmod's arguments before `init`; nothing writes them after (0444), so
 //! what sysfs shows is what the module was loaded with. The ioctls change the
 //! live defaults in scull-core's `Params`, not these.
@@ -12,8 +16,31 @@
 use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use kernel::bindings;
 
-use crate::fault::{param, Param};
+use crate::fault::{FAIL_AT, FAULTS, OUTSTANDING};
 use crate::geometry::{DEFAULT_MAX_SIZE, DEFAULT_NR_DEVS, DEFAULT_P_BUFFER, DEFAULT_P_NR_DEVS, DEFAULT_QSET, DEFAULT_QUANTUM};
+
+/// A `kernel_param` in a `static`.
+#[repr(transparent)]
+struct Param(bindings::kernel_param);
+
+// SAFETY: the kernel only reads the descriptor itself; the values it points to are atomics
+// (the kernel's param ops read and write them with plain aligned word accesses, under the
+// kernel_param lock, which cannot tear on x86-64).
+unsafe impl Sync for Param {}
+
+/// The descriptor of parameter `name` of this module: `ops` parse and print
+/// the value at `arg`, `perm` is its sysfs mode.
+const fn param(name: &'static core::ffi::CStr, ops: *const bindings::kernel_param_ops, perm: u16, arg: *mut core::ffi::c_void) -> Param {
+    Param(bindings::kernel_param {
+        name: name.as_ptr().cast(),
+        mod_: &raw mut bindings::__this_module,
+        ops,
+        perm,
+        level: -1,
+        flags: 0,
+        __bindgen_anon_1: bindings::kernel_param__bindgen_ty_1 { arg },
+    })
+}
 
 static MAJOR: AtomicU32 = AtomicU32::new(0);
 static MINOR: AtomicU32 = AtomicU32::new(0);
@@ -50,24 +77,28 @@ pub(crate) fn loaded() -> Loaded {
     }
 }
 
-macro_rules! ro_param {
-    ($static:ident, $name:literal, $ops:ident, $value:ident) => {
+/// A `kernel_param` for the atomic `$value`, with permissions `$perm`.
+macro_rules! sysfs_param {
+    ($static:ident, $name:literal, $ops:ident, $perm:literal, $value:ident) => {
         #[link_section = "__param"]
         #[used]
-        static $static: Param = param($name, &raw const bindings::$ops, 0o444, $value.as_ptr().cast());
+        static $static: Param = param($name, &raw const bindings::$ops, $perm, $value.as_ptr().cast());
     };
 }
 
-ro_param!(PARAM_MAJOR, c"scull_major", param_ops_uint, MAJOR);
-ro_param!(PARAM_MINOR, c"scull_minor", param_ops_uint, MINOR);
-ro_param!(PARAM_NR_DEVS, c"scull_nr_devs", param_ops_uint, NR_DEVS);
-ro_param!(PARAM_QUANTUM, c"scull_quantum", param_ops_int, QUANTUM);
-ro_param!(PARAM_QSET, c"scull_qset", param_ops_int, QSET);
-ro_param!(PARAM_P_NR_DEVS, c"scull_p_nr_devs", param_ops_uint, P_NR_DEVS);
-ro_param!(PARAM_P_BUFFER, c"scull_p_buffer", param_ops_int, P_BUFFER);
-ro_param!(PARAM_MAX_SIZE, c"scull_max_size", param_ops_ulong, MAX_SIZE);
+sysfs_param!(PARAM_MAJOR, c"scull_major", param_ops_uint, 0o444, MAJOR);
+sysfs_param!(PARAM_MINOR, c"scull_minor", param_ops_uint, 0o444, MINOR);
+sysfs_param!(PARAM_NR_DEVS, c"scull_nr_devs", param_ops_uint, 0o444, NR_DEVS);
+sysfs_param!(PARAM_QUANTUM, c"scull_quantum", param_ops_int, 0o444, QUANTUM);
+sysfs_param!(PARAM_QSET, c"scull_qset", param_ops_int, 0o444, QSET);
+sysfs_param!(PARAM_P_NR_DEVS, c"scull_p_nr_devs", param_ops_uint, 0o444, P_NR_DEVS);
+sysfs_param!(PARAM_P_BUFFER, c"scull_p_buffer", param_ops_int, 0o444, P_BUFFER);
+sysfs_param!(PARAM_MAX_SIZE, c"scull_max_size", param_ops_ulong, 0o444, MAX_SIZE);
+sysfs_param!(PARAM_FAIL_AT, c"scull_fail_at", param_ops_uint, 0o644, FAIL_AT);
+sysfs_param!(PARAM_FAULTS, c"scull_faults", param_ops_uint, 0o444, FAULTS);
+sysfs_param!(PARAM_OUTSTANDING, c"scull_outstanding", param_ops_long, 0o444, OUTSTANDING);
 
-/// What modinfo lists for them.
+/// What modinfo lists for every parameter; the array's length is computed.
 const MODINFO_TEXT: &[u8] = concat!(
     "parmtype=scull_major:uint\0parm=scull_major:Major number (0: dynamic)\0",
     "parmtype=scull_minor:uint\0parm=scull_minor:First minor number\0",
@@ -77,6 +108,10 @@ const MODINFO_TEXT: &[u8] = concat!(
     "parmtype=scull_p_nr_devs:uint\0parm=scull_p_nr_devs:Number of scullpipe devices\0",
     "parmtype=scull_p_buffer:int\0parm=scull_p_buffer:scullpipe buffer size\0",
     "parmtype=scull_max_size:ulong\0parm=scull_max_size:Per-device size cap in bytes (default 512 MiB)\0",
+    "parmtype=scull_fail_at:uint\0",
+    "parm=scull_fail_at:Debug: the k-th allocation from now fails with ENOMEM (countdown; 0 off)\0",
+    "parmtype=scull_faults:uint\0parm=scull_faults:Allocation failures injected\0",
+    "parmtype=scull_outstanding:long\0parm=scull_outstanding:Allocations not yet freed\0",
 )
 .as_bytes();
 

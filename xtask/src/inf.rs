@@ -700,7 +700,7 @@ pub fn check_file(path: &Path) -> Result<Vec<Finding>> {
 
 /// `cargo xtask inf-check [FILE]`: prints the findings; fails on any error.
 /// Without FILE: the cargo-wdk layout first, then scull-wdm/scull.inx.
-pub fn main(args: &[String]) -> Result {
+pub fn run(args: &[String]) -> Result {
     if args.is_empty() {
         crate::cargowdk::run()?;
     }

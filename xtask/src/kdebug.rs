@@ -10,7 +10,7 @@
 //!
 //! Everything lives in `~/.cache/scull-rs/linux/debug/`, bind-mounted at
 //! `/scull-debug` in the chroot for each command (in the command's private
-//! mount namespace, see [`kmod::Mounted`]):
+//! mount namespace, see [`chroot::Mounted`]):
 //!
 //! 1. clang-19 installed in the chroot (apt, checked by path, not stamped:
 //!    a chroot restored from `chroot.tar.zst` lacks it);
@@ -34,8 +34,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::kmod::{self, remove_dir, sh, Mounted, Tree};
-use crate::util::{step, Result};
+use crate::chroot::{self, remove_dir, Mounted, Stamps};
+use crate::kmod::{self, Tree};
+use crate::util::{sh, step, Result};
 
 /// Bump when the recipe (not the fragment) changes.
 const RECIPE: &str = "1";
@@ -48,7 +49,7 @@ const INSIDE: &str = "/scull-debug";
 const CLANG: &str = "clang-19";
 
 pub fn dir() -> PathBuf {
-    let d = kmod::dir().join("debug");
+    let d = chroot::dir().join("debug");
     let _ = std::fs::create_dir_all(&d);
     d
 }
@@ -62,23 +63,11 @@ fn key() -> String {
     format!("r{RECIPE}-{:08x}", fnv(FRAGMENT))
 }
 
-/// The unpacked source does not depend on the fragment: a changed fragment
-/// reconfigures and rebuilds incrementally in the same `work/`.
-fn stamp(name: &str) -> PathBuf {
-    let key = if name == "source" { format!("r{RECIPE}") } else { key() };
-    dir().join(format!("stamp-{name}-{key}"))
-}
-
-fn done(name: &str) -> bool {
-    stamp(name).exists()
-}
-
-fn mark(name: &str) -> Result {
-    std::fs::write(stamp(name), b"").map_err(|e| format!("write stamp {name}: {e}"))
-}
-
-fn unmark(name: &str) {
-    let _ = std::fs::remove_file(stamp(name));
+/// The stamps: the unpacked source does not depend on the fragment (a
+/// changed fragment reconfigures and rebuilds incrementally in the same
+/// `work/`); every later step does.
+fn stamps() -> Stamps {
+    Stamps::new(dir(), |name| if name == "source" { format!("r{RECIPE}") } else { key() })
 }
 
 /// The finished tree (host path).
@@ -91,7 +80,7 @@ fn tarball() -> PathBuf {
 }
 
 fn chroot_run(script: &str) -> Result {
-    Mounted::new(&kmod::chroot())?.bind(&dir(), INSIDE).run(script)
+    Mounted::new(&chroot::chroot())?.bind(&dir(), INSIDE).run(script)
 }
 
 /// make with the debug kernel's toolchain.
@@ -139,7 +128,7 @@ fn verify_config(config: &str) -> Result {
 
 /// The linux-source .deb (downloaded again if only the chroot tarball was restored).
 fn source_deb() -> Result<PathBuf> {
-    let debs = kmod::dir().join("debs");
+    let debs = chroot::dir().join("debs");
     let find = || -> Option<PathBuf> {
         std::fs::read_dir(&debs).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("linux-source-7.3_")))
     };
@@ -147,7 +136,7 @@ fn source_deb() -> Result<PathBuf> {
         return Ok(p);
     }
     step("kdebug: downloading linux-source-7.3");
-    sh(&format!("mkdir -p {d} && cd {d} && apt-get {o} download linux-source-7.3={v}", d = debs.display(), o = kmod::apt_opts(&kmod::dir()), v = kmod::KVER_PKG))?;
+    sh(&format!("mkdir -p {d} && cd {d} && apt-get {o} download linux-source-7.3={v}", d = debs.display(), o = chroot::apt_opts(&chroot::dir()), v = kmod::KVER_PKG))?;
     find().ok_or_else(|| "linux-source-7.3 .deb not found after download".to_string())
 }
 
@@ -158,8 +147,9 @@ pub fn kernel() -> Result<PathBuf> {
     let d = dir();
     let ds = d.display();
     // Two checkouts asking at once take turns; the second finds the tree.
-    let _lock = kmod::lock(&d.join("build.lock"), "debug kernel build")?;
-    if done("tree") && tree().join("bzImage").exists() {
+    let _lock = chroot::lock(&d.join("build.lock"), "debug kernel build")?;
+    let stamps = stamps();
+    if stamps.done("tree") && tree().join("bzImage").exists() {
         if !tarball().exists() {
             pack()?;
         }
@@ -173,7 +163,7 @@ pub fn kernel() -> Result<PathBuf> {
             "mkdir -p {ds}/restore.tmp && tar -C {ds}/restore.tmp -I 'zstd -T2' -xf {t} && mv {ds}/restore.tmp/tree {ds}/tree && rmdir {ds}/restore.tmp",
             t = tarball().display()
         ))?;
-        mark("tree")?;
+        stamps.mark("tree")?;
         eprintln!("kdebug: restored in {:.0} s", t0.elapsed().as_secs_f64());
         return Ok(tree());
     }
@@ -182,7 +172,7 @@ pub fn kernel() -> Result<PathBuf> {
     chroot_run(&format!("command -v {CLANG} >/dev/null || {{ apt-get -qq update && DEBIAN_FRONTEND=noninteractive apt-get -qq install -y --no-install-recommends {CLANG}; }}; {CLANG} --version | head -1"))?;
 
     let work = d.join("work");
-    if !done("source") {
+    if !stamps.done("source") {
         step("kdebug: unpacking linux-source-7.3");
         let deb = source_deb()?;
         remove_dir(&work)?;
@@ -192,11 +182,11 @@ pub fn kernel() -> Result<PathBuf> {
 tar -xf linux-source-7.3.tar.xz && rm linux-source-7.3.tar.xz && mv linux-source-7.3 src && cd .. && mv work.tmp work",
             deb = deb.display()
         ))?;
-        mark("source")?;
+        stamps.mark("source")?;
     }
 
     let m = make_vars();
-    if !done("config") {
+    if !stamps.done("config") {
         step("kdebug: config: tinyconfig + xtask/linux-debug.config, olddefconfig");
         std::fs::write(work.join("debug.config"), FRAGMENT).map_err(|e| e.to_string())?;
         chroot_run(&format!(
@@ -207,10 +197,10 @@ make {m} olddefconfig"
         ))?;
         let config = std::fs::read_to_string(work.join("src/.config")).map_err(|e| format!(".config: {e}"))?;
         verify_config(&config)?;
-        mark("config")?;
+        stamps.mark("config")?;
     }
 
-    if !done("built") {
+    if !stamps.done("built") {
         step("kdebug: building the debug kernel (make -j2; resumes where it stopped)");
         let tb = Instant::now();
         chroot_run(&format!(
@@ -220,7 +210,7 @@ test \"$(cat include/config/kernel.release)\" = {KREL}
 ls -la arch/x86/boot/bzImage Module.symvers rust/*.rmeta rust/*.so scripts/target.json"
         ))?;
         eprintln!("kdebug: make took {:.0} s", tb.elapsed().as_secs_f64());
-        mark("built")?;
+        stamps.mark("built")?;
     }
 
     step("kdebug: keeping what out-of-tree modules need (tree/)");
@@ -234,10 +224,10 @@ cp scripts/target.json {INSIDE}/tree.tmp/scripts/
 cp arch/x86/boot/bzImage .config System.map {INSIDE}/tree.tmp/"
     ))?;
     std::fs::rename(d.join("tree.tmp"), tree()).map_err(|e| format!("rename tree: {e}"))?;
-    mark("tree")?;
+    stamps.mark("tree")?;
     remove_dir(&work)?;
     for s in ["source", "config", "built"] {
-        unmark(s);
+        stamps.unmark(s);
     }
 
     pack()?;
@@ -267,8 +257,8 @@ pub fn build() -> Result<(PathBuf, PathBuf)> {
     Ok((tree.join("bzImage"), ko))
 }
 
-/// `cargo xtask kmod --debug-kernel`.
-pub fn kmod(_args: &[String]) -> Result {
+/// `cargo xtask kmod --debug-kernel`: build, then print the two paths.
+pub fn run() -> Result {
     let (bz, ko) = build()?;
     println!("{}\n{}", bz.display(), ko.display());
     Ok(())

@@ -25,7 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use crate::util::{apt_install, cache_dir, root, run, step, target_dir, Result};
+use crate::chroot::{self, apt_opts, chroot, dir, remove_dir, unmount_all, Mounted, Stamps};
+use crate::util::{apt_install, root, sh, step, target_dir, Result};
 
 pub const KREL: &str = "7.3.4+deb13-amd64";
 pub const KVER_PKG: &str = "7.3.4-1~bpo13+1";
@@ -37,148 +38,24 @@ const RECIPE: &str = "3";
 const CHROOT_PKGS: &str = "gcc,make,bc,bison,flex,libelf-dev,libdw-dev,libssl-dev,python3,rustc,rust-src,\
 bindgen,libclang-dev,cpio,kmod,xz-utils,dwarves,perl,zstd";
 
-pub fn dir() -> PathBuf {
-    let d = cache_dir().join("linux");
-    let _ = std::fs::create_dir_all(&d);
-    d
-}
-
-pub fn chroot() -> PathBuf {
-    dir().join("chroot")
-}
-
-fn stamp(name: &str) -> PathBuf {
-    dir().join(format!("stamp-{name}-r{RECIPE}"))
-}
-
-fn done(name: &str) -> bool {
-    stamp(name).exists()
-}
-
-fn mark(name: &str) -> Result {
-    std::fs::write(stamp(name), b"").map_err(|e| format!("write stamp {name}: {e}"))
-}
-
-pub fn sh(script: &str) -> Result {
-    run(Command::new("bash").args(["-euo", "pipefail", "-c", script]))
-}
-
-/// Every mount point at or below `p`, deepest first.
-fn mounts_under(p: &Path) -> Vec<String> {
-    let p = p.to_string_lossy().into_owned();
-    let mut v: Vec<String> = std::fs::read_to_string("/proc/mounts")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
-        .filter(|m| m == &p || m.starts_with(&format!("{p}/")))
-        .collect();
-    v.sort_by_key(|m| std::cmp::Reverse(m.len()));
-    v
-}
-
-fn unmount_all(p: &Path) -> Result {
-    for m in mounts_under(p) {
-        run(Command::new("umount").arg(&m)).or_else(|_| run(Command::new("umount").args(["-l", &m])))?;
-    }
-    if mounts_under(p).is_empty() {
-        Ok(())
-    } else {
-        Err(format!("still mounted under {}", p.display()))
-    }
-}
-
-/// `rm -rf` that refuses to cross live mounts.
-pub fn remove_dir(p: &Path) -> Result {
-    if !p.exists() {
-        return Ok(());
-    }
-    unmount_all(p)?;
-    run(Command::new("rm").args(["-rf", "--one-file-system"]).arg(p))
-}
-
-/// Runs commands in the chroot, each in a private mount namespace of its own
-/// (`unshare --mount --propagation private`) in which /proc is mounted for
-/// rustc (it finds its sysroot through /proc/self/exe). The mount lives and
-/// dies with that one command and is invisible to every other process, so
-/// concurrent runs in the shared chroot (two worktrees, or a kernel build
-/// beside a module build) never unmount each other's /proc, and nothing is
-/// left mounted under the cache if a run is killed.
-/// Host directories can be bind-mounted into the chroot the same way
-/// ([`Mounted::bind`]): the debug kernel's cache lives outside the chroot.
-pub struct Mounted(PathBuf, Vec<(PathBuf, String)>);
-
-impl Mounted {
-    pub fn new(root: &Path) -> Result<Self> {
-        Ok(Mounted(root.to_path_buf(), Vec::new()))
-    }
-    /// Bind-mounts `host` at `inside` (absolute, in the chroot) for each command.
-    pub fn bind(mut self, host: &Path, inside: &str) -> Self {
-        self.1.push((host.to_path_buf(), inside.to_string()));
-        self
-    }
-    pub fn run(&self, script: &str) -> Result {
-        let proc_dir = self.0.join("proc");
-        // $1 = proc dir, then host/target pairs up to "--", then the chroot command.
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg(
-                r#"mount -t proc proc "$1" && shift
-while [ "$1" != -- ]; do mkdir -p "$2" && mount --bind "$1" "$2" || exit 1; shift 2; done
-shift && exec chroot "$@""#,
-            )
-            .arg("sh")
-            .arg(&proc_dir);
-        for (host, inside) in &self.1 {
-            cmd.arg(host).arg(self.0.join(inside.trim_start_matches('/')));
-        }
-        run(cmd
-            .arg("--")
-            .arg(&self.0)
-            .args(["/usr/bin/env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8"])
-            .args(["bash", "-euo", "pipefail", "-c", script]))
-    }
-}
-
-pub fn apt_opts(d: &Path) -> String {
-    format!(
-        "-o Dir::Etc::SourceList={d}/apt/sources.list -o Dir::Etc::SourceParts=/dev/null \
-         -o Dir::State::Lists={d}/apt/lists -o Dir::Cache={d}/apt/cache -o Debug::NoLocking=1 -qq",
-        d = d.display()
-    )
-}
-
 /// Holds an exclusive lock on `<cache>/linux/setup.lock` while it lives, so
 /// that two checkouts setting up the shared chroot at once take turns (the
 /// second then finds the first one's stamps) instead of both debootstrapping
 /// into the same temporary directory. The kernel drops the lock if the
 /// process dies.
 pub fn setup_lock() -> Result<std::fs::File> {
-    lock(&dir().join("setup.lock"), "chroot setup")
-}
-
-/// An exclusive lock on the file `p` (created), waited for if taken.
-pub fn lock(p: &Path, what: &str) -> Result<std::fs::File> {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(p)
-        .map_err(|e| format!("{}: {e}", p.display()))?;
-    if f.try_lock().is_err() {
-        eprintln!("kmod: waiting for another checkout's {what} ({})", p.display());
-        f.lock().map_err(|e| format!("lock {}: {e}", p.display()))?;
-    }
-    Ok(f)
+    chroot::lock(&dir().join("setup.lock"), "chroot setup")
 }
 
 /// Steps 1-6 above (each skipped when its stamp exists).
 pub fn setup() -> Result {
+    let stamps = Stamps::new(dir(), |_| format!("r{RECIPE}"));
     let _lock = setup_lock()?;
     let d = dir();
     let ds = d.display();
     apt_install(&["debian-archive-keyring", "zstd", "xz-utils", "binutils", "apt"])?;
 
-    if !done("apt") {
+    if !stamps.done("apt") {
         step("kmod: private apt lists for trixie + trixie-backports");
         sh(&format!(
             "mkdir -p {ds}/apt/lists/partial {ds}/apt/cache/archives/partial
@@ -189,10 +66,10 @@ EOF
 apt-get {o} update",
             o = apt_opts(&d)
         ))?;
-        mark("apt")?;
+        stamps.mark("apt")?;
     }
 
-    if !done("debs") {
+    if !stamps.done("debs") {
         step("kmod: downloading trixie debootstrap and the 7.3.4 kernel packages");
         sh(&format!(
             "rm -rf {ds}/debs.tmp && mkdir -p {ds}/debs.tmp && cd {ds}/debs.tmp
@@ -205,11 +82,11 @@ cd .. && rm -rf debs && mv debs.tmp debs",
             k = KREL,
             kb = KBUILD_PKG
         ))?;
-        mark("debs")?;
+        stamps.mark("debs")?;
     }
 
     let tarball = d.join("chroot.tar.zst");
-    if !done("chroot-ready") && tarball.exists() && done("tarball") {
+    if !stamps.done("chroot-ready") && tarball.exists() && stamps.done("tarball") {
         step("kmod: restoring the chroot from chroot.tar.zst");
         remove_dir(&chroot())?;
         remove_dir(&d.join("restore.tmp"))?;
@@ -217,12 +94,12 @@ cd .. && rm -rf debs && mv debs.tmp debs",
             "mkdir -p {ds}/restore.tmp && tar -C {ds}/restore.tmp -I 'zstd -T2' -xf {ds}/chroot.tar.zst && mv {ds}/restore.tmp/chroot {ds}/chroot && rmdir {ds}/restore.tmp"
         ))?;
         for s in ["chroot", "headers", "prepared"] {
-            mark(s)?;
+            stamps.mark(s)?;
         }
-        mark("chroot-ready")?;
+        stamps.mark("chroot-ready")?;
     }
 
-    if !done("chroot") {
+    if !stamps.done("chroot") {
         step("kmod: debootstrap trixie (minbase)");
         let tmp = d.join("chroot.tmp");
         remove_dir(&tmp)?;
@@ -234,10 +111,10 @@ DEBOOTSTRAP_DIR={ds}/debootstrap/usr/share/debootstrap {ds}/debootstrap/usr/sbin
         ))?;
         unmount_all(&tmp)?;
         std::fs::rename(&tmp, chroot()).map_err(|e| format!("rename chroot: {e}"))?;
-        mark("chroot")?;
+        stamps.mark("chroot")?;
     }
 
-    if !done("headers") {
+    if !stamps.done("headers") {
         step("kmod: unpacking Debian's 7.3.4 headers and kbuild in the chroot (dpkg -x: no maintainer scripts)");
         sh(&format!("mkdir -p {ds}/chroot/debs && cp {ds}/debs/linux-*.deb {ds}/chroot/debs/"))?;
         let m = Mounted::new(&chroot())?;
@@ -249,10 +126,10 @@ ls {h}",
             h = HEADERS
         ))?;
         drop(m);
-        mark("headers")?;
+        stamps.mark("headers")?;
     }
 
-    if !done("prepared") {
+    if !stamps.done("prepared") {
         step("kmod: modules_prepare of linux-source-7.3 with Debian's config (rust metadata)");
         let m = Mounted::new(&chroot())?;
         m.run(&format!(
@@ -278,18 +155,18 @@ cd /usr/src && rm -rf linux-source-7.3 /debs/linux-source-7.3_*.deb",
             kb = KBUILD_PKG
         ))?;
         drop(m);
-        mark("prepared")?;
+        stamps.mark("prepared")?;
     }
 
-    if !done("tarball") {
+    if !stamps.done("tarball") {
         step("kmod: compressing the chroot to chroot.tar.zst");
         unmount_all(&chroot())?;
         sh(&format!(
             "cd {ds} && rm -f chroot.tar.zst.tmp && tar --one-file-system -C {ds} -I 'zstd -T2 -3' -cf chroot.tar.zst.tmp chroot && mv chroot.tar.zst.tmp chroot.tar.zst && ls -la chroot.tar.zst"
         ))?;
-        mark("tarball")?;
+        stamps.mark("tarball")?;
     }
-    mark("chroot-ready")?;
+    stamps.mark("chroot-ready")?;
     Ok(())
 }
 
@@ -350,9 +227,8 @@ pub fn build_against(tree: &Tree) -> Result<PathBuf> {
     sh(&format!(
         "mkdir -p {c}/{b}/scull-linux {c}/{b}/scull-core/src
 cp -p {s}/scull-core/src/*.rs {c}/{b}/scull-core/src/
-find {c}/{b}/scull-linux -maxdepth 1 -type f \\( -name '*.rs' -o -name Kbuild -o -name Makefile -o -name '*.c' -o -name '*.h' \\) -delete
-cp -p {s}/scull-linux/*.rs {s}/scull-linux/Kbuild {c}/{b}/scull-linux/
-for f in {s}/scull-linux/*.c {s}/scull-linux/*.h {s}/scull-linux/Makefile; do [ -e \"$f\" ] && cp -p \"$f\" {c}/{b}/scull-linux/; done; true",
+find {c}/{b}/scull-linux -maxdepth 1 -type f \\( -name '*.rs' -o -name Kbuild \\) -delete
+cp -p {s}/scull-linux/*.rs {s}/scull-linux/Kbuild {c}/{b}/scull-linux/",
         c = cr.display(),
         s = src.display()
     ))?;
@@ -379,11 +255,8 @@ pub fn modinfo(ko: &Path) -> Result<String> {
     Ok(String::from_utf8_lossy(&info.stdout).into_owned())
 }
 
-/// `cargo xtask kmod [--debug-kernel]`.
-pub fn kmod(args: &[String]) -> Result {
-    if args.iter().any(|a| a == "--debug-kernel") {
-        return crate::kdebug::kmod(args);
-    }
+/// `cargo xtask kmod`: build, then print the path of scull.ko.
+pub fn run() -> Result {
     let ko = build()?;
     println!("{}", ko.display());
     Ok(())

@@ -26,7 +26,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::{kdebug, kmod};
-use crate::util::{apt_install, cargo, root, run, rustup_targets, step, target_dir, Result};
+use crate::util::{self, apt_install, cargo, root, rustup_targets, sh, step, target_dir, Result};
 
 const MUSL: &str = "x86_64-unknown-linux-musl";
 
@@ -75,7 +75,8 @@ echo "HARNESS sysfs-quantum $(cat /sys/module/scull/parameters/scull_quantum)"
     };
 }
 
-/// Guest fragment: issue 10's open-versus-rmmod race (L2). Openers
+/// Guest fragment: the open-versus-rmmod race (an open that reaches the
+/// cdev while rmmod frees it, caught by KASAN without `cdev.owner`). Openers
 /// (`scull-tool open-loop`: open(2) and close(2), each pair followed by a
 /// random pause averaging 8 times what the pair took, so that rmmod finds
 /// the module unused often enough; see `open_loop`) loop on
@@ -327,10 +328,6 @@ fn kernel(mode: Mode) -> Result<Kernel> {
     })
 }
 
-fn sh(script: &str) -> Result {
-    run(Command::new("bash").args(["-euo", "pipefail", "-c", script]))
-}
-
 /// Checks counted toward the closing `qemu: N passed, M failed` line.
 struct Checks {
     pass: usize,
@@ -373,7 +370,7 @@ fn boot(mode: Mode, script: &str, mem_mib: u32, timeout_s: u32, checks: &mut Che
     }
 
     step("qemu: static scull-tool (musl)");
-    run(cargo().args(["build", "--release", "-p", "scull-tool", "--target", MUSL]))?;
+    util::run(cargo().args(["build", "--release", "-p", "scull-tool", "--target", MUSL]))?;
     let tool = target_dir().join(MUSL).join("release/scull-tool");
 
     step("qemu: initramfs");
@@ -438,7 +435,7 @@ fn boot(mode: Mode, script: &str, mem_mib: u32, timeout_s: u32, checks: &mut Che
 }
 
 /// `cargo xtask qemu [--bench | --demo | --debug-kernel]`.
-pub fn qemu(args: &[String]) -> Result {
+pub fn run(args: &[String]) -> Result {
     let mode = match args.first().map(String::as_str) {
         None | Some("--test") => Mode::Test,
         Some("--debug-kernel") if args.get(1).map(String::as_str) == Some("--race") => return race_only(),
@@ -474,7 +471,7 @@ fn test(c: &mut Checks) -> Result {
 
 /// `qemu --debug-kernel --race`: only the open-versus-rmmod race loop on the
 /// debug kernel (two minutes instead of ten), then the checkers' verdicts;
-/// for reproducing L2 with `cdev.owner` unset (docs/linux.md).
+/// for reproducing the use-after-free with `cdev.owner` unset (docs/linux.md).
 fn race_only() -> Result {
     let script = concat!(
         r#"mount -t debugfs debugfs /sys/kernel/debug
@@ -621,7 +618,7 @@ fn check_race(console: &str, c: &mut Checks) {
     );
     c.check(harness(console, "race-after").as_deref() == Some("race"), "the devices work after the race loop");
     // An open file pins the module twice: through its file_operations and,
-    // since `cdev.owner` is set (L2), through the cdev it holds.
+    // since `cdev.owner` is set (the open-versus-rmmod fix), through the cdev it holds.
     c.check(
         harness(console, "race-refcnt").as_deref() == Some("2"),
         &format!("one open file holds 2 module references, the fops' and the cdev's (refcnt {:?})", harness(console, "race-refcnt")),

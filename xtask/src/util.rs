@@ -342,6 +342,11 @@ pub fn run(cmd: &mut Command) -> Result {
     exec(cmd, Out::Log).map(drop)
 }
 
+/// Runs a bash script (`-euo pipefail`) like [`run`].
+pub fn sh(script: &str) -> Result {
+    run(Command::new("bash").args(["-euo", "pipefail", "-c", script]))
+}
+
 /// Runs a command whose stdout is the point (a demo): stdout passes through,
 /// stderr goes to the step's log. Fails on a non-zero exit.
 pub fn show(cmd: &mut Command) -> Result {
@@ -352,36 +357,6 @@ pub fn show(cmd: &mut Command) -> Result {
 /// on a non-zero exit.
 pub fn output(cmd: &mut Command) -> Result<String> {
     exec(cmd, Out::Capture)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn result_lines_reach_stdout() {
-        for l in [
-            "test result: ok. 3 passed; 0 failed; 0 ignored",
-            "model: 53 passed, 0 failed, 0 skipped",
-            "wine: 80 passed, 0 failed, 8 skipped",
-            "qemu: 81 passed, 0 failed",
-            "FAIL seek_set_cur_end: SEEK_END",
-            "ratio core_vs_memcpy = 0.98",
-            "reference scull_vs_tmpfs_write = 0.07",
-            "stress: 0 lost, 0 corrupt",
-        ] {
-            assert!(is_result_line(l), "{l}");
-        }
-        for l in ["   Compiling scull-core v0.1.0", "test store::tests::x ... ok", "Setting up wine64 (8.0)", "ok   seek_set_cur_end (3 ms)", "model: the device"] {
-            assert!(!is_result_line(l), "{l}");
-        }
-    }
-
-    #[test]
-    fn step_logs_are_named_after_the_step() {
-        assert_eq!(slug("host: cargo test (workspace)"), "host-cargo-test-workspace");
-        assert_eq!(slug("kmod: debootstrap trixie (minbase)"), "kmod-debootstrap-trixie-minbase");
-    }
 }
 
 /// Installs Debian packages that are not installed yet (idempotent).
@@ -432,4 +407,34 @@ pub fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root());
     c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_lines_reach_stdout() {
+        for l in [
+            "test result: ok. 3 passed; 0 failed; 0 ignored",
+            "model: 53 passed, 0 failed, 0 skipped",
+            "wine: 80 passed, 0 failed, 8 skipped",
+            "qemu: 81 passed, 0 failed",
+            "FAIL seek_set_cur_end: SEEK_END",
+            "ratio core_vs_memcpy = 0.98",
+            "reference scull_vs_tmpfs_write = 0.07",
+            "stress: 0 lost, 0 corrupt",
+        ] {
+            assert!(is_result_line(l), "{l}");
+        }
+        for l in ["   Compiling scull-core v0.1.0", "test store::tests::x ... ok", "Setting up wine64 (8.0)", "ok   seek_set_cur_end (3 ms)", "model: the device"] {
+            assert!(!is_result_line(l), "{l}");
+        }
+    }
+
+    #[test]
+    fn step_logs_are_named_after_the_step() {
+        assert_eq!(slug("host: cargo test (workspace)"), "host-cargo-test-workspace");
+        assert_eq!(slug("kmod: debootstrap trixie (minbase)"), "kmod-debootstrap-trixie-minbase");
+    }
 }

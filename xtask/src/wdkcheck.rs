@@ -24,7 +24,7 @@
 //!
 //! The last line is `wdk-check: ok (...)`.
 
-use crate::util::{apt_install, output, root, run, step, target_dir, Result};
+use crate::util::{self, apt_install, output, root, step, target_dir, Result};
 use crate::wdm;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -76,7 +76,7 @@ fn cargo_target() -> PathBuf {
 
 /// The registry copy of the locked wdk-build, after checking its version.
 fn registry_wdk_build() -> Result<PathBuf> {
-    run(cargo_cmd().arg("fetch").arg("--manifest-path").arg(manifest()))?;
+    util::run(cargo_cmd().arg("fetch").arg("--manifest-path").arg(manifest()))?;
     let id = output(cargo_cmd().args(["pkgid", "--manifest-path"]).arg(manifest()).arg("wdk-build"))?;
     let id = id.trim();
     let version = id.rsplit(['@', '#']).next().unwrap_or("");
@@ -119,10 +119,10 @@ fn patched_wdk_build(registry: &Path) -> Result<PathBuf> {
         fs::remove_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     fs::create_dir_all(scratch()).map_err(|e| format!("{}: {e}", scratch().display()))?;
-    run(Command::new("cp").arg("-a").arg(registry).arg(&dir))?;
+    util::run(Command::new("cp").arg("-a").arg(registry).arg(&dir))?;
     // No fuzz, no offset guessing beyond patch's own: the patch fits these
     // sources exactly or the check stops.
-    run(Command::new("patch")
+    util::run(Command::new("patch")
         .args(["-p1", "--forward", "--fuzz=0", "--no-backup-if-mismatch", "-d"])
         .arg(&dir)
         .arg("-i")
@@ -204,11 +204,11 @@ fn cargo_wdk(sub: &[&str], patched: &Path, croot: &Path, tail: &[&str]) -> Resul
         .args(["--release", "--target", wdm::DRIVER_TARGET, "--manifest-path"])
         .arg(manifest())
         .args(tail);
-    run(&mut c)
+    util::run(&mut c)
 }
 
 /// `cargo xtask wdk-check`.
-pub fn run_check(_args: &[String]) -> Result {
+pub fn run(_args: &[String]) -> Result {
     let t0 = Instant::now();
     step("wdk-check: the layout `cargo wdk build` needs (package name, scull.inx, metadata.wdk, cdylib)");
     crate::cargowdk::run()?;
@@ -216,7 +216,7 @@ pub fn run_check(_args: &[String]) -> Result {
     apt_install(&["patch"])?;
     // clippy is in rustup's default profile, not in the minimal one.
     if !cargo_cmd().args(["clippy", "--version"]).output().is_ok_and(|o| o.status.success()) {
-        run(Command::new("rustup").args(["component", "add", "clippy"]))?;
+        util::run(Command::new("rustup").args(["component", "add", "clippy"]))?;
     }
     let registry = registry_wdk_build()?;
     let patched = patched_wdk_build(&registry)?;

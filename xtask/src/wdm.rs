@@ -30,10 +30,11 @@ const REQUIRED_IMPORTS: &[&str] = &[
     "ExFreePoolWithTag",
     "KeInitializeSemaphore",
     "KeReleaseSemaphore",
-    // The store semaphore's critical region (issue 9 W2).
+    // The critical region around the store semaphore (no APC may suspend
+    // a thread that holds it).
     "KeEnterCriticalRegion",
     "KeLeaveCriticalRegion",
-    // The event-log entry of a refused load (issue 9 E).
+    // The event-log entry that names the bad parameter of a refused load.
     "IoAllocateErrorLogEntry",
     "IoWriteErrorLogEntry",
     "KeAcquireSpinLockRaiseToDpc",

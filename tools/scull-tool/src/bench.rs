@@ -357,7 +357,7 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     let tag = if o.reference { "reference" } else { "ratio" };
     let bytes = o.mib << 20;
     let dir = o.baseline_dir.clone().unwrap_or_else(default_baseline_dir);
-    println!("bench on target `{}`: {} MiB, {} KiB buffers, baseline dir {}", t.name(), o.mib, BUF >> 10, dir.display());
+    crate::outln!("bench on target `{}`: {} MiB, {} KiB buffers, baseline dir {}", t.name(), o.mib, BUF >> 10, dir.display());
 
     // Progress on stderr while the measurements run (a spinner, or a line every 10 s).
     let _bar = crate::progress::Progress::start("bench", crate::progress::Goal::Open, "");
@@ -374,17 +374,17 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
             (scull_io(t, bytes)?, f)
         };
         let r = [s.0, s.1, f.0, f.1].map(|d| mbps(bytes, d));
-        println!("info: round {i}: scull0 write {:.1} read {:.1}, {FILE_LABEL} write {:.1} read {:.1} MB/s", r[0], r[1], r[2], r[3]);
+        crate::outln!("info: round {i}: scull0 write {:.1} read {:.1}, {FILE_LABEL} write {:.1} read {:.1} MB/s", r[0], r[1], r[2], r[3]);
         rounds.push(r);
     }
     let median_ratio = |a: usize, b: usize| median(rounds.iter().map(|r| r[a] / r[b]).collect());
-    println!("info: median of the {FILE_ROUNDS} rounds' own ratios: write {:.2}, read {:.2}", median_ratio(0, 2), median_ratio(1, 3));
+    crate::outln!("info: median of the {FILE_ROUNDS} rounds' own ratios: write {:.2}, read {:.2}", median_ratio(0, 2), median_ratio(1, 3));
     let best = |k: usize| rounds.iter().map(|r| r[k]).fold(0f64, f64::max);
     let (sw, sr, fw, fr) = (best(0), best(1), best(2), best(3));
-    println!("scull0 write {sw:.1} MB/s, {FILE_LABEL} write {fw:.1} MB/s (best of {FILE_ROUNDS} alternating rounds)");
-    println!("{tag} scull_vs_tmpfs_write = {:.2}", sw / fw);
-    println!("scull0 read {sr:.1} MB/s, {FILE_LABEL} read {fr:.1} MB/s");
-    println!("{tag} scull_vs_tmpfs_read = {:.2}", sr / fr);
+    crate::outln!("scull0 write {sw:.1} MB/s, {FILE_LABEL} write {fw:.1} MB/s (best of {FILE_ROUNDS} alternating rounds)");
+    crate::outln!("{tag} scull_vs_tmpfs_write = {:.2}", sw / fw);
+    crate::outln!("scull0 read {sr:.1} MB/s, {FILE_LABEL} read {fr:.1} MB/s");
+    crate::outln!("{tag} scull_vs_tmpfs_read = {:.2}", sr / fr);
 
     let (mut sp, mut op) = (Duration::MAX, Duration::MAX);
     for _ in 0..ROUNDS {
@@ -392,8 +392,8 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
         op = op.min(os_pipe(bytes)?);
     }
     let (sp, op) = (mbps(bytes, sp), mbps(bytes, op));
-    println!("scullpipe0 {sp:.1} MB/s, {PIPE_LABEL} {op:.1} MB/s ({} writer)", if t.caps().processes { "process" } else { "thread" });
-    println!("{tag} pipe_vs_pipe2 = {:.2}", sp / op);
+    crate::outln!("scullpipe0 {sp:.1} MB/s, {PIPE_LABEL} {op:.1} MB/s ({} writer)", if t.caps().processes { "process" } else { "thread" });
+    crate::outln!("{tag} pipe_vs_pipe2 = {:.2}", sp / op);
 
     let big = o.scale_mib << 20;
     // Alternating rounds of scull0 and plain memory at the big size, the best
@@ -403,7 +403,7 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     for i in 0..ROUNDS {
         let p = scull_phases(t, big, true)?;
         let m = memory_once(&mut mem_buf);
-        println!(
+        crate::outln!(
             "info: {} MiB round {i}: scull0 fresh {:.1} overwrite {:.1} read {:.1}, memory write {:.1} read {:.1} MB/s",
             o.scale_mib,
             mbps(big, p.fresh),
@@ -430,10 +430,10 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
         small_best = small_best.max(mbps(2 << 20, p.fresh + p.read));
         sp = Phases { fresh: sp.fresh.min(p.fresh), over: sp.over.min(p.over), read: sp.read.min(p.read) };
     }
-    println!("scull0 {} MiB write+read {big_rate:.1} MB/s (best of {ROUNDS}), 1 MiB write+read {small_best:.1} MB/s (best of 8)", o.scale_mib);
-    println!("{tag} scale_256m_vs_1m = {:.2}", big_rate / small_best);
+    crate::outln!("scull0 {} MiB write+read {big_rate:.1} MB/s (best of {ROUNDS}), 1 MiB write+read {small_best:.1} MB/s (best of 8)", o.scale_mib);
+    crate::outln!("{tag} scale_256m_vs_1m = {:.2}", big_rate / small_best);
     for (name, bytes, p) in [(format!("{} MiB", o.scale_mib), big, bp), ("1 MiB (best of 8 each)".to_string(), 1 << 20, sp)] {
-        println!(
+        crate::outln!(
             "scull0 {name}: fresh write {:.1} MB/s, overwrite {:.1} MB/s, read {:.1} MB/s",
             mbps(bytes, p.fresh),
             mbps(bytes, p.over),
@@ -442,20 +442,20 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     }
 
     let (m_big, m_small) = (mbps(2 * big, mw + mr), memory_small());
-    println!("memory {} MiB write+read {m_big:.1} MB/s (write {:.1}, read {:.1}), 1 MiB write+read {m_small:.1} MB/s (best of 8)", o.scale_mib, mbps(big, mw), mbps(big, mr));
-    println!("{tag} scull_vs_memory = {:.2} ({big_rate:.1} / {m_big:.1} MB/s)", big_rate / m_big);
-    println!("{tag} scale_vs_memory = {:.2} (scull0 {:.2} = {big_rate:.1} / {small_best:.1} MB/s, memory {:.2} = {m_big:.1} / {m_small:.1} MB/s)", (big_rate / small_best) / (m_big / m_small), big_rate / small_best, m_big / m_small);
+    crate::outln!("memory {} MiB write+read {m_big:.1} MB/s (write {:.1}, read {:.1}), 1 MiB write+read {m_small:.1} MB/s (best of 8)", o.scale_mib, mbps(big, mw), mbps(big, mr));
+    crate::outln!("{tag} scull_vs_memory = {:.2} ({big_rate:.1} / {m_big:.1} MB/s)", big_rate / m_big);
+    crate::outln!("{tag} scale_vs_memory = {:.2} (scull0 {:.2} = {big_rate:.1} / {small_best:.1} MB/s, memory {:.2} = {m_big:.1} / {m_small:.1} MB/s)", (big_rate / small_best) / (m_big / m_small), big_rate / small_best, m_big / m_small);
     let over_rate = mbps(2 * big, bp.over + bp.read);
-    println!("info: scull0 overwrite+read {over_rate:.1} MB/s = {:.2} of memory (quanta already allocated)", over_rate / m_big);
+    crate::outln!("info: scull0 overwrite+read {over_rate:.1} MB/s = {:.2} of memory (quanta already allocated)", over_rate / m_big);
 
     let rate = ioctl_rate(t, 20_000)?;
-    println!(
+    crate::outln!(
         "null ioctl (SCULL_IOCQQUANTUM) round trips {rate:.0}/s = {:.2} us each; per 64 KiB call that alone caps a stream at {:.0} MB/s",
         1e6 / rate,
         rate * BUF as f64 / 1e6
     );
     let (scull_small, file_small) = small_read_rates(t, &dir, 20_000)?;
-    println!("1-byte seek+read round trips: scull0 {scull_small:.0}/s, {FILE_LABEL} {file_small:.0}/s");
+    crate::outln!("1-byte seek+read round trips: scull0 {scull_small:.0}/s, {FILE_LABEL} {file_small:.0}/s");
     Ok(())
 }
 
@@ -467,8 +467,8 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
 /// software TLB) rather than the driver.
 pub fn scale_reference(dir: &std::path::Path, big_mib: usize) -> Result<(), String> {
     fn report(name: &str, big_mib: usize, big: f64, small: f64) {
-        println!("reference {name}: {big_mib} MiB write+read {big:.1} MB/s, 1 MiB write+read {small:.1} MB/s (best of 8)");
-        println!("reference {name}_256m_vs_1m = {:.2}", big / small);
+        crate::outln!("reference {name}: {big_mib} MiB write+read {big:.1} MB/s, 1 MiB write+read {small:.1} MB/s (best of 8)");
+        crate::outln!("reference {name}_256m_vs_1m = {:.2}", big / small);
     }
     let big = big_mib << 20;
     let (w, r) = file_io(dir, big)?;

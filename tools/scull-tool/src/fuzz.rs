@@ -69,7 +69,7 @@ fn random_dev(t: &dyn Target, rng: &mut Rng) -> (Dev, OpenOpts) {
     let c = t.caps();
     let o = *rng.pick(&[OpenOpts::R, OpenOpts::W, OpenOpts::RW, OpenOpts::TRUNC]);
     match rng.below(6) {
-        0 | 1 | 2 => (Dev::Scull(rng.below(c.nr_devs.max(1) as u64 + 1) as u8), o),
+        0..=2 => (Dev::Scull(rng.below(c.nr_devs.max(1) as u64 + 1) as u8), o),
         3 => (Dev::Pipe(rng.below(c.p_nr_devs.max(1) as u64 + 1) as u8), o.nonblocking()),
         4 => (Dev::Single, o),
         _ => (Dev::Uid, o),
@@ -152,7 +152,7 @@ fn still_works(t: &dyn Target) -> Result<(), String> {
 }
 
 pub fn run(t: &'static dyn Target, o: &Options) -> Result<(), String> {
-    println!("fuzz on `{}`: seed {} for {:.0} s", t.name(), o.seed, o.seconds);
+    crate::outln!("fuzz on `{}`: seed {} for {:.0} s", t.name(), o.seed, o.seconds);
     let mut rng = Rng::new(o.seed);
     let mut tally = Tally::default();
     let deadline = Instant::now() + Duration::from_secs_f64(o.seconds);
@@ -228,11 +228,11 @@ pub fn run(t: &'static dyn Target, o: &Options) -> Result<(), String> {
     handles.clear();
     still_works(t)?;
     let errs: Vec<String> = tally.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    println!("fuzz: {} operations, errors returned: {}", tally.ops, errs.join(" "));
+    crate::outln!("fuzz: {} operations, errors returned: {}", tally.ops, errs.join(" "));
     match bad_pointer_ops {
-        Some(n) => println!("fuzz: {n} invalid-pointer system calls, all refused with EFAULT"),
-        None => println!("fuzz: invalid user pointers: not expressible on this target"),
+        Some(n) => crate::outln!("fuzz: {n} invalid-pointer system calls, all refused with EFAULT"),
+        None => crate::outln!("fuzz: invalid user pointers: not expressible on this target"),
     }
-    println!("fuzz: devices still work after seed {}", o.seed);
+    crate::outln!("fuzz: devices still work after seed {}", o.seed);
     Ok(())
 }

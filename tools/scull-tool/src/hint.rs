@@ -8,10 +8,42 @@
 //! with a plain `std::fs` open of the same path, and names the device path,
 //! the real OS error and the likely fix.
 
-use crate::backend::{OpenOpts, Target};
+use crate::backend::{Caps, OpenOpts, Target};
 use scull_core::devices::Dev;
 use scull_core::Error;
 use std::io::ErrorKind;
+
+/// What `--target model` is, said wherever the model is offered or used.
+pub const MODEL_LIFETIME: &str =
+    "the model target's devices live inside this one scull-tool process: what one command writes is gone when it exits";
+
+/// The message when no `--target` was given and no driver was found.
+pub fn no_target() -> String {
+    format!(
+        "no --target given and no scull driver found (/dev/scull0 does not exist). Choose one:\n  \
+         --target linux   scull.ko's /dev/scull*: {}\n  \
+         --target model   the in-process host model, no driver needed; {}",
+        load_hint("linux"),
+        MODEL_LIFETIME
+    )
+}
+
+/// scull's name of a device (`scull0`, `scullpipe1`, `scullpriv`).
+pub fn dev_name(dev: Dev) -> String {
+    let mut s = String::new();
+    let _ = dev.linux_name(&mut s);
+    s
+}
+
+/// The devices a target has, for an error about one it has not.
+pub fn dev_list(caps: &Caps) -> String {
+    let range = |prefix: &str, n: u8| match n {
+        0 => format!("no {prefix}N"),
+        1 => format!("{prefix}0"),
+        n => format!("{prefix}0-{prefix}{}", n - 1),
+    };
+    format!("it has {}, {}, scullsingle, sculluid, scullwuid, scullpriv", range("scull", caps.nr_devs), range("scullpipe", caps.p_nr_devs))
+}
 
 /// The path user mode opens for `dev` on target `target` (`None` for the
 /// in-process model).
@@ -59,7 +91,7 @@ pub fn access_hint(target: &str) -> &'static str {
 /// the error and, where the OS says the node is missing or refused, the fix.
 pub fn open_failure(t: &dyn Target, dev: Dev, o: OpenOpts, err: Error) -> String {
     let Some(path) = device_path(t.name(), dev) else {
-        return format!("open {dev:?}: {err}");
+        return format!("open {}: {err}", dev_name(dev));
     };
     // Only errors that may stand for an OS error outside scull-core's table
     // are probed; a busy or would-block open is what it says.
@@ -106,5 +138,12 @@ mod tests {
         assert_eq!(device_path("linux", Dev::Pipe(1)).as_deref(), Some("/dev/scullpipe1"));
         assert_eq!(device_path("wine", Dev::Scull(0)).as_deref(), Some(r"\\.\Scull0"));
         assert_eq!(device_path("model", Dev::Scull(0)), None);
+        assert_eq!(dev_name(Dev::Pipe(1)), "scullpipe1");
+    }
+
+    #[test]
+    fn device_lists_speak_scull_names() {
+        let caps = Caps { nr_devs: 4, p_nr_devs: 1, ..Caps::default() };
+        assert_eq!(dev_list(&caps), "it has scull0-scull3, scullpipe0, scullsingle, sculluid, scullwuid, scullpriv");
     }
 }

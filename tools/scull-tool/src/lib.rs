@@ -3,12 +3,13 @@
 pub mod backend;
 pub mod bench;
 pub mod conformance;
+#[cfg(target_os = "linux")]
+pub mod fault_sweep;
 pub mod fuzz;
 pub mod hint;
+pub mod out;
 pub mod progress;
 pub mod rng;
 pub mod stress;
-#[cfg(target_os = "linux")]
-pub mod uffd;
 #[cfg(any(windows, target_os = "linux"))]
 pub mod win32;

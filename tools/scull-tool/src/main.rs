@@ -1,33 +1,48 @@
 //! scull-tool: drive scull devices from user mode. `scull-tool --help` lists
 //! the commands, `scull-tool <command> --help` their options; the reference
 //! is docs/scull-tool.md. Exit codes: 0 ok, 1 a failed check or operation,
-//! 2 a usage error.
+//! 2 a usage error (no target among them), 141 stdout closed early.
 //!
-//! Targets: `model` (in-process host model), plus the kernels this build
-//! supports (`windows`/`wine` on Windows, `linux`/`qemu` on Linux).
+//! Targets: the kernels this build supports (`windows`/`wine` on Windows,
+//! `linux`/`qemu` on Linux), and `model`, the in-process host model, whose
+//! devices live only as long as the one process. The model is never chosen
+//! silently: without `--target` and without a driver, the tool stops.
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use scull_core::devices::Dev;
-use scull_core::ioctl::Cmd;
+use scull_core::ioctl::{ArgIn, Cmd};
 use scull_core::store::Whence;
 use scull_tool::backend::{self, Handle, OpenOpts, Target};
+use scull_tool::hint;
+use scull_core::Error;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 const AFTER_HELP: &str = "\
-Targets: model (the in-process host model, every build); linux, qemu (Linux
-builds: /dev/scull*); windows, wine (Windows builds: \\\\.\\Scull*). Without
---target: windows on Windows, linux when /dev/scull0 exists, else model.
+Targets: linux, qemu (Linux builds: /dev/scull*, scull.ko loaded);
+windows, wine (Windows builds: \\\\.\\Scull*, scull.sys started); model (every
+build: the in-process host model, no driver needed; its devices live only as
+long as this one scull-tool process, so data written by one command is gone
+by the next). Without --target: windows on Windows, linux when /dev/scull0
+exists; otherwise scull-tool stops and asks for a --target.
 
 Sizes take a suffix: 4096, 4K, 64M, 1G (powers of 1024), or 0x1000.
-Exit codes: 0 ok, 1 a failed check or operation, 2 a usage error.
+Exit codes: 0 ok, 1 a failed check or operation, 2 a usage error (a bad
+argument, no target), 141 stdout closed before the output ended.
 Reference: docs/scull-tool.md";
+
+/// The help text of a device argument.
+const DEV_HELP: &str = "scull0-3 (stores), scullpipe0-3 (FIFOs), scullsingle, sculluid, scullwuid, scullpriv";
 
 #[derive(Parser)]
 #[command(name = "scull-tool", version, about = "Drive LDD3's scull devices from user mode: commands, the conformance suite, benchmarks, stress and fuzzing", after_help = AFTER_HELP)]
 struct Cli {
-    /// Device set to drive (model, linux, qemu, windows, wine; see below)
+    /// Device set to drive: linux, qemu, windows, wine, ntsim (Linux: the
+    /// release scull.sys under ntsim, in this process), or model (in-process,
+    /// no driver; its data dies with this process). See below for the default
     #[arg(long, global = true, value_name = "TARGET")]
     target: Option<String>,
     #[command(subcommand)]
@@ -38,35 +53,42 @@ struct Cli {
 enum Command {
     /// Write text to a device (a store write without --offset replaces its data, as LDD3's write-only open trims)
     Write {
-        /// scull0-3, scullpipe0-3, scullsingle, sculluid, scullwuid, scullpriv
-        #[arg(value_parser = parse_dev)]
+        #[arg(value_parser = parse_dev, help = DEV_HELP)]
         dev: Dev,
+        /// The bytes to write (UTF-8, no newline added)
         text: String,
         /// Write at this position, keeping the rest of the data
         #[arg(long, value_parser = parse_offset)]
         offset: Option<i64>,
     },
-    /// Read from a device and print it
+    /// Read from a device and print it (a read of an empty scullpipe waits for a writer, as LDD3's: see --nonblock, --timeout)
     Read {
-        #[arg(value_parser = parse_dev)]
+        #[arg(value_parser = parse_dev, help = DEV_HELP)]
         dev: Dev,
-        /// Read from this position
-        #[arg(long, value_parser = parse_offset)]
+        /// Read from this position (stores)
+        #[arg(long, value_parser = parse_offset, conflicts_with = "timeout")]
         offset: Option<i64>,
         /// At most this many bytes
         #[arg(long, value_parser = parse_size, default_value = "256")]
         len: u64,
+        /// Open non-blocking: an empty scullpipe fails at once (EAGAIN) instead of waiting
+        #[arg(long, conflicts_with = "timeout")]
+        nonblock: bool,
+        /// Wait at most this many seconds for data, then give up (exit 1)
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+        timeout: Option<f64>,
     },
-    /// Read a device from 0 to the end and write it to stdout
+    /// Read a store device from 0 to the end and write it to stdout
     Cat {
-        #[arg(value_parser = parse_dev)]
+        #[arg(value_parser = parse_dev, help = "scull0-3, scullsingle, sculluid, scullwuid, scullpriv (a scullpipe has no end: use `read`)")]
         dev: Dev,
     },
-    /// Run one scull ioctl on scull0 (e.g. `qquantum`, `tquantum 64`, `reset`, `stats`)
+    /// Run one scull ioctl on scull0 (e.g. `qquantum`, `tquantum 64`, `reset`, `stats`; the list is below)
     Ioctl {
+        /// The command: its short name (`tquantum`) or LDD3's macro name (`SCULL_IOCTQUANTUM`)
         #[arg(value_parser = parse_cmd)]
         name: Cmd,
-        /// The value argument of S/T/X/H commands
+        /// The value: required by the S/T/X/H commands and ptsize, refused by the others
         #[arg(allow_negative_numbers = true)]
         value: Option<i32>,
     },
@@ -78,12 +100,15 @@ enum Command {
     Demo,
     /// The black-box conformance suite; ends with `<target>: N passed, M failed, K skipped`
     Conformance {
-        /// Only the cases whose name contains this text
+        /// Only the cases whose name contains this text (or one of its comma-separated parts); none matching is an error
         #[arg(long)]
         filter: Option<String>,
         /// `json` adds one JSON object per case (name, result, reason)
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
+        /// Print the names of the cases this target runs (with --filter: those it selects) and exit
+        #[arg(long)]
+        list: bool,
     },
     /// Throughput of scull0 against a plain file, scullpipe0 against pipe(2), and scaling
     Bench {
@@ -102,8 +127,10 @@ enum Command {
     },
     /// Concurrent pipe and store traffic; every record is checked
     Stress {
+        /// Writers on the scullpipe (and on scull0's slots)
         #[arg(long, default_value_t = 4)]
         writers: usize,
+        /// Readers on the scullpipe (and on scull0's slots)
         #[arg(long, default_value_t = 4)]
         readers: usize,
         /// Seconds per part (pipe, then store)
@@ -118,18 +145,21 @@ enum Command {
         /// Checksummed slots on scull0
         #[arg(long, default_value_t = 1024)]
         slots: usize,
+        /// Seed of the store workers' slot choices (the same seed, the same sequence)
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
     /// Hostile input for a while; the devices must survive and still work
     Fuzz {
+        /// How long to fuzz
         #[arg(long, default_value_t = 10.0)]
         seconds: f64,
         /// Fixed seeds reproduce the same operation sequence
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// (Linux, root) make the k-th allocation fail, k swept over a workload: nothing lost, corrupt or leaked
+    /// (Linux, root, scull.ko loaded) make the k-th allocation fail, k swept over a workload: nothing lost, corrupt or leaked.
+    /// Works on /dev/scull* and scull.ko's sysfs parameters directly: --target linux or qemu only
     #[cfg(target_os = "linux")]
     FaultSweep {
         /// Stop after this many injected failures
@@ -142,11 +172,13 @@ enum Command {
     },
     /// (Linux) open and close the paths in turn until the file UNTIL exists;
     /// prints `opened=N failed=M` (the open-versus-rmmod race of
-    /// `cargo xtask qemu`)
+    /// `cargo xtask qemu`). Needs no target: it opens the paths as given
     #[cfg(target_os = "linux")]
     OpenLoop {
+        /// Files to open read-only and close, in turn (e.g. /dev/scull0)
         #[arg(required = true)]
         paths: Vec<PathBuf>,
+        /// Stop once this file exists (looked for every 256 rounds, every round when pausing)
         #[arg(long)]
         until: PathBuf,
         /// After each open and close, sleep a random time averaging PAUSE
@@ -157,10 +189,12 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
-    /// A plain file and plain memory over bench's two working sets (the scaling reference)
+    /// A plain file and plain memory over bench's two working sets (the scaling reference). Needs no driver or target
     ScaleReference {
+        /// Directory of the plain file (default: the temp directory)
         #[arg(long)]
         baseline_dir: Option<PathBuf>,
+        /// The large working set (whole MiB), as bench's --scale-size
         #[arg(long, value_parser = parse_size, default_value = "256M")]
         scale_size: u64,
     },
@@ -216,6 +250,14 @@ fn parse_dev(name: &str) -> Result<Dev, String> {
     Dev::parse(name).ok_or_else(|| format!("unknown device `{name}` (scull0-3, scullpipe0-3, scullsingle, sculluid, scullwuid, scullpriv)"))
 }
 
+/// `read --timeout`: a non-negative number of seconds.
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..1e9).contains(&v) => Ok(v),
+        _ => Err(format!("`{s}` is not a number of seconds (e.g. 2 or 0.5)")),
+    }
+}
+
 fn parse_cmd(name: &str) -> Result<Cmd, String> {
     Cmd::parse(name).ok_or_else(|| {
         let all: Vec<&str> = Cmd::ALL.iter().map(|c| c.short()).collect();
@@ -230,6 +272,45 @@ fn e(what: &str) -> impl Fn(scull_core::Error) -> String + '_ {
 /// Exit status for usage errors (clap's own errors use it too).
 const USAGE: u8 = 2;
 
+/// The CLI with the generated parts of its help: the ioctl commands.
+fn command() -> clap::Command {
+    Cli::command().mut_subcommand("ioctl", |c| c.after_help(ioctl_help()))
+}
+
+/// The ioctl table for `ioctl --help`, from scull-core's command list.
+fn ioctl_help() -> String {
+    let mut s = String::from("Commands (short name, VALUE where one is required, LDD3's macro, what it does):\n");
+    for c in Cmd::ALL {
+        let arg = if matches!(c.arg_in(), ArgIn::None) { "" } else { "VALUE" };
+        let what = match (c, c.short().as_bytes()[0]) {
+            (Cmd::Reset, _) => "restore the default quantum and qset",
+            (Cmd::Stats, _) => "print the scullmem/scullpipe report",
+            (Cmd::PTSize, _) => "set the scullpipe buffer size (from the next allocation)",
+            (Cmd::PQSize, _) => "print the scullpipe buffer size",
+            (_, b's') => "set from VALUE, passed by pointer",
+            (_, b't') => "set to VALUE, passed by value",
+            (_, b'g') => "print it, returned through a pointer",
+            (_, b'q') => "print it, as ioctl's return value",
+            (_, b'x') => "set by pointer, print the old value",
+            _ => "set by value, print the old value",
+        };
+        let privileged = if c.needs_privilege() { " (privileged)" } else { "" };
+        s.push_str(&format!("  {:<9} {arg:<6} {:<18} {what}{privileged}\n", c.short(), c.name()));
+    }
+    s
+}
+
+/// A usage error found after parsing, in clap's form with `sub`'s usage
+/// line; exits 2.
+fn usage_error(sub: &str, msg: impl std::fmt::Display) -> ! {
+    let mut c = command();
+    c.build();
+    match c.find_subcommand_mut(sub) {
+        Some(sc) => sc.error(ErrorKind::InvalidValue, msg).exit(),
+        None => c.error(ErrorKind::InvalidValue, msg).exit(),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(code) = backend::child_main(&args) {
@@ -238,7 +319,7 @@ fn main() -> ExitCode {
     if let Some(r) = internal(&args) {
         return finish(r);
     }
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     finish(run(cli))
 }
 
@@ -252,8 +333,17 @@ fn finish(r: Result<ExitCode, String>) -> ExitCode {
     }
 }
 
+/// The target `--target` names, or the driver found on this machine. The
+/// model is never chosen unasked: without `--target` and without a driver,
+/// this stops with exit 2 and says how to choose.
 fn target(name: Option<&str>) -> Result<&'static dyn Target, String> {
-    let name = name.unwrap_or_else(|| backend::default_target());
+    let name = match (name, backend::default_target()) {
+        (Some(n), _) | (None, Some(n)) => n,
+        (None, None) => {
+            eprintln!("scull-tool: {}", hint::no_target());
+            std::process::exit(USAGE.into());
+        }
+    };
     let Some(t) = backend::target_by_name(name) else {
         eprintln!("scull-tool: target `{name}` is not available in this build (see scull-tool --help)");
         std::process::exit(USAGE.into());
@@ -301,25 +391,103 @@ fn checked(clean: bool) -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
-    let t = target(cli.target.as_deref())?;
-    scull_tool::hint::preflight(t)?;
+    // The commands that drive no scull target: they never ask for one.
     match cli.cmd {
-        Command::Write { dev, text, offset } => cmd_write(t, dev, text.as_bytes(), offset)?,
-        Command::Read { dev, offset, len } => cmd_read(t, dev, offset, len as usize)?,
-        Command::Cat { dev } => cmd_cat(t, dev)?,
-        Command::Ioctl { name, value } => cmd_ioctl(t, name, value.unwrap_or(0))?,
-        Command::Stats => print!("{}", stats(t)?),
+        Command::ScaleReference { baseline_dir, scale_size } => {
+            let mib = whole_mib("--scale-size", scale_size).unwrap_or_else(|m| usage_error("scale-reference", m));
+            scull_tool::bench::scale_reference(&baseline_dir.unwrap_or_else(std::env::temp_dir), mib)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(target_os = "linux")]
+        Command::OpenLoop { paths, until, pause, seed } => {
+            let (opened, failed) = open_loop(&paths, &until, pause, seed);
+            scull_tool::outln!("opened={opened} failed={failed}");
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(target_os = "linux")]
+        Command::FaultSweep { max_k, injector } => {
+            use scull_tool::fault_sweep::{self, Injector};
+            // The sweep drives scull.ko through /dev and sysfs itself: only a
+            // Linux target means anything to it.
+            let t = match cli.target.as_deref() {
+                None | Some("linux" | "qemu") => target(cli.target.as_deref().or(Some("linux")))?,
+                Some(other) => usage_error(
+                    "fault-sweep",
+                    format!("fault-sweep injects allocation failures into scull.ko through /dev/scull* and /sys/module/scull: it runs on --target linux or qemu, not `{other}`"),
+                ),
+            };
+            scull_tool::hint::preflight(t)?;
+            let inj = match injector {
+                InjectorArg::Module => Injector::Module,
+                InjectorArg::Failslab => Injector::Failslab,
+            };
+            Ok(checked(fault_sweep::run(max_k, inj)?))
+        }
+        cmd => {
+            let t = target(cli.target.as_deref())?;
+            scull_tool::hint::preflight(t)?;
+            on_target(t, cmd)
+        }
+    }
+}
+
+/// A command that drives the devices of `t`.
+fn on_target(t: &'static dyn Target, cmd: Command) -> Result<ExitCode, String> {
+    match cmd {
+        Command::Write { dev, text, offset } => {
+            check_dev(t, "write", dev);
+            cmd_write(t, dev, text.as_bytes(), offset)?
+        }
+        Command::Read { dev, offset, len, nonblock, timeout } => {
+            check_dev(t, "read", dev);
+            cmd_read(t, dev, offset, len as usize, nonblock, timeout)?
+        }
+        Command::Cat { dev } => {
+            check_dev(t, "cat", dev);
+            if !dev.is_store() {
+                usage_error("cat", format!("{} has no end to read to (LDD3's pipe has no end of file): use `read`, with --nonblock or --timeout", hint::dev_name(dev)));
+            }
+            cmd_cat(t, dev)?
+        }
+        Command::Ioctl { name, value } => {
+            let value = match (name.arg_in(), value) {
+                (ArgIn::None, None) => 0,
+                (ArgIn::None, Some(v)) => usage_error("ioctl", format!("`{}` takes no value, but `{v}` was given", name.short())),
+                (_, Some(v)) => v,
+                (_, None) => usage_error("ioctl", format!("`{}` needs a value, e.g. `ioctl {} 4000`", name.short(), name.short())),
+            };
+            cmd_ioctl(t, name, value)?
+        }
+        Command::Stats => scull_tool::out!("{}", stats(t)?),
         Command::PipeDemo => pipe_demo(t)?,
         Command::Demo => demo(t)?,
-        Command::Conformance { filter, format } => {
+        Command::Conformance { filter, format, list } => {
+            let cases = scull_tool::conformance::select(t, filter.as_deref());
+            if cases.is_empty() {
+                usage_error(
+                    "conformance",
+                    format!(
+                        "--filter `{}` matches no case on target `{}` (`scull-tool --target {} conformance --list` lists them)",
+                        filter.as_deref().unwrap_or_default(),
+                        t.name(),
+                        t.name()
+                    ),
+                );
+            }
+            if list {
+                for c in &cases {
+                    scull_tool::outln!("{}", c.name);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
             let s = scull_tool::conformance::run_with(t, filter.as_deref(), format == Format::Json);
             return Ok(checked(s.failed == 0));
         }
         Command::Bench { size, scale_size, baseline_dir, reference } => {
             let o = scull_tool::bench::Options {
                 reference,
-                mib: whole_mib("--size", size).map_err(usage)?,
-                scale_mib: whole_mib("--scale-size", scale_size).map_err(usage)?,
+                mib: whole_mib("--size", size).unwrap_or_else(|m| usage_error("bench", m)),
+                scale_mib: whole_mib("--scale-size", scale_size).unwrap_or_else(|m| usage_error("bench", m)),
                 baseline_dir,
             };
             scull_tool::bench::run(t, &o)?;
@@ -329,26 +497,24 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
             return Ok(checked(scull_tool::stress::run(t, &o)?));
         }
         Command::Fuzz { seconds, seed } => scull_tool::fuzz::run(t, &scull_tool::fuzz::Options { seconds, seed })?,
+        Command::ScaleReference { .. } => unreachable!("handled without a target"),
         #[cfg(target_os = "linux")]
-        Command::FaultSweep { max_k, injector } => {
-            use scull_tool::backend::linux::fault_sweep::{self, Injector};
-            let inj = match injector {
-                InjectorArg::Module => Injector::Module,
-                InjectorArg::Failslab => Injector::Failslab,
-            };
-            return Ok(checked(fault_sweep::run(max_k, inj)?));
-        }
-        #[cfg(target_os = "linux")]
-        Command::OpenLoop { paths, until, pause, seed } => {
-            let (opened, failed) = open_loop(&paths, &until, pause, seed);
-            println!("opened={opened} failed={failed}");
-        }
-        Command::ScaleReference { baseline_dir, scale_size } => scull_tool::bench::scale_reference(
-            &baseline_dir.unwrap_or_else(std::env::temp_dir),
-            whole_mib("--scale-size", scale_size).map_err(usage)?,
-        )?,
+        Command::OpenLoop { .. } | Command::FaultSweep { .. } => unreachable!("handled without a target"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses (exit 2) a device the target does not have, naming what it has.
+fn check_dev(t: &dyn Target, sub: &str, dev: Dev) {
+    let caps = t.caps();
+    let there = match dev {
+        Dev::Scull(n) => n < caps.nr_devs,
+        Dev::Pipe(n) => n < caps.p_nr_devs,
+        _ => true,
+    };
+    if !there {
+        usage_error(sub, format!("{} does not exist on target `{}`: {}", hint::dev_name(dev), t.name(), hint::dev_list(&caps)));
+    }
 }
 
 /// `open-loop`: opens (read-only) and closes each path in turn until `until`
@@ -392,12 +558,6 @@ fn open_loop(paths: &[PathBuf], until: &std::path::Path, pause: u32, seed: u64) 
     }
 }
 
-/// A usage error found after parsing: print it as clap would and exit 2.
-fn usage(msg: String) -> String {
-    eprintln!("scull-tool: {msg}");
-    std::process::exit(USAGE.into());
-}
-
 fn open(t: &dyn Target, d: Dev, o: OpenOpts) -> Result<Box<dyn Handle>, String> {
     t.open(d, o).map_err(|err| scull_tool::hint::open_failure(t, d, o, err))
 }
@@ -415,20 +575,60 @@ fn cmd_write(t: &dyn Target, d: Dev, data: &[u8], offset: Option<i64>) -> Result
     while at < data.len() {
         at += h.write(&data[at..]).map_err(e("write"))?;
     }
-    let mut name = String::new();
-    let _ = d.linux_name(&mut name);
-    println!("wrote {} bytes to {name}", data.len());
+    scull_tool::outln!("wrote {} bytes to {}", data.len(), hint::dev_name(d));
+    if t.name() == "model" {
+        eprintln!("scull-tool: note: {}", hint::MODEL_LIFETIME);
+    }
     Ok(())
 }
 
-fn cmd_read(t: &dyn Target, d: Dev, offset: Option<i64>, len: usize) -> Result<(), String> {
-    let mut h = open(t, d, OpenOpts::R)?;
+fn cmd_read(t: &dyn Target, d: Dev, offset: Option<i64>, len: usize, nonblock: bool, timeout: Option<f64>) -> Result<(), String> {
+    let name = hint::dev_name(d);
+    if let Some(secs) = timeout {
+        return read_with_timeout(t, d, len, Duration::from_secs_f64(secs));
+    }
+    if !d.is_store() && !nonblock && t.name() == "model" {
+        usage_error(
+            "read",
+            format!("on --target model nothing else can write to {name} ({}), so this read would wait forever: add --nonblock or --timeout SECONDS", hint::MODEL_LIFETIME),
+        );
+    }
+    let opts = if nonblock { OpenOpts::R.nonblocking() } else { OpenOpts::R };
+    let mut h = open(t, d, opts)?;
     if let Some(off) = offset {
         h.seek(Whence::Set, off).map_err(e("seek"))?;
     }
+    if !d.is_store() && !nonblock && std::io::stderr().is_terminal() && h.poll().is_ok_and(|r| !r.readable) {
+        eprintln!("scull-tool: {name} is empty: waiting for a writer (LDD3's pipe has no end of file; --nonblock or --timeout SECONDS give up instead)");
+    }
     let mut buf = vec![0u8; len];
-    let n = h.read(&mut buf).map_err(e("read"))?;
-    println!("{}", String::from_utf8_lossy(&buf[..n]));
+    let n = match h.read(&mut buf) {
+        Err(Error::WouldBlock) if nonblock => return Err(format!("read {name}: nothing to read (non-blocking read of an empty pipe: EAGAIN)")),
+        r => r.map_err(e("read"))?,
+    };
+    scull_tool::outln!("{}", String::from_utf8_lossy(&buf[..n]));
+    Ok(())
+}
+
+/// `read --timeout`: a cancellable read, given up (cancelled) after `limit`.
+fn read_with_timeout(t: &dyn Target, d: Dev, len: usize, limit: Duration) -> Result<(), String> {
+    let name = hint::dev_name(d);
+    if !t.caps().cancel {
+        return Err(format!("read --timeout: target `{}` cannot cancel a blocked read; use --nonblock", t.name()));
+    }
+    let mut p = t.read_cancellable(d, len).map_err(|err| hint::open_failure(t, d, OpenOpts::R, err))?;
+    let start = Instant::now();
+    while !p.is_done() && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !p.is_done() {
+        p.cancel(false).map_err(e("cancel"))?;
+        // The cancelled read ends with Interrupted; its result is not wanted.
+        let _ = p.wait(Duration::from_secs(5));
+        return Err(format!("read {name}: no data within {} s (--timeout)", limit.as_secs_f64()));
+    }
+    let data = p.wait(Duration::from_secs(5)).map_err(e("read"))?;
+    scull_tool::outln!("{}", String::from_utf8_lossy(&data));
     Ok(())
 }
 
@@ -440,8 +640,7 @@ fn cmd_cat(t: &dyn Target, d: Dev) -> Result<(), String> {
         if n == 0 {
             break;
         }
-        use std::io::Write;
-        std::io::stdout().write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        scull_tool::out::bytes(&buf[..n]);
     }
     Ok(())
 }
@@ -452,11 +651,11 @@ fn cmd_ioctl(t: &dyn Target, cmd: Cmd, value: i32) -> Result<(), String> {
     let o = if cmd.changes_state() { OpenOpts::RW } else { OpenOpts::R };
     let mut h = open(t, Dev::Scull(0), o)?;
     if cmd == Cmd::Stats {
-        print!("{}", h.stats().map_err(e("stats"))?);
+        scull_tool::out!("{}", h.stats().map_err(e("stats"))?);
         return Ok(());
     }
     let r = h.ioctl(cmd, value).map_err(e(cmd.name()))?;
-    println!("{} = {r}", cmd.name());
+    scull_tool::outln!("{} = {r}", cmd.name());
     Ok(())
 }
 
@@ -465,7 +664,7 @@ fn stats(t: &dyn Target) -> Result<String, String> {
 }
 
 fn pipe_demo(t: &dyn Target) -> Result<(), String> {
-    println!("pipe-demo: a reader blocks on an empty scullpipe0; a writer arrives 500 ms later");
+    scull_tool::outln!("pipe-demo: a reader blocks on an empty scullpipe0; a writer arrives 500 ms later");
     let mut r = open(t, Dev::Pipe(0), OpenOpts::R)?;
     let started = Instant::now();
     let w = t
@@ -473,7 +672,7 @@ fn pipe_demo(t: &dyn Target) -> Result<(), String> {
         .map_err(e("spawn writer"))?;
     let mut buf = [0u8; 64];
     let n = r.read(&mut buf).map_err(e("read"))?;
-    println!(
+    scull_tool::outln!(
         "pipe-demo: reader woke after {} ms with {n} bytes: {:?}",
         started.elapsed().as_millis(),
         String::from_utf8_lossy(&buf[..n])
@@ -483,8 +682,8 @@ fn pipe_demo(t: &dyn Target) -> Result<(), String> {
 }
 
 fn demo(t: &dyn Target) -> Result<(), String> {
-    println!("== demo on target `{}`", t.name());
-    println!("-- write 10000 bytes to scull0 (spans three 4000-byte quanta) and read them back");
+    scull_tool::outln!("== demo on target `{}`", t.name());
+    scull_tool::outln!("-- write 10000 bytes to scull0 (spans three 4000-byte quanta) and read them back");
     let data: Vec<u8> = (0..10_000u32).map(|i| b'a' + (i % 26) as u8).collect();
     let mut h = open(t, Dev::Scull(0), OpenOpts::TRUNC)?;
     let n = h.write(&data).map_err(e("write"))?;
@@ -493,38 +692,51 @@ fn demo(t: &dyn Target) -> Result<(), String> {
     h.seek(Whence::Set, 3995).map_err(e("seek"))?;
     let mut buf = [0u8; 10];
     let m = h.read(&mut buf).map_err(e("read"))?;
-    println!("wrote {n} bytes; read {m} bytes across the quantum boundary at 3995: {:?}", String::from_utf8_lossy(&buf[..m]));
+    scull_tool::outln!("wrote {n} bytes; read {m} bytes across the quantum boundary at 3995: {:?}", String::from_utf8_lossy(&buf[..m]));
     let end = h.seek(Whence::End, 0).map_err(e("seek"))?;
-    println!("size (SEEK_END) = {end}");
-    println!("-- ioctl round trip");
+    scull_tool::outln!("size (SEEK_END) = {end}");
+    scull_tool::outln!("-- ioctl round trip");
     let q = h.ioctl(Cmd::QQuantum, 0).map_err(e("QQUANTUM"))?;
-    println!("SCULL_IOCQQUANTUM = {q}");
+    scull_tool::outln!("SCULL_IOCQQUANTUM = {q}");
     match h.ioctl(Cmd::XQuantum, 1000) {
         Ok(old) => {
             let now = h.ioctl(Cmd::QQuantum, 0).map_err(e("QQUANTUM"))?;
-            println!("SCULL_IOCXQUANTUM 1000 -> old {old}, now {now}");
+            scull_tool::outln!("SCULL_IOCXQUANTUM 1000 -> old {old}, now {now}");
             h.ioctl(Cmd::Reset, 0).map_err(e("RESET"))?;
-            println!("SCULL_IOCRESET -> quantum {}", h.ioctl(Cmd::QQuantum, 0).map_err(e("QQUANTUM"))?);
+            scull_tool::outln!("SCULL_IOCRESET -> quantum {}", h.ioctl(Cmd::QQuantum, 0).map_err(e("QQUANTUM"))?);
         }
-        Err(err) => println!("SCULL_IOCXQUANTUM refused: {err} (needs privilege)"),
+        Err(err) => scull_tool::outln!("SCULL_IOCXQUANTUM refused: {err} (needs privilege)"),
     }
-    println!("-- scullmem / scullpipe report (STATS)");
-    print!("{}", h.stats().map_err(e("stats"))?);
+    scull_tool::outln!("-- scullmem / scullpipe report (STATS)");
+    scull_tool::out!("{}", h.stats().map_err(e("stats"))?);
     drop(h);
     pipe_demo(t)?;
     drop(open(t, Dev::Scull(0), OpenOpts::TRUNC)?);
-    println!("== demo done");
+    scull_tool::outln!("== demo done");
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_consistent() {
-        Cli::command().debug_assert();
+        command().debug_assert();
+    }
+
+    #[test]
+    fn every_argument_is_described() {
+        let mut missing = Vec::new();
+        for sub in command().get_subcommands() {
+            for a in sub.get_arguments().filter(|a| !a.is_global_set()) {
+                let id = a.get_id().as_str();
+                if id != "help" && a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{} {id}", sub.get_name()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "arguments without a help line: {missing:?}");
     }
 
     #[test]
@@ -556,6 +768,11 @@ mod tests {
             "--target model ioctl qquantum",
             "demo --target model",
             "conformance --format json",
+            "open-loop /tmp/race.0 --until /tmp/race.stop --pause 8 --seed 3",
+            "--target qemu fault-sweep",
+            "--target qemu fault-sweep --injector failslab --max-k 5000",
+            "--target qemu read scullpipe0 --nonblock",
+            "--target qemu read scullpipe0 --timeout 2.5",
         ] {
             let argv = std::iter::once("scull-tool").chain(line.split(' '));
             if let Err(e) = Cli::try_parse_from(argv) {

@@ -457,24 +457,24 @@ pub fn run_store(t: &'static dyn Target, o: &Options) -> Result<StoreSummary, St
 /// The hidden child entry points. Returns Some(exit code) if `args` named one.
 pub fn child(t: &dyn Target, args: &[&str]) -> Option<Result<(), String>> {
     let num = |i: usize| args.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    Some(match args.first()? {
-        &"__stress-pipe-writer" => {
-            pipe_writer(t, num(1) as u8, num(2) as u16, num(3), &AtomicU64::new(0)).map(|n| println!("{n}"))
+    Some(match *args.first()? {
+        "__stress-pipe-writer" => {
+            pipe_writer(t, num(1) as u8, num(2) as u16, num(3), &AtomicU64::new(0)).map(|n| crate::outln!("{n}"))
         }
-        &"__stress-pipe-reader" => pipe_reader(t, num(1) as u8).map(|r| print!("{}", r.lines())),
-        &"__stress-store-writer" => store_writer(t, num(1) as usize, num(2) as usize, num(3) as usize, num(4), num(5) as u64).map(|v| {
+        "__stress-pipe-reader" => pipe_reader(t, num(1) as u8).map(|r| crate::out!("{}", r.lines())),
+        "__stress-store-writer" => store_writer(t, num(1) as usize, num(2) as usize, num(3) as usize, num(4), num(5) as u64).map(|v| {
             for (s, ver) in v {
-                println!("S {s} {ver}");
+                crate::outln!("S {s} {ver}");
             }
         }),
-        &"__stress-store-reader" => store_reader(t, num(1) as usize, num(2), num(3) as u64).map(|(c, k)| println!("C {c} {k}")),
+        "__stress-store-reader" => store_reader(t, num(1) as usize, num(2), num(3) as u64).map(|(c, k)| crate::outln!("C {c} {k}")),
         _ => return None,
     })
 }
 
 /// Runs both stress parts and prints the report. Ok(true) when nothing was lost.
 pub fn run(t: &'static dyn Target, o: &Options) -> Result<bool, String> {
-    println!(
+    crate::outln!(
         "stress on `{}`: {} writers, {} readers ({}), {:.0} s each part, seed {}",
         t.name(),
         o.writers,
@@ -484,16 +484,16 @@ pub fn run(t: &'static dyn Target, o: &Options) -> Result<bool, String> {
         o.seed
     );
     let p = run_pipe(t, o)?;
-    println!(
+    crate::outln!(
         "stress pipe: records={} bytes={} lost={} duplicated={} torn={} corrupt={} misordered={}",
         p.records, p.bytes, p.lost, p.duplicated, p.torn, p.corrupt, p.misordered
     );
     let s = run_store(t, o)?;
-    println!(
+    crate::outln!(
         "stress store: writes={} checked={} corrupt={} lost_updates={}",
         s.writes, s.checked, s.corrupt, s.lost_updates
     );
     let clean = p.lost + p.duplicated + p.torn + p.corrupt + p.misordered + s.corrupt + s.lost_updates == 0 && p.records > 0;
-    println!("stress: {}", if clean { "0 lost, 0 corrupt" } else { "FAILED" });
+    crate::outln!("stress: {}", if clean { "0 lost, 0 corrupt" } else { "FAILED" });
     Ok(clean)
 }

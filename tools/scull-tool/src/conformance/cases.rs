@@ -2,8 +2,9 @@
 //! calls read/write/seek/ioctl through the target. Defaults are restored after
 //! every case by [`restore`].
 
+use super::check::*;
 use super::Case;
-use crate::backend::{Caps, Handle, OpenOpts, Target, Who};
+use crate::backend::{Handle, OpenOpts, Target, Who};
 use scull_core::devices::Dev;
 use scull_core::geometry::{DEFAULT_P_BUFFER, DEFAULT_QSET, DEFAULT_QUANTUM};
 use scull_core::ioctl::Cmd;
@@ -11,88 +12,6 @@ use scull_core::report::field;
 use scull_core::store::Whence;
 use scull_core::Error;
 use std::time::{Duration, Instant};
-
-type R = Result<(), String>;
-
-macro_rules! check {
-    ($cond:expr, $($msg:tt)+) => {
-        if !$cond {
-            return Err(format!($($msg)+));
-        }
-    };
-}
-
-fn ok<T>(r: Result<T, Error>, what: &str) -> Result<T, String> {
-    r.map_err(|e| format!("{what}: unexpected error {e}"))
-}
-
-fn expect_err<T: std::fmt::Debug>(r: Result<T, Error>, want: &[Error], what: &str) -> R {
-    match r {
-        Err(e) if want.contains(&e) => Ok(()),
-        other => Err(format!("{what}: expected {want:?}, got {other:?}")),
-    }
-}
-
-fn open(t: &dyn Target, dev: Dev, o: OpenOpts) -> Result<Box<dyn Handle>, String> {
-    ok(t.open(dev, o), &format!("open {dev:?} {o:?}"))
-}
-
-/// Opens a store device write-only with truncation (trims it), then read-write.
-fn fresh(t: &dyn Target, dev: Dev) -> Result<Box<dyn Handle>, String> {
-    drop(open(t, dev, OpenOpts::TRUNC)?);
-    open(t, dev, OpenOpts::RW)
-}
-
-fn pattern(n: usize, seed: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u32).wrapping_mul(2654435761).wrapping_add(seed as u32).to_le_bytes()[3]).collect()
-}
-
-fn write_all(h: &mut dyn Handle, data: &[u8]) -> R {
-    let mut at = 0;
-    while at < data.len() {
-        let n = ok(h.write(&data[at..]), "write")?;
-        check!(n > 0, "write returned 0 at {at}");
-        at += n;
-    }
-    Ok(())
-}
-
-fn read_n(h: &mut dyn Handle, n: usize) -> Result<Vec<u8>, String> {
-    let mut buf = vec![0u8; n];
-    let got = ok(h.read(&mut buf), "read")?;
-    buf.truncate(got);
-    Ok(buf)
-}
-
-fn read_exact(h: &mut dyn Handle, n: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let chunk = read_n(h, n - out.len())?;
-        check!(!chunk.is_empty(), "read returned 0 after {} of {n} bytes", out.len());
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
-}
-
-fn stats(t: &dyn Target) -> Result<String, String> {
-    let mut h = open(t, Dev::Scull(0), OpenOpts::R)?;
-    ok(h.stats(), "stats")
-}
-
-fn stats_line(text: &str, name: &str) -> Result<String, String> {
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .map(str::to_owned)
-        .ok_or_else(|| format!("no `{name}` line in report:\n{text}"))
-}
-
-fn raw_code(t: &dyn Target, cmd: Cmd) -> u32 {
-    if t.caps().linux_abi {
-        cmd.linux_code()
-    } else {
-        cmd.windows_code()
-    }
-}
 
 /// Restores LDD3 defaults and trims the scull devices. Run after every case.
 /// RESET and P_IOCTSIZE change state: on Windows their codes require write
@@ -106,48 +25,6 @@ pub fn restore(t: &dyn Target) {
     for n in 0..t.caps().nr_devs {
         let _ = t.open(Dev::Scull(n), OpenOpts::TRUNC);
     }
-}
-
-fn always(_: &Caps) -> Option<&'static str> {
-    None
-}
-fn privileged(c: &Caps) -> Option<&'static str> {
-    (!c.privileged).then_some("needs a privileged caller")
-}
-fn other_user(c: &Caps) -> Option<&'static str> {
-    (!c.other_user).then_some("needs a second, unprivileged identity")
-}
-fn cancel(c: &Caps) -> Option<&'static str> {
-    (!c.cancel).then_some("needs cancellable blocked reads")
-}
-fn poll(c: &Caps) -> Option<&'static str> {
-    (!c.poll).then_some("needs poll")
-}
-fn priv_dev(c: &Caps) -> Option<&'static str> {
-    (!c.priv_dev).then_some("needs a scullpriv key (controlling tty)")
-}
-fn windows_abi(c: &Caps) -> Option<&'static str> {
-    c.linux_abi.then_some("Windows buffer rules (METHOD_BUFFERED lengths)")
-}
-/// Why a case needs [`Caps::open_modes`].
-const NO_OPEN_MODES: &str = "needs truncating and non-blocking opens, refused opens and the file size to reach the driver (Wine: only the test build's bridge carries them)";
-fn open_modes(c: &Caps) -> Option<&'static str> {
-    (!c.open_modes).then_some(NO_OPEN_MODES)
-}
-fn privileged_open_modes(c: &Caps) -> Option<&'static str> {
-    privileged(c).or_else(|| open_modes(c))
-}
-fn other_user_open_modes(c: &Caps) -> Option<&'static str> {
-    other_user(c).or_else(|| open_modes(c))
-}
-fn priv_dev_open_modes(c: &Caps) -> Option<&'static str> {
-    priv_dev(c).or_else(|| open_modes(c))
-}
-fn set_len(c: &Caps) -> Option<&'static str> {
-    open_modes(c).or_else(|| (!c.set_len).then_some("ftruncate on a character device is refused by the kernel before the driver"))
-}
-fn pipe_seek(c: &Caps) -> Option<&'static str> {
-    (!c.pipe_seek_refused).then_some("the I/O manager handles seeks on synchronous handles itself")
 }
 
 macro_rules! case {

@@ -11,6 +11,11 @@
 use crate::backend::{Caps, Target};
 
 mod cases;
+pub mod check;
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+mod uffd;
 
 /// What a case concluded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,16 +75,27 @@ pub fn json(name: &str, outcome: &Outcome, ms: u128) -> String {
     serde_json::json!({ "name": name, "result": result, "reason": reason, "ms": ms as u64 }).to_string()
 }
 
+/// The cases `run` would run on `target`: the common ones and the target's
+/// own, those whose name contains `filter` (or one of its comma-separated
+/// parts) if given.
+pub fn select(target: &dyn Target, filter: Option<&str>) -> Vec<Case> {
+    let mut all = cases();
+    #[cfg(target_os = "linux")]
+    if target.caps().linux_abi {
+        all.extend(linux::cases());
+    }
+    all.extend(target.extra_cases());
+    all.retain(|c| filter.is_none_or(|f| f.split(',').any(|p| c.name.contains(p))));
+    all
+}
+
 /// [`run`], and with `json` each case is also one JSON object on its own
 /// stdout line ([`json`]), its human line going to stderr; the closing
 /// `<target>: N passed, M failed, K skipped` line stays on stdout, last.
 pub fn run_with(target: &dyn Target, filter: Option<&str>, json_lines: bool) -> Summary {
     let caps = target.caps();
-    let mut all = cases();
-    all.extend(target.extra_cases());
     let mut s = Summary::default();
-    // A filter is one or more comma-separated name parts.
-    for case in all.iter().filter(|c| filter.is_none_or(|f| f.split(',').any(|p| c.name.contains(p)))) {
+    for case in select(target, filter) {
         let started = std::time::Instant::now();
         let outcome = match (case.needs)(&caps) {
             Some(why) => Outcome::Skip(why),
@@ -105,11 +121,11 @@ pub fn run_with(target: &dyn Target, filter: Option<&str>, json_lines: bool) -> 
         let ms = started.elapsed().as_millis();
         if json_lines {
             eprintln!("{}", human(case.name, &outcome, ms));
-            println!("{}", json(case.name, &outcome, ms));
+            crate::outln!("{}", json(case.name, &outcome, ms));
         } else {
-            println!("{}", human(case.name, &outcome, ms));
+            crate::outln!("{}", human(case.name, &outcome, ms));
         }
     }
-    println!("{}: {} passed, {} failed, {} skipped", target.name(), s.passed, s.failed, s.skipped);
+    crate::outln!("{}: {} passed, {} failed, {} skipped", target.name(), s.passed, s.failed, s.skipped);
     s
 }

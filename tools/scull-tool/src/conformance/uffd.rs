@@ -1,22 +1,28 @@
-//! The Linux-only case `linux_read_killable_while_writer_stalls_in_copy`
-//! (issue 10's L3): a writer stalls inside the driver's copy_from_user on a
-//! userfaultfd-registered buffer whose page fault is not served, holding
-//! whatever the driver holds across the copy. Another process's read on the
-//! same device must then be killable (SIGKILL reaps it) and interruptible (a
-//! signal handler without SA_RESTART makes it fail with EINTR), each within a
-//! bound. Then the fault is served, the writer completes, and the data is
-//! checked. A driver that sleeps uninterruptibly for its lock (the bug) leaves
-//! both readers in D state until the writer is released: the case fails, and
-//! still ends cleanly.
+//! The two userfaultfd cases, Linux only. In each, a writer stalls inside
+//! the driver's copy_from_user on a userfaultfd-registered buffer whose page
+//! fault is not served, holding whatever the driver holds across the copy:
+//!
+//! - `linux_read_killable_while_writer_stalls_in_copy` (scull0): another
+//!   process's read of the same device must be killable (SIGKILL reaps it)
+//!   and interruptible (a signal handler without SA_RESTART makes it fail
+//!   with EINTR), each within a bound;
+//! - `linux_pipe_reader_interruptible_while_writer_stalls_in_copy`
+//!   (scullpipe0): a reader already blocked on the empty pipe must get EINTR
+//!   without needing the pipe's lock back, its exit must not wait for that
+//!   lock, and a poller must be killable.
+//!
+//! Then the fault is served, the writer completes, and the data is checked.
+//! A driver that sleeps uninterruptibly for its lock (the bug these catch)
+//! leaves the readers in D state until the writer is released: the case
+//! fails, and still ends cleanly.
 //!
 //! It needs root: a userfaultfd that handles faults raised by kernel code
 //! (copy_from_user) needs CAP_SYS_PTRACE unless vm.unprivileged_userfaultfd=1.
 
+use super::check::R;
 use crate::backend::{Caps, Target};
 use std::ffi::CString;
 use std::time::{Duration, Instant};
-
-type R = Result<(), String>;
 
 /// How long a reader may take to die or see EINTR once signalled.
 const BOUND: Duration = Duration::from_secs(5);
