@@ -94,8 +94,9 @@ impl DevExt {
         e
     }
 
-    /// The store behind a store device, for a file whose scullpriv slot is
-    /// `priv_slot` (ignored by other devices). None for pipes.
+    /// The one store of a store, scullsingle, sculluid or scullwuid device.
+    /// None for pipes and for scullpriv, whose stores are per opener
+    /// (`store::with_store` finds them through the file's slot).
     pub fn store_lock(&self) -> Option<&StoreLock> {
         match &self.kind {
             Kind::Store(s) | Kind::Single(_, s) | Kind::Uid(_, s) | Kind::Wuid(_, s) => Some(s),
