@@ -11,5 +11,5 @@ pub mod out;
 pub mod progress;
 pub mod rng;
 pub mod stress;
-#[cfg(any(windows, target_os = "linux"))]
+#[cfg(any(windows, all(target_os = "linux", target_env = "gnu")))]
 pub mod win32;

@@ -11,7 +11,7 @@ pub use windows_sys::Win32::{
     System::IO::{CancelIoEx, DeviceIoControl},
 };
 
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub use ntsim::win32::{
     CancelIoEx, CloseHandle, CreateEventW, CreateFileW, DeviceIoControl, GetLastError, ReadFile, SetEndOfFile, SetFilePointerEx,
     WaitForSingleObject, WriteFile,

@@ -18,7 +18,7 @@ pub mod linux;
 pub mod model;
 /// Windows builds: `windows`, `wine`; Linux builds: `ntsim` (the same code
 /// against scull.sys loaded by ntsim in this process).
-#[cfg(any(windows, target_os = "linux"))]
+#[cfg(any(windows, all(target_os = "linux", target_env = "gnu")))]
 pub mod windows;
 
 /// How to open a device.
@@ -195,7 +195,7 @@ pub fn target_by_name(name: &str) -> Option<Box<dyn Target>> {
         "qemu" => Some(Box::new(linux::LinuxTarget::new("qemu"))),
         #[cfg(windows)]
         "windows" | "wine" => windows::by_name(name),
-        #[cfg(target_os = "linux")]
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
         "ntsim" => windows::by_name(name),
         _ => None,
     }

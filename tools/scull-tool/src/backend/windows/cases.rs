@@ -29,7 +29,7 @@ fn stats_field(t: &dyn Target, dev: &str, key: &str) -> Result<String, String> {
 /// The driver's outstanding pool blocks: the test build's test IOCTL, or
 /// under ntsim the kernel's own pool accounting (no driver help needed).
 fn outstanding_blocks(t: &dyn Target) -> Result<u64, Error> {
-    #[cfg(target_os = "linux")]
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if t.name() == "ntsim" {
         return Ok(super::ntsim::outstanding_blocks());
     }

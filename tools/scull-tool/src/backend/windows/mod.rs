@@ -494,7 +494,7 @@ impl Target for WinTarget {
     fn extra_cases(&self) -> Vec<Case> {
         #[allow(unused_mut)]
         let mut v = cases::all();
-        #[cfg(target_os = "linux")]
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
         if self.ntsim {
             // The bridge is the test build's stand-in for what Wine's I/O
             // manager lacks; ntsim loads the release build and needs none.
@@ -512,7 +512,7 @@ pub fn by_name(name: &str) -> Option<Box<dyn Target>> {
         "windows" => Some(Box::new(WinTarget::new(false))),
         #[cfg(windows)]
         "wine" => Some(Box::new(WinTarget::new(true))),
-        #[cfg(target_os = "linux")]
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
         "ntsim" => {
             if let Err(e) = ntsim::start() {
                 eprintln!("scull-tool: ntsim: {e}");
@@ -599,7 +599,7 @@ macro_rules! case {
 
 mod cases;
 mod native;
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub mod ntsim;
 mod wine;
 
