@@ -200,10 +200,13 @@ unsafe extern "C" fn driver_unload(_driver: *mut DRIVER_OBJECT) {
     rundown::begin_and_wait();
     dispatch::cancel_everything();
     rundown::wait_idle();
-    // SAFETY: unload runs once; the rundown above ended every dispatch and
-    // cancel routine that had begun and refuses new dispatches, and
-    // `cancel_everything` completed every pended IRP, so nothing else uses
-    // the devices.
+    // On Windows unload starts only once no file object refers to a device,
+    // so nothing else can run. Under Wine the rundown above ended every
+    // dispatch and counted cancel routine and refuses new dispatches, and
+    // `cancel_everything` completed every pended IRP; the one window it
+    // cannot close is a cancel routine taken but not yet entered (rundown.rs).
+    // SAFETY: unload runs once, with no other routine of the driver running
+    // (above: always on Windows; under Wine up to that window).
     unsafe { dev::delete_all() };
     report_leaks("unload");
 }

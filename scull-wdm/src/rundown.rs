@@ -8,7 +8,7 @@
 //! that exited because unload cancelled its pended read. Measured under Wine
 //! 8 before this rundown: that close released a pipe's buffer while
 //! `dev::delete_all` dropped the same pipe, and the unload line said
-//! `outstanding 'lucS' blocks: -1` (a double free), in 1 of 4 full runs of
+//! `outstanding 'lucS' blocks: -1` (a double free), in 1 of 6 full runs of
 //! `cargo xtask wine`.
 //!
 //! Every dispatch routine holds an [`Active`] while it runs, taken before it
@@ -49,10 +49,10 @@ const fn unsafe_zeroed() -> KSEMAPHORE {
 pub fn init() {
     ACTIVE.store(0, Ordering::SeqCst);
     UNLOADING.store(false, Ordering::SeqCst);
+    // Count 0; the limit is LONG's maximum, since every drop to 0 while
+    // unloading releases it once.
     // SAFETY: DriverEntry runs before any routine that uses the semaphore
-    // (no device exists yet, so no IRP can arrive); the semaphore is a
-    // static and never moves. Count 0; the limit is LONG's maximum, since
-    // every drop to 0 while unloading releases it once.
+    // (no device exists yet); the semaphore is a static and never moves.
     unsafe { KeInitializeSemaphore(DRAINED.0.get(), 0, i32::MAX) }
 }
 
@@ -62,9 +62,9 @@ pub struct Active(());
 impl Drop for Active {
     fn drop(&mut self) {
         if ACTIVE.fetch_sub(1, Ordering::SeqCst) == 1 && UNLOADING.load(Ordering::SeqCst) {
-            // SAFETY: initialised in DriverEntry; KeReleaseSemaphore without
-            // a following wait is callable at IRQL <= DISPATCH_LEVEL (cancel
-            // routines end at DISPATCH_LEVEL at most).
+            // Cancel routines end at DISPATCH_LEVEL at most.
+            // SAFETY: initialised in DriverEntry; a release without a
+            // following wait is callable at IRQL <= DISPATCH_LEVEL.
             unsafe { KeReleaseSemaphore(DRAINED.0.get(), 0, 1, 0) };
         }
     }
@@ -98,11 +98,11 @@ pub fn begin_and_wait() {
 /// Waits until no routine of the driver is running (after unload began).
 pub fn wait_idle() {
     while ACTIVE.load(Ordering::SeqCst) != 0 {
-        // SAFETY: initialised in DriverEntry; an infinite, non-alertable
-        // kernel-mode wait at PASSIVE_LEVEL (DriverUnload's IRQL). The last
-        // routine to end while unloading releases the semaphore, so the
-        // wait ends; a release left over from an earlier drop to 0 only
+        // The last routine to end while unloading releases the semaphore, so
+        // the wait ends; a release left over from an earlier drop to 0 only
         // makes the loop look again.
+        // SAFETY: initialised in DriverEntry; an infinite, non-alertable
+        // kernel-mode wait at PASSIVE_LEVEL (DriverUnload's IRQL).
         let _ = unsafe { KeWaitForSingleObject(DRAINED.0.get().cast(), Executive, KernelMode as _, 0, core::ptr::null_mut()) };
     }
 }
