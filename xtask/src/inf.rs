@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::util::Result;
 
@@ -687,24 +687,15 @@ fn check_service(inf: &Inf, s: &Section, copied: &[String], f: &mut Vec<Finding>
     }
 }
 
-/// `scull-wdm/scull.inx` of this repository: next to the driver's manifest,
-/// named after its package, where cargo-wdk and wdk-build look for it.
-pub fn default_path() -> PathBuf {
-    crate::cargowdk::inx_path()
-}
-
 pub fn check_file(path: &Path) -> Result<Vec<Finding>> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(check(&Inf::parse(&text)))
 }
 
-/// `cargo xtask inf-check [FILE]`: prints the findings; fails on any error.
-/// Without FILE: the cargo-wdk layout first, then scull-wdm/scull.inx.
-pub fn run(args: &[String]) -> Result {
-    if args.is_empty() {
-        crate::cargowdk::run()?;
-    }
-    let path = args.first().map(PathBuf::from).unwrap_or_else(default_path);
+/// `cargo xtask inf-check [FILE]`: prints the findings for `path`; fails on
+/// any error. main.rs runs the cargo-wdk layout check first when no FILE is
+/// given, and passes `cargowdk::inx_path()`.
+pub fn run(path: &Path) -> Result {
     let findings = check_file(&path)?;
     for x in &findings {
         println!("{}:{x}", path.display());
@@ -723,7 +714,7 @@ mod tests {
     use super::*;
 
     fn real() -> String {
-        std::fs::read_to_string(default_path()).expect("scull-wdm/scull.inx is readable")
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scull-wdm/scull.inx")).expect("scull-wdm/scull.inx is readable")
     }
 
     fn errors(text: &str) -> Vec<Finding> {

@@ -86,7 +86,10 @@ fn main() {
         "wdk-check" => wdkcheck::run(rest),
         "wine" => wine::run_suite(rest),
         "ntsim" => ntsim::run(rest),
-        "inf-check" => inf::run(rest),
+        "inf-check" => match rest.first() {
+            Some(file) => inf::run(std::path::Path::new(file)),
+            None => cargowdk::run().and_then(|()| inf::run(&cargowdk::inx_path())),
+        },
         "kmod" if rest.is_empty() => kmod::run(),
         "kmod" => kdebug::run(),
         "qemu" => qemu::run(rest),
