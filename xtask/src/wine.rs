@@ -937,3 +937,28 @@ pub fn demo() -> Result {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(lines: &[&str]) -> Result<SuiteRun> {
+        parse_conformance_json("wine", &lines.iter().map(|l| l.to_string()).collect::<Vec<_>>())
+    }
+
+    const A: &str = r#"{"ms":1,"name":"a","reason":null,"result":"pass"}"#;
+
+    #[test]
+    fn failed_cut_short_or_failing_runs_count_as_failures() {
+        let mut t = Tally::default();
+        let failing = run(&[A, r#"{"ms":2,"name":"b","reason":"short read","result":"fail"}"#, "wine: 1 passed, 1 failed, 0 skipped"]);
+        assert_eq!(t.suite("failing", false, &failing), (1, 1, 0));
+        assert_eq!((t.passed, t.failed), (1, 1));
+        // The tool died mid-object: the whole run is one failed case.
+        assert_eq!(t.suite("cut short", false, &run(&[A, r#"{"ms":2,"na"#])), (0, 1, 0));
+        assert_eq!((t.passed, t.failed), (1, 2));
+        // Every case passed, but the tool exited with failure.
+        assert_eq!(t.suite("exit", false, &run(&[A, "wine: 1 passed, 0 failed, 0 skipped"])), (1, 0, 0));
+        assert_eq!((t.passed, t.failed), (2, 3));
+    }
+}
