@@ -409,6 +409,124 @@ pub fn cargo() -> Command {
     c
 }
 
+// ---- Conformance runs read as JSON ---------------------------------------
+//
+// `scull-tool conformance --format json` prints one JSON object per case on
+// stdout (`{"name", "result": "pass"|"fail"|"skip", "reason", "ms"}`), then
+// the closing line `<target>: N passed, M failed, K skipped`, last.
+
+/// What one case concluded, with the reason of a failure or a skip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    Skip(String),
+}
+
+/// One case of a conformance run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseResult {
+    pub name: String,
+    pub outcome: Outcome,
+    pub ms: u64,
+}
+
+impl CaseResult {
+    /// The line scull-tool prints for the case without `--format json`.
+    pub fn human(&self) -> String {
+        match &self.outcome {
+            Outcome::Pass => format!("ok   {} ({} ms)", self.name, self.ms),
+            Outcome::Fail(why) => format!("FAIL {}: {why}", self.name),
+            Outcome::Skip(why) => format!("skip {}: {why}", self.name),
+        }
+    }
+}
+
+/// Parses one case object (one stdout line of `conformance --format json`).
+pub fn parse_case(line: &str) -> Result<CaseResult> {
+    let bad = |why: &str| format!("not a conformance case object ({why}): {line:?}");
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
+    let name = v.get("name").and_then(|n| n.as_str()).filter(|n| !n.is_empty()).ok_or_else(|| bad("no name"))?;
+    let ms = v.get("ms").and_then(|m| m.as_u64()).ok_or_else(|| bad("no ms"))?;
+    let reason = v.get("reason").and_then(|r| r.as_str()).map(str::to_string);
+    let outcome = match (v.get("result").and_then(|r| r.as_str()), reason) {
+        (Some("pass"), None) => Outcome::Pass,
+        (Some("fail"), Some(why)) => Outcome::Fail(why),
+        (Some("skip"), Some(why)) => Outcome::Skip(why),
+        _ => return Err(bad("result is not pass with no reason, or fail or skip with one")),
+    };
+    Ok(CaseResult { name: name.to_string(), outcome, ms })
+}
+
+/// A whole conformance run: its cases and their counts.
+#[derive(Debug, Default)]
+pub struct SuiteRun {
+    pub cases: Vec<CaseResult>,
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+impl SuiteRun {
+    /// Whether the case `name` ran and passed.
+    pub fn passed(&self, name: &str) -> bool {
+        self.cases.iter().any(|c| c.name == name && c.outcome == Outcome::Pass)
+    }
+
+    /// The names of the cases that concluded like `is`.
+    pub fn names(&self, is: fn(&Outcome) -> bool) -> Vec<String> {
+        self.cases.iter().filter(|c| is(&c.outcome)).map(|c| c.name.clone()).collect()
+    }
+}
+
+/// Parses the stdout of `scull-tool --target <target> conformance --format
+/// json`: every line a case object but the last, which is the closing line
+/// with the objects' own counts. Anything else is an error: a line that is
+/// not a case object, a case named twice, no closing line (a run cut short)
+/// or one whose counts differ from the objects'.
+pub fn parse_conformance_json(target: &str, lines: &[String]) -> Result<SuiteRun> {
+    let Some((closing, objects)) = lines.split_last() else {
+        return Err(format!("{target} conformance printed nothing"));
+    };
+    let mut run = SuiteRun::default();
+    for l in objects {
+        let c = parse_case(l)?;
+        if run.cases.iter().any(|seen| seen.name == c.name) {
+            return Err(format!("case {} reported twice", c.name));
+        }
+        match c.outcome {
+            Outcome::Pass => run.passed += 1,
+            Outcome::Fail(_) => run.failed += 1,
+            Outcome::Skip(_) => run.skipped += 1,
+        }
+        run.cases.push(c);
+    }
+    let counts = closing_counts(target, closing)
+        .ok_or_else(|| format!("{target} conformance: the last line is not `{target}: N passed, M failed, K skipped` (cut short?): {closing:?}"))?;
+    let seen = (run.passed, run.failed, run.skipped);
+    if counts != seen {
+        return Err(format!(
+            "{target} conformance: the closing line counts {} passed, {} failed, {} skipped; the case objects {} passed, {} failed, {} skipped",
+            counts.0, counts.1, counts.2, seen.0, seen.1, seen.2
+        ));
+    }
+    Ok(run)
+}
+
+/// The counts of the closing line `<target>: N passed, M failed, K skipped`.
+fn closing_counts(target: &str, line: &str) -> Option<(usize, usize, usize)> {
+    let mut parts = line.strip_prefix(target)?.strip_prefix(": ")?.split(", ");
+    let mut n = [0; 3];
+    for (slot, word) in n.iter_mut().zip(["passed", "failed", "skipped"]) {
+        let (count, w) = parts.next()?.split_once(' ')?;
+        if w != word {
+            return None;
+        }
+        *slot = count.parse().ok()?;
+    }
+    parts.next().is_none().then_some((n[0], n[1], n[2]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,6 +548,52 @@ mod tests {
         for l in ["   Compiling scull-core v0.1.0", "test store::tests::x ... ok", "Setting up wine64 (8.0)", "ok   seek_set_cur_end (3 ms)", "model: the device"] {
             assert!(!is_result_line(l), "{l}");
         }
+    }
+
+    /// Lines as `scull-tool --target wine conformance --format json` prints them.
+    fn doc(cases: &[&str], closing: &str) -> Vec<String> {
+        cases.iter().chain([&closing]).map(|l| l.to_string()).collect()
+    }
+
+    const PASS: &str = r#"{"ms":3,"name":"store_write_read_roundtrip","reason":null,"result":"pass"}"#;
+    const SKIP: &str = r#"{"ms":0,"name":"poll","reason":"no poll on Windows","result":"skip"}"#;
+    const FAIL: &str = r#"{"ms":12,"name":"seek_set_cur_end","reason":"SEEK_END: got 0, want 4000","result":"fail"}"#;
+
+    #[test]
+    fn conformance_json_counts_every_case() {
+        let run = parse_conformance_json("wine", &doc(&[PASS, SKIP], "wine: 1 passed, 0 failed, 1 skipped")).unwrap();
+        assert_eq!((run.passed, run.failed, run.skipped), (1, 0, 1));
+        assert!(run.passed("store_write_read_roundtrip") && !run.passed("poll"));
+        assert_eq!(run.names(|o| matches!(o, Outcome::Skip(_))), ["poll"]);
+        let human: Vec<String> = run.cases.iter().map(CaseResult::human).collect();
+        assert_eq!(human, ["ok   store_write_read_roundtrip (3 ms)", "skip poll: no poll on Windows"]);
+    }
+
+    #[test]
+    fn conformance_json_reports_a_failing_case() {
+        let run = parse_conformance_json("wine", &doc(&[PASS, FAIL], "wine: 1 passed, 1 failed, 0 skipped")).unwrap();
+        assert_eq!((run.passed, run.failed, run.skipped), (1, 1, 0));
+        assert_eq!(run.names(|o| matches!(o, Outcome::Fail(_))), ["seek_set_cur_end"]);
+        assert_eq!(run.cases[1].human(), "FAIL seek_set_cur_end: SEEK_END: got 0, want 4000");
+    }
+
+    #[test]
+    fn conformance_json_refuses_a_truncated_or_inconsistent_run() {
+        let err = |lines: Vec<String>| parse_conformance_json("wine", &lines).unwrap_err();
+        // Cut short: no closing line, or a half-written object.
+        assert!(err(doc(&[PASS], SKIP)).contains("the last line is not"));
+        assert!(err(doc(&[PASS], &SKIP[..20])).contains("the last line is not"));
+        assert!(err(doc(&[&PASS[..30]], "wine: 1 passed, 0 failed, 0 skipped")).contains("not a conformance case object"));
+        assert!(err(Vec::new()).contains("printed nothing"));
+        // The closing line's counts must be the objects'.
+        assert!(err(doc(&[PASS, FAIL], "wine: 2 passed, 0 failed, 0 skipped")).contains("the case objects 1 passed, 1 failed"));
+        assert!(err(doc(&[PASS], "wine: 1 passed, 0 failed, 0 skipped, 3 lost")).contains("the last line is not"));
+        assert!(err(doc(&[PASS], "qemu: 1 passed, 0 failed, 0 skipped")).contains("the last line is not"));
+        // Human lines, unknown results, a missing reason, a case twice.
+        assert!(err(doc(&["ok   store_write_read_roundtrip (3 ms)"], "wine: 1 passed, 0 failed, 0 skipped")).contains("not a conformance case object"));
+        assert!(err(doc(&[&PASS.replace("\"pass\"", "\"ok\"")], "wine: 1 passed, 0 failed, 0 skipped")).contains("result is not"));
+        assert!(err(doc(&[&FAIL.replace("\"SEEK_END: got 0, want 4000\"", "null")], "wine: 0 passed, 1 failed, 0 skipped")).contains("result is not"));
+        assert!(err(doc(&[PASS, PASS], "wine: 2 passed, 0 failed, 0 skipped")).contains("reported twice"));
     }
 
     #[test]

@@ -19,20 +19,26 @@
 //!    express without the bridge, the release-only checks, unload with a
 //!    pended read); the test build (the cases the release run skipped,
 //!    stress, fixed-seed fuzz); the test build with `scull_test_identity=1` +
-//!    `scull_fail_at=0` (identity cases with a second identity, the W7
-//!    cancel/close race, fault-injection sweep); the release build with the
-//!    ACL value (a bad SDDL refuses to load and asks for an event-log entry,
-//!    the relaxed one applies). Then
-//!    `sc delete scull` and `wineserver -k`.
+//!    `scull_fail_at=0` (identity cases with a second identity, the
+//!    cancel/close race on scullwuid, fault-injection sweep); the release
+//!    build with the ACL value (a bad SDDL refuses to load and asks for an
+//!    event-log entry, the relaxed one applies). Then `sc delete scull` and
+//!    `wineserver -k`.
 //! 6. The driver's DbgPrint lines (channel warn+debugstr) land in
 //!    `target/wine/wine.log`; every unload line must report 0 outstanding
 //!    'lucS' blocks, and no Wine process may have crashed. Each is a case.
 //!
+//! Conformance runs are read from `conformance --format json` (one object
+//! per case, see [`conformance`]); their human lines are printed from it. A
+//! run whose output is not one whole run (a line that is not a case object,
+//! no closing line, counts that differ from the objects') is a failed case.
+//!
 //! The last line printed is `wine: N passed, M failed, K skipped (release
-//! R, test-build T)` (R and T: the passed cases of each build); any failure
-//! makes the command exit non-zero.
+//! R, test-build T; H harness retries)` (R and T: the passed cases of each
+//! build; H: the retries the harness made); any failure makes the command
+//! exit non-zero.
 
-use crate::util::{apt_install, run, rustup_targets, step, target_dir, Result};
+use crate::util::{apt_install, parse_case, parse_conformance_json, run, rustup_targets, step, target_dir, Outcome, Result, SuiteRun};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -484,31 +490,65 @@ fn crash_lines(w: &Wine) -> Vec<String> {
         .collect()
 }
 
-/// Parses `wine: N passed, M failed, K skipped`.
-fn tally(line: &str) -> Option<(usize, usize, usize)> {
-    let rest = line.strip_prefix("wine: ")?;
-    let mut n = [0usize; 3];
-    for (i, part) in rest.split(", ").enumerate().take(3) {
-        n[i] = part.split_whitespace().next()?.parse().ok()?;
-    }
-    Some((n[0], n[1], n[2]))
+/// Runs `scull-tool.exe conformance --target wine --format json` with
+/// `args` after it; returns its exit status and the run read from its JSON
+/// (an error when the output is not one whole, consistent run). Each case's
+/// human line is printed from its object as it comes; scull-tool's own copy
+/// of those lines (on stderr) is dropped, its other stderr lines pass.
+fn conformance(w: &Wine, secs: u32, args: &[&str]) -> Result<(bool, Result<SuiteRun>)> {
+    let mut all = vec!["conformance", "--target", "wine", "--format", "json"];
+    all.extend_from_slice(args);
+    let show = |l: &str| match parse_case(l) {
+        Ok(c) => println!("{}", c.human()),
+        Err(_) => println!("{l}"),
+    };
+    let (ok, lines) = run_tool(w, secs, &all, Some(is_case_line), &show)?;
+    Ok((ok, parse_conformance_json("wine", &lines)))
 }
 
 /// Runs a scull-tool.exe command under Wine, echoing and returning stdout.
 fn tool(w: &Wine, secs: u32, args: &[&str]) -> Result<(bool, Vec<String>)> {
+    run_tool(w, secs, args, None, &|l| println!("{l}"))
+}
+
+/// A case's human line as scull-tool prints it (`ok   `, `FAIL `, `skip `).
+fn is_case_line(l: &str) -> bool {
+    ["ok   ", "FAIL ", "skip "].iter().any(|p| l.starts_with(p))
+}
+
+/// Runs a scull-tool.exe command under Wine and returns its stdout lines,
+/// each shown through `show` as it comes. Its stderr is ours, less the lines
+/// `hide` matches.
+fn run_tool(w: &Wine, secs: u32, args: &[&str], hide: Option<fn(&str) -> bool>, show: &dyn Fn(&str)) -> Result<(bool, Vec<String>)> {
     let mut c = w.cmd(secs, WINE64);
-    c.arg(r"C:\scull\scull-tool.exe").args(args).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    let stderr = if hide.is_some() { Stdio::piped() } else { Stdio::inherit() };
+    c.arg(r"C:\scull\scull-tool.exe").args(args).stdout(Stdio::piped()).stderr(stderr);
     crate::util::note(&format!("+ wine scull-tool.exe {}", args.join(" ")));
     let mut child = c.spawn().map_err(|e| format!("scull-tool.exe: {e}"))?;
+    // Not joined unconditionally: a child process the tool started may hold
+    // its stderr open after it exits.
+    let errs = child.stderr.take().zip(hide).map(|(err, hide)| {
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(|l| l.ok()).filter(|l| !hide(l)) {
+                eprintln!("{l}");
+            }
+        })
+    });
     let mut lines = Vec::new();
     if let Some(out) = child.stdout.take() {
         for l in BufReader::new(out).lines().map_while(|l| l.ok()) {
-            println!("{l}");
+            show(&l);
             let _ = std::io::stdout().flush();
             lines.push(l);
         }
     }
     let st = child.wait().map_err(|e| e.to_string())?;
+    if let Some(errs) = errs {
+        let end = Instant::now() + Duration::from_secs(5);
+        while !errs.is_finished() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
     if st.code() == Some(124) || st.code() == Some(137) {
         return Err(format!("scull-tool.exe {}: timed out after {secs} s", args.join(" ")));
     }
@@ -554,34 +594,33 @@ impl Tally {
         }
     }
 
-    /// Adds a conformance run's own closing line.
-    fn suite(&mut self, what: &str, ok: bool, lines: &[String]) -> (usize, usize, usize) {
-        match lines.iter().rev().find_map(|l| tally(l)) {
-            Some((p, f, k)) => {
-                self.passed += p;
-                self.count_build(p);
-                self.failed += f;
-                self.skipped += k;
-                if !ok && f == 0 {
+    /// Adds the cases of a conformance run ([`conformance`]); a run that
+    /// could not be read, or a failed exit with no failed case, is a failed
+    /// case `what`. Returns the run's passed, failed and skipped counts.
+    fn suite(&mut self, what: &str, ok: bool, run: &Result<SuiteRun>) -> (usize, usize, usize) {
+        match run {
+            Ok(r) => {
+                self.passed += r.passed;
+                self.count_build(r.passed);
+                self.failed += r.failed;
+                self.skipped += r.skipped;
+                if r.failed > 0 {
+                    eprintln!("wine: {what}: failed: {}", r.names(|o| matches!(o, Outcome::Fail(_))).join(", "));
+                } else if !ok {
                     self.case(what, Err("scull-tool.exe exited with failure".into()));
                 }
-                (p, f, k)
+                (r.passed, r.failed, r.skipped)
             }
-            None => {
-                self.case(what, Err("no closing line".into()));
+            Err(e) => {
+                self.case(what, Err(e.clone()));
                 (0, 1, 0)
             }
         }
     }
 }
 
-/// `cargo xtask wine`: scull.sys in Wine, two loads:
-/// 1. defaults: the conformance suite, stress (8 writer + 8 reader threads,
-///    30 s per part), the fixed-seed fuzz (60 s), then `sc stop` while a read
-///    is pended (it must complete, cancelled) and the zero-leak check;
-/// 2. `scull_test_identity=1` and `scull_fail_at=0` (test-only switches): the
-///    identity cases again with a second identity (a child process), the
-///    fault-injection sweep, and the zero-leak check.
+/// `cargo xtask wine`: scull.sys in Wine, the four loads of the module docs
+/// (see [`body`]).
 ///
 /// `cargo xtask wine demo`: the demo instead; `cargo xtask wine bench`:
 /// reference figures (scull0 against a plain file in the prefix).
@@ -640,23 +679,18 @@ fn no_crash(w: &Wine) -> std::result::Result<(), String> {
     }
 }
 
-/// Names of the cases a conformance run skipped (`skip NAME: reason`).
-fn skipped_cases(lines: &[String]) -> Vec<String> {
-    lines.iter().filter_map(|l| l.strip_prefix("skip ")).filter_map(|l| l.split(':').next()).map(str::to_string).collect()
-}
-
 fn body(w: &Wine, t: &mut Tally) -> Result {
     // ---- load 1: the release build, defaults.
     let announced = w.wait_log_nth("scull: release build: no bridge IOCTLs, no test switches", 1, 5).is_some();
     t.case("release_build_announced_at_load", if announced { Ok(()) } else { Err("no `release build` line at load 1".into()) });
-    step("wine: scull-tool.exe conformance --target wine (release scull.sys: every case without the bridge)");
-    let (ok, lines) = tool(w, 600, &["conformance", "--target", "wine"])?;
-    let skipped = skipped_cases(&lines);
-    let (p, f, _) = t.suite("conformance (release)", ok, &lines);
+    step("wine: scull-tool.exe conformance --target wine --format json (release scull.sys: every case without the bridge)");
+    let (ok, run) = conformance(w, 600, &[])?;
+    let skipped = run.as_ref().map(|r| r.names(|o| matches!(o, Outcome::Skip(_)))).unwrap_or_default();
+    let (p, f, k) = t.suite("conformance (release)", ok, &run);
     // The skipped cases run again on the test build: not counted as skipped here.
-    t.skipped -= skipped.len().min(t.skipped);
+    t.skipped -= k;
     // The release build must refuse every bridge code (ERROR_INVALID_FUNCTION).
-    let ran = |name: &str| lines.iter().any(|l| l.starts_with(&format!("ok   {name} ")));
+    let ran = |name: &str| run.as_ref().is_ok_and(|r| r.passed(name));
     t.case(
         "release_refuses_bridge_and_test_ioctls",
         if ran("win_release_build_has_no_bridge") && ran("win_vendor_codes_outside_the_commands_are_unknown") {
@@ -685,9 +719,9 @@ fn body(w: &Wine, t: &mut Tally) -> Result {
         t.case("release_run_skipped_cases", Err("the release run skipped nothing: is the loaded scull.sys the test build?".into()))
     } else {
         let list = skipped.join(",");
-        step(&format!("wine: conformance --filter <{} cases the release build skipped> (test build)", skipped.len()));
-        let (ok, lines) = tool(w, 600, &["conformance", "--target", "wine", "--filter", &list])?;
-        t.suite("conformance (test build)", ok, &lines);
+        step(&format!("wine: conformance --format json --filter <{} cases the release build skipped> (test build)", skipped.len()));
+        let (ok, run) = conformance(w, 600, &["--filter", &list])?;
+        t.suite("conformance (test build)", ok, &run);
     }
 
     step("wine: scull-tool.exe stress --target wine --writers 8 --readers 8 --seconds 30");
@@ -725,9 +759,9 @@ fn body(w: &Wine, t: &mut Tally) -> Result {
         },
     );
     for filter in ["uid", "privileged_commands_refused", "priv_private_per_key"] {
-        step(&format!("wine: identity pass: conformance --filter {filter} (scull_test_identity=1)"));
-        let (ok, lines) = tool(w, 300, &["conformance", "--target", "wine", "--filter", filter])?;
-        let (p, _, k) = t.suite(&format!("identity pass {filter}"), ok, &lines);
+        step(&format!("wine: identity pass: conformance --format json --filter {filter} (scull_test_identity=1)"));
+        let (ok, run) = conformance(w, 300, &["--filter", filter])?;
+        let (p, _, k) = t.suite(&format!("identity pass {filter}"), ok, &run);
         if k > 0 || p == 0 {
             t.case(&format!("identity_pass_{filter}_runs_every_case"), Err(format!("{p} passed, {k} skipped: test identity mode not in effect?")));
         }
@@ -798,8 +832,8 @@ fn body(w: &Wine, t: &mut Tally) -> Result {
     Ok(())
 }
 
-/// Issue 9 E: DriverEntry's refusal of `scull_sddl` also called
-/// IoAllocateErrorLogEntry, and went on to fail the load cleanly. Wine 8's
+/// DriverEntry's refusal of `scull_sddl` calls IoAllocateErrorLogEntry, then
+/// fails the load cleanly. Wine 8's
 /// IoAllocateErrorLogEntry is a stub that returns NULL (with
 /// WINEDEBUG=fixme+ntoskrnl it prints `fixme:ntoskrnl:IoAllocateErrorLogEntry
 /// stub: <driver>, 70`), so the driver's own line says no entry was written;
@@ -902,4 +936,29 @@ pub fn demo() -> Result {
         return Err("the Wine demo failed".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(lines: &[&str]) -> Result<SuiteRun> {
+        parse_conformance_json("wine", &lines.iter().map(|l| l.to_string()).collect::<Vec<_>>())
+    }
+
+    const A: &str = r#"{"ms":1,"name":"a","reason":null,"result":"pass"}"#;
+
+    #[test]
+    fn failed_cut_short_or_failing_runs_count_as_failures() {
+        let mut t = Tally::default();
+        let failing = run(&[A, r#"{"ms":2,"name":"b","reason":"short read","result":"fail"}"#, "wine: 1 passed, 1 failed, 0 skipped"]);
+        assert_eq!(t.suite("failing", false, &failing), (1, 1, 0));
+        assert_eq!((t.passed, t.failed), (1, 1));
+        // The tool died mid-object: the whole run is one failed case.
+        assert_eq!(t.suite("cut short", false, &run(&[A, r#"{"ms":2,"na"#])), (0, 1, 0));
+        assert_eq!((t.passed, t.failed), (1, 2));
+        // Every case passed, but the tool exited with failure.
+        assert_eq!(t.suite("exit", false, &run(&[A, "wine: 1 passed, 0 failed, 0 skipped"])), (1, 0, 0));
+        assert_eq!((t.passed, t.failed), (2, 3));
+    }
 }

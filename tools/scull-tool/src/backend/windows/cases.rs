@@ -210,7 +210,9 @@ fn wuid_cancel_races_owner_close(t: &dyn Target) -> R {
         }
         drop(q);
     }
-    println!("  wuid cancel/close race: {granted} granted, {cancelled} cancelled");
+    // stderr: stdout holds only the suite's own lines (with `--format json`,
+    // one JSON object per case), which harnesses parse.
+    eprintln!("  wuid cancel/close race: {granted} granted, {cancelled} cancelled");
     Ok(())
 }
 
