@@ -13,6 +13,7 @@
 use crate::ddk::*;
 use core::fmt::Write;
 use core::ptr;
+use scull_core::geometry::LoadParams;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Values {
@@ -27,6 +28,22 @@ pub struct Values {
     pub debug_level: Option<i32>,
     /// `scull_sddl` as UTF-16 (no NUL), when present and a REG_SZ that fits.
     pub sddl: Option<Sddl>,
+}
+
+impl Values {
+    /// The load parameters for scull-core to check (`scull_max_size` is
+    /// read as unsigned).
+    pub fn load_params(&self) -> LoadParams {
+        let i = |v: Option<i32>| v.map(i64::from);
+        LoadParams {
+            quantum: i(self.quantum),
+            qset: i(self.qset),
+            p_buffer: i(self.p_buffer),
+            nr_devs: i(self.nr_devs),
+            p_nr_devs: i(self.p_nr_devs),
+            max_size: self.max_size.map(|m| u64::from(m as u32)),
+        }
+    }
 }
 
 /// An SDDL string read from the registry.
