@@ -194,6 +194,21 @@ pub fn pipe_report(w: &mut dyn Write, params: &Params, pipes: impl IntoIterator<
     Ok(())
 }
 
+/// Lines from a locked table, taken only when the first is asked for (after
+/// every line before it, so no other lock is taken while it is held):
+/// `lock()` once, then `nth(&guard, 0)`, `nth(&guard, 1)`... until `None`.
+pub fn lock_late<G, T>(lock: impl FnOnce() -> G, mut nth: impl FnMut(&G, usize) -> Option<T>) -> impl Iterator<Item = T> {
+    let (mut lock, mut guard, mut i) = (Some(lock), None, 0);
+    core::iter::from_fn(move || {
+        if let Some(l) = lock.take() {
+            guard = Some(l());
+        }
+        let t = nth(guard.as_ref()?, i)?;
+        i += 1;
+        Some(t)
+    })
+}
+
 /// The STATS text: the memory report, then the pipe report.
 pub fn stats(
     w: &mut dyn Write,
@@ -312,6 +327,18 @@ mod more_tests {
         let mut c = Counter::default();
         let bad = [Ok((Who::Priv(1), st(0))), Err(fmt::Error), Ok((Who::Priv(2), st(0)))];
         assert!(mem_report(&mut c, &p, bad).is_err());
+    }
+
+    #[test]
+    fn lock_late_locks_at_the_first_line() {
+        let locked = core::cell::Cell::new(0);
+        let table = [5u64, 6];
+        let it = lock_late(|| { locked.set(locked.get() + 1); &table }, |t, i| t.get(i).copied());
+        let mut it = [1u64].into_iter().chain(it);
+        assert_eq!(it.next(), Some(1));
+        assert_eq!(locked.get(), 0, "locked before its first line");
+        assert_eq!(it.collect::<std::vec::Vec<_>>(), [5, 6]);
+        assert_eq!(locked.get(), 1);
     }
 
     #[test]

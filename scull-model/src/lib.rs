@@ -228,14 +228,13 @@ impl Model {
     /// The STATS report text.
     pub fn report(&self) -> String {
         let mut s = String::new();
-        let privs = lock(&self.privs);
         let stores = self.table().iter().filter_map(|d| Some(Ok((Who::Dev(d), lock(self.store(d)?).stats()))));
-        let stores = stores.chain(privs.iter().map(|(k, st)| Ok((Who::Priv(u64::from(*k)), st.stats()))));
+        let privs = report::lock_late(|| lock(&self.privs), |t, i| t.iter().nth(i).map(|(k, st)| Ok((Who::Priv(u64::from(*k)), st.stats()))));
         let pipes = self.pipes.iter().enumerate().map(|(i, p)| {
             let st = lock(&p.state);
             Ok((Dev::Pipe(i as u8), st.pipe.stats(), st.waiting_readers, st.waiting_writers))
         });
-        let _ = report::stats(&mut s, &self.params, stores, pipes);
+        let _ = report::stats(&mut s, &self.params, stores.chain(privs), pipes);
         s
     }
 

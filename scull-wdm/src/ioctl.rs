@@ -89,8 +89,10 @@ fn stats_text(t: &mut TextBuf<'_>) {
     let stores = devices().filter_map(|ext| Some(Ok((Who::Dev(ext.dev), ext.store_lock()?.lock().stats()))));
     // Every scullpriv device still held, including those of exited openers
     // that the next scullpriv open will free (`access.rs`).
-    let privs = devices().find_map(|ext| if let Kind::Priv(tab) = &ext.kind { Some(tab.lock()) } else { None });
-    let privs = privs.iter().flat_map(|g| g.iter()).map(|(key, s)| Ok((Who::Priv(*key), s.store.stats())));
+    let tab = devices().find_map(|ext| if let Kind::Priv(tab) = &ext.kind { Some(tab) } else { None });
+    let privs = report::lock_late(|| tab.map(|t| t.lock()), |g, i| {
+        g.as_ref()?.iter().nth(i).map(|(key, s)| Ok((Who::Priv(*key), s.store.stats())))
+    });
     let pipes = devices().filter_map(|ext| match &ext.kind {
         Kind::Pipe(p) => {
             let (st, r, w) = pipe::stats(p);
