@@ -213,13 +213,7 @@ impl State {
     /// The one store of a scull, scullsingle, sculluid or scullwuid device
     /// (pipes have none, scullpriv one per tty).
     pub(crate) fn store(&self, d: Dev) -> Option<&Pin<KBox<StoreDev>>> {
-        match d {
-            Dev::Scull(n) => self.sculls.get(n as usize),
-            Dev::Single => Some(&self.single),
-            Dev::Uid => Some(&self.uid),
-            Dev::Wuid => Some(&self.wuid),
-            Dev::Pipe(_) | Dev::Priv => None,
-        }
+        d.own_store(&self.sculls, &self.single, &self.uid, &self.wuid)
     }
 
     /// The memory report (/proc/scullmem, /proc/scullseq).

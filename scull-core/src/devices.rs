@@ -34,6 +34,19 @@ impl Dev {
         !matches!(self, Dev::Pipe(_))
     }
 
+    /// The device's own store among an adapter's: `scull[n]`, `single`,
+    /// `uid` or `wuid`. None for a pipe (no store), for scullpriv (one store
+    /// per key) and for a scull device the load does not have.
+    pub fn own_store<'a, S>(self, scull: &'a [S], single: &'a S, uid: &'a S, wuid: &'a S) -> Option<&'a S> {
+        match self {
+            Dev::Scull(n) => scull.get(n as usize),
+            Dev::Single => Some(single),
+            Dev::Uid => Some(uid),
+            Dev::Wuid => Some(wuid),
+            Dev::Pipe(_) | Dev::Priv => None,
+        }
+    }
+
     /// Linux node name without `/dev/`.
     pub fn linux_name(self, w: &mut dyn fmt::Write) -> fmt::Result {
         match self {
@@ -158,6 +171,10 @@ mod tests {
         assert_eq!(Dev::parse("scull"), None);
         assert!(!Dev::Pipe(0).is_store());
         assert!(Dev::Priv.is_store());
+        let (scull, s, u, w) = ([10, 11], 1, 2, 3);
+        let own = |d: Dev| d.own_store(&scull, &s, &u, &w).copied();
+        assert_eq!([Dev::Scull(1), Dev::Single, Dev::Uid, Dev::Wuid].map(own), [Some(11), Some(1), Some(2), Some(3)]);
+        assert_eq!([Dev::Scull(2), Dev::Pipe(0), Dev::Priv].map(own), [None; 3]);
     }
 
     #[test]

@@ -216,13 +216,7 @@ impl Model {
     /// The one store of a scull, scullsingle, sculluid or scullwuid device
     /// (pipes have none, scullpriv one per key).
     fn store(&self, d: Dev) -> Option<&Mutex<Store<HostPlatform>>> {
-        match d {
-            Dev::Scull(n) => self.scull.get(n as usize),
-            Dev::Single => Some(&self.single_store),
-            Dev::Uid => Some(&self.uid_store),
-            Dev::Wuid => Some(&self.wuid_store),
-            Dev::Pipe(_) | Dev::Priv => None,
-        }
+        d.own_store(&self.scull, &self.single_store, &self.uid_store, &self.wuid_store)
     }
 
     /// The STATS report text.

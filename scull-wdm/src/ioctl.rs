@@ -4,12 +4,12 @@
 //! IOCTLs (CTL_CODE), STATUS_BUFFER_OVERFLOW for a partial report.
 
 use crate::ddk::*;
-use core::sync::atomic::Ordering;
 use crate::dev::{self, Kind, PARAMS};
 use crate::dev::DevExt;
 use crate::dispatch::{finish, finish_result, read_i32};
 use crate::ident;
 use crate::pipe;
+use core::sync::atomic::Ordering;
 use scull_core::ioctl::{self as sioctl, ArgIn, ArgOut, Cmd};
 use scull_core::report::{self, TextBuf, Who};
 use scull_core::Error;

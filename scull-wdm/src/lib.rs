@@ -47,7 +47,7 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
     if let Some(l) = p.debug_level {
         log::VERBOSE.store(l.clamp(0, 3) as u32, Ordering::Relaxed);
     }
-    let table = match p.load_params().apply(&dev::PARAMS) {
+    let table = match p.load.apply(&dev::PARAMS) {
         Ok(t) => t,
         Err(bad) => {
             kprint!("{bad}");
