@@ -10,6 +10,7 @@ use kernel::sync::poll::PollTable;
 use kernel::uaccess::{UserPtr, UserSlice};
 
 use crate::chrdev::{self, capable, lock_interruptible, FileOps, FileRef};
+use crate::devices::Dev;
 use crate::error::Error;
 use crate::ioctl::{self, ArgIn, ArgOut, Cmd};
 use crate::kmem::KPlat;
@@ -54,20 +55,19 @@ fn maybe_trim(st: &State, dev: &StoreDev, file: &FileRef<'_>) -> R<()> {
     Ok(())
 }
 
-fn open_store(st: &'static State, minor: u32, file: &FileRef<'_>) -> R<Open> {
-    let n = st.nr_devs;
-    let (dev, access): (&'static StoreDev, Access) = match minor.checked_sub(n + st.p_nr_devs) {
-        None => (&st.sculls[minor as usize], Access::Plain),
-        Some(0) => {
+fn open_store(st: &'static State, d: Dev, file: &FileRef<'_>) -> R<Open> {
+    let (dev, access): (&'static StoreDev, Access) = match d {
+        Dev::Scull(_) => (st.store(d).ok_or(Error::NoDevice)?, Access::Plain),
+        Dev::Single => {
             st.single_open.open()?;
             (&st.single, Access::Single)
         }
-        Some(1) => {
+        Dev::Uid => {
             let (uid, euid) = current_ids();
             st.uid_state.lock().open_lazy(uid, euid, may_override)?;
             (&st.uid, Access::Uid)
         }
-        Some(2) => {
+        Dev::Wuid => {
             let ws = &st.wuid_state;
             let (uid, euid) = current_ids();
             let mut g = ws.lock.lock();
@@ -84,7 +84,7 @@ fn open_store(st: &'static State, minor: u32, file: &FileRef<'_>) -> R<Open> {
             }
             (&st.wuid, Access::Wuid)
         }
-        Some(3) => {
+        Dev::Priv => {
             let key = chrdev::current_tty().ok_or(Error::Invalid)?;
             let g = st.params.geometry();
             let mut t = st.privs.lock();
@@ -95,7 +95,7 @@ fn open_store(st: &'static State, minor: u32, file: &FileRef<'_>) -> R<Open> {
             // exit (never removed before), so the device outlives every open file.
             (unsafe { &*p }, Access::Priv)
         }
-        Some(_) => return Err(Error::NoDevice),
+        Dev::Pipe(_) => return Err(Error::NoDevice),
     };
     if let Err(e) = maybe_trim(st, dev, file) {
         release_access(st, access);
@@ -124,14 +124,14 @@ fn release_access(st: &State, access: Access) {
 impl FileOps for Open {
     fn open(minor: u32, file: &FileRef<'_>) -> R<Open> {
         let st = state()?;
-        let n = st.nr_devs;
-        if minor >= n && minor < n + st.p_nr_devs {
-            let dev: &'static PipeDev = &st.pipes[(minor - n) as usize];
+        let d = st.table.get(minor as usize).ok_or(Error::NoDevice)?;
+        if let Dev::Pipe(n) = d {
+            let dev: &'static PipeDev = &st.pipes[n as usize];
             file.stream_open();
             dev.lock()?.pipe.open(&KPlat, file.readable(), file.writable(), st.params.p_buffer() as usize)?;
             return Ok(Open::Pipe { dev });
         }
-        open_store(st, minor, file)
+        open_store(st, d, file)
     }
 
     fn release(self, file: &FileRef<'_>) {

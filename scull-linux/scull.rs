@@ -58,7 +58,8 @@ use chrdev::{Cdev, Nodes, Region};
 use error::Error;
 use fops::Open;
 use geometry::Params;
-use state::{state, NameBuf, State, REGION_BASE, STATE};
+use report::{StackStr, Who};
+use state::{state, State, REGION_BASE, STATE};
 
 pub(crate) use state::region_base;
 
@@ -117,23 +118,14 @@ struct ScullModule {
 }
 
 fn register(st: &State, module: &'static ThisModule, major: u32, minor: u32) -> R<Registration> {
-    let total = st.nr_devs + st.p_nr_devs + 4;
+    let total = st.table.len() as u32;
     let region = Region::new(major, minor, total, c"scull")?;
     REGION_BASE.store(region.base, Ordering::Release);
     let cdev = Cdev::new::<Open>(module, region.base, total)?;
     let mut nodes = Nodes::new(c"scull")?;
-    let mut name = NameBuf::new();
-    for i in 0..st.nr_devs {
-        name.set(format_args!("scull{i}"));
-        nodes.add(region.base + i, name.as_cstr())?;
-    }
-    for i in 0..st.p_nr_devs {
-        name.set(format_args!("scullpipe{i}"));
-        nodes.add(region.base + st.nr_devs + i, name.as_cstr())?;
-    }
-    let access_base = region.base + st.nr_devs + st.p_nr_devs;
-    for (i, n) in [c"scullsingle", c"sculluid", c"scullwuid", c"scullpriv"].into_iter().enumerate() {
-        nodes.add(access_base + i as u32, n)?;
+    for (i, d) in st.table.iter().enumerate() {
+        let name = StackStr::<32>::format(format_args!("{}", Who::Dev(d)));
+        nodes.add(region.base + i as u32, CStr::from_bytes_with_nul(name.with_nul()).map_err(|_| Error::Invalid)?)?;
     }
     let mut proc = KVec::with_capacity(3, GFP_KERNEL).map_err(|_| Error::NoMemory)?;
     for e in [
@@ -150,11 +142,20 @@ impl kernel::Module for ScullModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
         let p = params::loaded();
         let (quantum, qset, p_buffer) = (p.quantum, p.qset, p.p_buffer);
-        let nr_devs = geometry::nr_devs(p.nr_devs as i64).map_err(kerr)? as u32;
-        let p_nr_devs = geometry::nr_devs(p.p_nr_devs as i64).map_err(kerr)? as u32;
-        let params = Params::with(quantum as i64, qset as i64, p_buffer as i64).map_err(kerr)?;
-        params.set_max_size(p.max_size).map_err(kerr)?;
-        let state = KBox::new(State::new(params, nr_devs, p_nr_devs).map_err(kerr)?, GFP_KERNEL)?;
+        let given = geometry::LoadParams {
+            quantum: Some(quantum.into()),
+            qset: Some(qset.into()),
+            p_buffer: Some(p_buffer.into()),
+            nr_devs: Some(p.nr_devs.into()),
+            p_nr_devs: Some(p.p_nr_devs.into()),
+            max_size: Some(p.max_size),
+        };
+        let params = Params::new();
+        let table = given.apply(&params).map_err(|bad| {
+            pr_err!("{}\n", format_args!("{bad}"));
+            kerr(Error::Invalid)
+        })?;
+        let state = KBox::new(State::new(params, table).map_err(kerr)?, GFP_KERNEL)?;
         // Published before the first cdev_add: an open may come right after it.
         STATE.store(&*state as *const State as *mut State, Ordering::Release);
         let mut inner = Inner { reg: None, state };
@@ -169,8 +170,8 @@ impl kernel::Module for ScullModule {
             "major {} minors {}.. : {} scull, {} scullpipe, 4 access devices; quantum={} qset={} p_buffer={} max_size={}\n",
             chrdev::major(region_base()),
             chrdev::minor(region_base()),
-            nr_devs,
-            p_nr_devs,
+            table.scull,
+            table.pipes,
             quantum,
             qset,
             p_buffer,

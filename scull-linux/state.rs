@@ -14,17 +14,16 @@ use kernel::sync::poll::PollCondVar;
 use kernel::sync::{CondVar, Mutex, MutexGuard};
 use kernel::{new_condvar, new_mutex, new_poll_condvar};
 
-use crate::access::{OwnerUid, PrivTable, SingleOpen, WaitUid};
+use crate::access::{OwnerUid, PrivTable, SingleOpen, WaitUid, PRIV_SLOTS};
+use crate::devices::{Dev, Table};
 use crate::chrdev::{self, lock_interruptible, AsyncQueue};
 use crate::error::Error;
 use crate::geometry::{self, Params};
 use crate::kmem::KPlat;
 use crate::pipe::Pipe;
 use crate::store::{self, Store};
-use crate::{report, R};
-
-/// Most scullpriv instances (one per controlling tty).
-const PRIV_MAX: usize = 16;
+use crate::report::{self, Who};
+use crate::R;
 
 pub(crate) type StoreDev = Mutex<Store<KPlat>>;
 
@@ -128,8 +127,7 @@ pub(crate) struct WuidState {
 /// which is sound because each open file pins the module (fops.owner).
 pub(crate) struct State {
     pub(crate) params: Params,
-    pub(crate) nr_devs: u32,
-    pub(crate) p_nr_devs: u32,
+    pub(crate) table: Table,
     pub(crate) sculls: KVec<Pin<KBox<StoreDev>>>,
     pub(crate) pipes: KVec<Pin<KBox<PipeDev>>>,
     pub(crate) single: Pin<KBox<StoreDev>>,
@@ -138,7 +136,7 @@ pub(crate) struct State {
     pub(crate) uid_state: Pin<KBox<Mutex<OwnerUid<u32>>>>,
     pub(crate) wuid: Pin<KBox<StoreDev>>,
     pub(crate) wuid_state: Pin<KBox<WuidState>>,
-    pub(crate) privs: Pin<KBox<Mutex<PrivTable<u32, Pin<KBox<StoreDev>>, PRIV_MAX>>>>,
+    pub(crate) privs: Pin<KBox<Mutex<PrivTable<u32, Pin<KBox<StoreDev>>, PRIV_SLOTS>>>>,
 }
 
 /// The module's `State` while it is registered (null before init and after exit).
@@ -168,14 +166,14 @@ pub(crate) fn new_store(geom: geometry::Geometry) -> R<Pin<KBox<StoreDev>>> {
 }
 
 impl State {
-    pub(crate) fn new(params: Params, nr_devs: u32, p_nr_devs: u32) -> R<State> {
+    pub(crate) fn new(params: Params, table: Table) -> R<State> {
         let g = params.geometry();
-        let mut sculls = KVec::with_capacity(nr_devs as usize, GFP_KERNEL).map_err(|_| Error::NoMemory)?;
-        for _ in 0..nr_devs {
+        let mut sculls = KVec::with_capacity(table.scull.into(), GFP_KERNEL).map_err(|_| Error::NoMemory)?;
+        for _ in 0..table.scull {
             sculls.push(new_store(g)?, GFP_KERNEL).map_err(|_| Error::NoMemory)?;
         }
-        let mut pipes = KVec::with_capacity(p_nr_devs as usize, GFP_KERNEL).map_err(|_| Error::NoMemory)?;
-        for _ in 0..p_nr_devs {
+        let mut pipes = KVec::with_capacity(table.pipes.into(), GFP_KERNEL).map_err(|_| Error::NoMemory)?;
+        for _ in 0..table.pipes {
             let p = KBox::pin_init(
                 pin_init!(PipeDev {
                     inner <- new_mutex!(PipeInner { pipe: Pipe::new() }),
@@ -194,8 +192,7 @@ impl State {
             pipes.push(p, GFP_KERNEL).map_err(|_| Error::NoMemory)?;
         }
         Ok(State {
-            nr_devs,
-            p_nr_devs,
+            table,
             sculls,
             pipes,
             single: new_store(g)?,
@@ -213,36 +210,30 @@ impl State {
         })
     }
 
-    /// The memory report (/proc/scullmem, /proc/scullseq, first half of STATS).
-    pub(crate) fn mem_report(&self, w: &mut dyn fmt::Write) -> fmt::Result {
-        report::mem_header(w, &self.params)?;
-        let mut name = NameBuf::new();
-        for (i, d) in self.sculls.iter().enumerate() {
-            name.set(format_args!("scull{i}"));
-            report::mem_device(w, name.as_str(), &stats_of(d)?)?;
-        }
-        report::mem_device(w, "scullsingle", &stats_of(&self.single)?)?;
-        report::mem_device(w, "sculluid", &stats_of(&self.uid)?)?;
-        report::mem_device(w, "scullwuid", &stats_of(&self.wuid)?)?;
-        let privs = self.privs.lock();
-        for (k, d) in privs.iter() {
-            name.set(format_args!("scullpriv.{k}"));
-            report::mem_device(w, name.as_str(), &stats_of(d)?)?;
-        }
-        Ok(())
+    /// The one store of a scull, scullsingle, sculluid or scullwuid device
+    /// (pipes have none, scullpriv one per tty).
+    pub(crate) fn store(&self, d: Dev) -> Option<&Pin<KBox<StoreDev>>> {
+        d.own_store(&self.sculls, &self.single, &self.uid, &self.wuid)
     }
 
-    /// The pipe report (/proc/scullpipe, second half of STATS).
+    /// The memory report (/proc/scullmem, /proc/scullseq).
+    pub(crate) fn mem_report(&self, w: &mut dyn fmt::Write) -> fmt::Result {
+        let stores = self.table.iter().filter_map(|d| Some(stats_of(self.store(d)?).map(|s| (Who::Dev(d), s))));
+        let privs = report::lock_late(
+            || self.privs.lock(),
+            |t, i| t.iter().nth(i).map(|(k, d)| stats_of(d).map(|s| (Who::Priv(u64::from(*k)), s))),
+        );
+        report::mem_report(w, &self.params, Iterator::chain(stores, privs))
+    }
+
+    /// The pipe report (/proc/scullpipe).
     pub(crate) fn pipe_report(&self, w: &mut dyn fmt::Write) -> fmt::Result {
-        report::pipe_header(w, &self.params)?;
-        let mut name = NameBuf::new();
-        for (i, p) in self.pipes.iter().enumerate() {
-            name.set(format_args!("scullpipe{i}"));
+        let pipes = self.pipes.iter().enumerate().map(|(i, p)| {
             let g = p.lock().map_err(|_| fmt::Error)?;
             let (r, w_) = (p.waiting_readers.load(Ordering::Relaxed), p.waiting_writers.load(Ordering::Relaxed));
-            report::pipe_device(w, name.as_str(), &g.pipe.stats(), r, w_)?;
-        }
-        Ok(())
+            Ok((Dev::Pipe(i as u8), g.pipe.stats(), r, w_))
+        });
+        report::pipe_report(w, &self.params, pipes)
     }
 }
 
@@ -250,28 +241,4 @@ impl State {
 /// stalled in a user copy) ends the report (`fmt::Error`).
 fn stats_of(d: &StoreDev) -> Result<store::StoreStats, fmt::Error> {
     lock_interruptible(d).map(|g| g.stats()).map_err(|_| fmt::Error)
-}
-
-/// A short device name formatted on the stack.
-pub(crate) struct NameBuf {
-    buf: [u8; 32],
-    len: usize,
-}
-
-impl NameBuf {
-    pub(crate) fn new() -> Self {
-        NameBuf { buf: [0; 32], len: 0 }
-    }
-    pub(crate) fn set(&mut self, a: fmt::Arguments<'_>) {
-        let mut t = report::TextBuf::new(&mut self.buf[..31]);
-        let _ = fmt::write(&mut t, a);
-        self.len = t.len();
-        self.buf[self.len] = 0;
-    }
-    pub(crate) fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
-    }
-    pub(crate) fn as_cstr(&self) -> &CStr {
-        CStr::from_bytes_with_nul(&self.buf[..=self.len]).unwrap_or(c"?")
-    }
 }

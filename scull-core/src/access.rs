@@ -204,6 +204,10 @@ impl<Id: Copy + PartialEq> WaitUid<Id> {
     }
 }
 
+/// How many scullpriv devices a load keeps at once, on every kernel: 32,
+/// because Windows keys them by process and 16 live openers are too few.
+pub const PRIV_SLOTS: usize = 32;
+
 /// scullpriv: one private device per key (LDD3: per controlling tty), created
 /// on first open, in a fixed table of `N` entries. A full table is `Busy`
 /// (LDD3's list grew without bound).

@@ -4,6 +4,7 @@
 
 use core::num::NonZeroU64;
 
+use crate::devices::Table;
 use crate::error::{Error, Result};
 use crate::sync::{AtomicI32, AtomicU64, Ordering};
 
@@ -262,6 +263,90 @@ impl Params {
 impl Default for Params {
     fn default() -> Self {
         Params::new()
+    }
+}
+
+/// A refused load parameter: its name and the value given. Both kernels
+/// log the refusal with this text (`Display`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadParam {
+    pub name: &'static str,
+    pub value: i128,
+}
+
+impl core::fmt::Display for BadParam {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "bad parameter {}={}; not loading", self.name, self.value)
+    }
+}
+
+/// The load parameters as given (module parameters on Linux, registry
+/// values on Windows); `None` keeps LDD3's default.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct LoadParams {
+    pub quantum: Option<i64>,
+    pub qset: Option<i64>,
+    pub p_buffer: Option<i64>,
+    pub nr_devs: Option<i64>,
+    pub p_nr_devs: Option<i64>,
+    pub max_size: Option<u64>,
+}
+
+impl LoadParams {
+    /// Checks every value, naming the first bad one, and only then installs
+    /// them in `params` (still untouched on error). Returns the device table.
+    pub fn apply(&self, params: &Params) -> core::result::Result<Table, BadParam> {
+        let bad = |name, value: i128| move |_| BadParam { name, value };
+        let q = self.quantum.unwrap_or(DEFAULT_QUANTUM as i64);
+        let s = self.qset.unwrap_or(DEFAULT_QSET as i64);
+        Geometry::new(q, 1).map_err(bad("scull_quantum", q.into()))?;
+        Geometry::new(1, s).map_err(bad("scull_qset", s.into()))?;
+        let g = Geometry::new(q, s).map_err(bad("scull_quantum*scull_qset", i128::from(q) * i128::from(s)))?;
+        let b = self.p_buffer.unwrap_or(DEFAULT_P_BUFFER as i64);
+        pipe_buffer_size(b).map_err(bad("scull_p_buffer", b.into()))?;
+        let n = self.nr_devs.unwrap_or(DEFAULT_NR_DEVS as i64);
+        let scull = nr_devs(n).map_err(bad("scull_nr_devs", n.into()))? as u8;
+        let n = self.p_nr_devs.unwrap_or(DEFAULT_P_NR_DEVS as i64);
+        let pipes = nr_devs(n).map_err(bad("scull_p_nr_devs", n.into()))? as u8;
+        let m = self.max_size.unwrap_or(DEFAULT_MAX_SIZE);
+        params.set_max_size(m).map_err(bad("scull_max_size", m.into()))?;
+        params.geometry.store(g.pack(), Ordering::Release);
+        params.p_buffer.store(b as i32, Ordering::Release);
+        Ok(Table { scull, pipes })
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    #[test]
+    fn load_params_name_the_bad_one_and_touch_nothing() {
+        let p = Params::new();
+        let cases: [(LoadParams, &str); 7] = [
+            (LoadParams { quantum: Some(0), ..Default::default() }, "bad parameter scull_quantum=0; not loading"),
+            (LoadParams { qset: Some(-1), ..Default::default() }, "bad parameter scull_qset=-1; not loading"),
+            (
+                LoadParams { quantum: Some(4_000_000), qset: Some(1000), ..Default::default() },
+                "bad parameter scull_quantum*scull_qset=4000000000; not loading",
+            ),
+            (LoadParams { p_buffer: Some(1), ..Default::default() }, "bad parameter scull_p_buffer=1; not loading"),
+            (LoadParams { nr_devs: Some(65), ..Default::default() }, "bad parameter scull_nr_devs=65; not loading"),
+            (LoadParams { p_nr_devs: Some(-1), ..Default::default() }, "bad parameter scull_p_nr_devs=-1; not loading"),
+            (
+                LoadParams { max_size: Some(0), p_buffer: Some(64), ..Default::default() },
+                "bad parameter scull_max_size=0; not loading",
+            ),
+        ];
+        for (lp, want) in cases {
+            let e = lp.apply(&p).unwrap_err();
+            assert_eq!(std::format!("{e}"), want);
+            assert_eq!((p.quantum(), p.p_buffer(), p.max_size()), (DEFAULT_QUANTUM, DEFAULT_P_BUFFER, DEFAULT_MAX_SIZE));
+        }
+        let lp = LoadParams { quantum: Some(1000), qset: Some(50), p_buffer: Some(64), nr_devs: Some(2), p_nr_devs: Some(0), max_size: Some(1 << 20) };
+        assert_eq!(lp.apply(&p), Ok(Table { scull: 2, pipes: 0 }));
+        assert_eq!((p.quantum(), p.qset(), p.p_buffer(), p.max_size()), (1000, 50, 64, 1 << 20));
+        assert_eq!(LoadParams::default().apply(&Params::new()), Ok(Table { scull: 4, pipes: 4 }));
     }
 }
 

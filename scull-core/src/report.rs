@@ -19,6 +19,7 @@
 //! what the read_proc version prints). A pipe with no allocated buffer shows
 //! `buffer=0`.
 
+use crate::devices::Dev;
 use crate::geometry::Params;
 use crate::pipe::PipeStats;
 use crate::store::StoreStats;
@@ -84,33 +85,139 @@ impl Write for Counter {
     }
 }
 
-/// Header of the memory report.
-pub fn mem_header(w: &mut dyn Write, params: &Params) -> fmt::Result {
-    writeln!(w, "scullmem v1 quantum={} qset={} max_size={}", params.quantum(), params.qset(), params.max_size())
+/// A short string formatted on the stack (device names, log lines): at most
+/// `N - 1` bytes, always followed by a NUL for C. Text that does not fit is
+/// cut at a character boundary; a NUL written into it becomes `?`.
+pub struct StackStr<const N: usize> {
+    buf: [u8; N],
+    len: usize,
 }
 
-/// One device line of the memory report. `name` is e.g. `scull0`.
-pub fn mem_device(w: &mut dyn Write, name: &str, s: &StoreStats) -> fmt::Result {
-    writeln!(
-        w,
-        "{} size={} quantum={} qset={} qsets={} quanta={}",
-        name, s.size, s.quantum, s.qset, s.qsets, s.quanta
-    )
+impl<const N: usize> StackStr<N> {
+    pub const fn new() -> Self {
+        StackStr { buf: [0; N], len: 0 }
+    }
+
+    /// The text `args` formats to (cut to fit).
+    pub fn format(args: fmt::Arguments<'_>) -> Self {
+        let mut s = Self::new();
+        let _ = s.write_fmt(args);
+        s
+    }
+
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
+    }
+
+    /// The text and its terminating NUL.
+    pub fn with_nul(&self) -> &[u8] {
+        &self.buf[..=self.len]
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
-/// Header of the pipe report.
-pub fn pipe_header(w: &mut dyn Write, params: &Params) -> fmt::Result {
-    writeln!(w, "scullpipe v1 buffer={}", params.p_buffer())
+impl<const N: usize> Default for StackStr<N> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
-/// One device line of the pipe report; `waiting_*` count blocked callers
+impl<const N: usize> Write for StackStr<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        for c in s.chars() {
+            let c = if c == '\0' { '?' } else { c };
+            let n = c.len_utf8();
+            if self.len + n >= N {
+                break;
+            }
+            c.encode_utf8(&mut self.buf[self.len..self.len + n]);
+            self.len += n;
+        }
+        Ok(())
+    }
+}
+
+/// What a memory-report line is about: a device of the table, or one
+/// scullpriv instance by its key (the tty on Linux, the process on Windows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Who {
+    Dev(Dev),
+    Priv(u64),
+}
+
+impl fmt::Display for Who {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Who::Dev(d) => d.linux_name(f),
+            Who::Priv(k) => write!(f, "scullpriv.{k}"),
+        }
+    }
+}
+
+/// A store's line; `Err` ends the report (a signal while waiting for a lock).
+pub type StoreLine = Result<(Who, StoreStats), fmt::Error>;
+/// A pipe's line: its numbers and the callers waiting to read and to write
 /// (sleepers on Linux, pended IRPs on Windows).
-pub fn pipe_device(w: &mut dyn Write, name: &str, s: &PipeStats, waiting_readers: u32, waiting_writers: u32) -> fmt::Result {
-    writeln!(
-        w,
-        "{} buffer={} rp={} wp={} readable={} writable={} readers={} writers={} waiting_readers={} waiting_writers={}",
-        name, s.buffer, s.rp, s.wp, s.readable, s.writable, s.readers, s.writers, waiting_readers, waiting_writers
-    )
+pub type PipeLine = Result<(Dev, PipeStats, u32, u32), fmt::Error>;
+
+/// The memory report (/proc/scullmem and /proc/scullseq, the first half of
+/// STATS): the header, then a line per store as `stores` yields them, which
+/// is the device table's order, scullpriv's instances last.
+pub fn mem_report(w: &mut dyn Write, params: &Params, stores: impl IntoIterator<Item = StoreLine>) -> fmt::Result {
+    writeln!(w, "scullmem v1 quantum={} qset={} max_size={}", params.quantum(), params.qset(), params.max_size())?;
+    for line in stores {
+        let (who, s) = line?;
+        writeln!(w, "{who} size={} quantum={} qset={} qsets={} quanta={}", s.size, s.quantum, s.qset, s.qsets, s.quanta)?;
+    }
+    Ok(())
+}
+
+/// The pipe report (/proc/scullpipe, the second half of STATS): the header,
+/// then a line per pipe in table order.
+pub fn pipe_report(w: &mut dyn Write, params: &Params, pipes: impl IntoIterator<Item = PipeLine>) -> fmt::Result {
+    writeln!(w, "scullpipe v1 buffer={}", params.p_buffer())?;
+    for line in pipes {
+        let (d, s, waiting_readers, waiting_writers) = line?;
+        writeln!(
+            w,
+            "{} buffer={} rp={} wp={} readable={} writable={} readers={} writers={} waiting_readers={} waiting_writers={}",
+            Who::Dev(d), s.buffer, s.rp, s.wp, s.readable, s.writable, s.readers, s.writers, waiting_readers, waiting_writers
+        )?;
+    }
+    Ok(())
+}
+
+/// Lines from a locked table, taken only when the first is asked for (after
+/// every line before it, so no other lock is taken while it is held):
+/// `lock()` once, then `nth(&guard, 0)`, `nth(&guard, 1)`... until `None`.
+pub fn lock_late<G, T>(lock: impl FnOnce() -> G, mut nth: impl FnMut(&G, usize) -> Option<T>) -> impl Iterator<Item = T> {
+    let (mut lock, mut guard, mut i) = (Some(lock), None, 0);
+    core::iter::from_fn(move || {
+        if let Some(l) = lock.take() {
+            guard = Some(l());
+        }
+        let t = nth(guard.as_ref()?, i)?;
+        i += 1;
+        Some(t)
+    })
+}
+
+/// The STATS text: the memory report, then the pipe report.
+pub fn stats(
+    w: &mut dyn Write,
+    params: &Params,
+    stores: impl IntoIterator<Item = StoreLine>,
+    pipes: impl IntoIterator<Item = PipeLine>,
+) -> fmt::Result {
+    mem_report(w, params, stores)?;
+    pipe_report(w, params, pipes)
 }
 
 /// Parses `key=value` from a report line (for tools and tests).
@@ -140,12 +247,9 @@ mod tests {
         let p = Params::new();
         let mut b = [0u8; 512];
         let mut t = TextBuf::new(&mut b);
-        mem_header(&mut t, &p).unwrap();
         let s = StoreStats { size: 12, quantum: 4000, qset: 1000, qsets: 1, quanta: 1 };
-        mem_device(&mut t, "scull0", &s).unwrap();
-        pipe_header(&mut t, &p).unwrap();
         let ps = PipeStats { buffer: 4000, rp: 3, wp: 5, readable: 2, writable: 3997, readers: 1, writers: 2 };
-        pipe_device(&mut t, "scullpipe0", &ps, 0, 1).unwrap();
+        stats(&mut t, &p, [Ok((Who::Dev(Dev::Scull(0)), s))], [Ok((Dev::Pipe(0), ps, 0, 1))]).unwrap();
         let text = core::str::from_utf8(t.as_bytes()).unwrap();
         let lines: [&str; 4] = {
             let mut it = text.lines();
@@ -182,12 +286,68 @@ mod more_tests {
     fn unallocated_pipe_line_and_field_prefixes() {
         let mut b = [0u8; 256];
         let mut t = TextBuf::new(&mut b);
-        pipe_device(&mut t, "scullpipe3", &PipeStats::default(), 0, 0).unwrap();
-        let line = core::str::from_utf8(t.as_bytes()).unwrap();
+        pipe_report(&mut t, &Params::new(), [Ok((Dev::Pipe(3), PipeStats::default(), 0, 0))]).unwrap();
+        let line = core::str::from_utf8(t.as_bytes()).unwrap().lines().nth(1).unwrap();
         assert_eq!(field(line, "buffer"), Some("0"));
         assert_eq!(field(line, "writ"), None, "a key prefix is not a key");
         assert_eq!(field(line, "rp"), Some("0"));
         assert!(line.starts_with("scullpipe3 "));
-        assert!(line.ends_with('\n'));
+        assert!(t.as_bytes().ends_with(b"\n"));
+    }
+
+    /// The whole text from the device table, byte for byte: stores in table
+    /// order (pipes have no memory line), scullpriv instances last, pipes.
+    #[test]
+    fn stats_from_the_table() {
+        use crate::devices::Table;
+        let p = Params::new();
+        let st = |size| StoreStats { size, quantum: 4000, qset: 1000, qsets: 1, quanta: 1 };
+        let stores = Table { scull: 2, pipes: 1 }
+            .iter()
+            .filter(|d| d.is_store() && *d != Dev::Priv)
+            .map(Who::Dev)
+            .chain([Who::Priv(7)])
+            .enumerate()
+            .map(|(i, w)| Ok((w, st(i as u64))));
+        let pipes = [Ok((Dev::Pipe(0), PipeStats::default(), 2, 0))];
+        let mut b = [0u8; 1024];
+        let mut t = TextBuf::new(&mut b);
+        stats(&mut t, &p, stores, pipes).unwrap();
+        let want = "scullmem v1 quantum=4000 qset=1000 max_size=536870912\n\
+            scull0 size=0 quantum=4000 qset=1000 qsets=1 quanta=1\n\
+            scull1 size=1 quantum=4000 qset=1000 qsets=1 quanta=1\n\
+            scullsingle size=2 quantum=4000 qset=1000 qsets=1 quanta=1\n\
+            sculluid size=3 quantum=4000 qset=1000 qsets=1 quanta=1\n\
+            scullwuid size=4 quantum=4000 qset=1000 qsets=1 quanta=1\n\
+            scullpriv.7 size=5 quantum=4000 qset=1000 qsets=1 quanta=1\n\
+            scullpipe v1 buffer=4000\n\
+            scullpipe0 buffer=0 rp=0 wp=0 readable=0 writable=0 readers=0 writers=0 waiting_readers=2 waiting_writers=0\n";
+        assert_eq!(core::str::from_utf8(t.as_bytes()).unwrap(), want);
+        // A failed line ends the report there.
+        let mut c = Counter::default();
+        let bad = [Ok((Who::Priv(1), st(0))), Err(fmt::Error), Ok((Who::Priv(2), st(0)))];
+        assert!(mem_report(&mut c, &p, bad).is_err());
+    }
+
+    #[test]
+    fn lock_late_locks_at_the_first_line() {
+        let locked = core::cell::Cell::new(0);
+        let table = [5u64, 6];
+        let it = lock_late(|| { locked.set(locked.get() + 1); &table }, |t, i| t.get(i).copied());
+        let mut it = [1u64].into_iter().chain(it);
+        assert_eq!(it.next(), Some(1));
+        assert_eq!(locked.get(), 0, "locked before its first line");
+        assert_eq!(it.collect::<std::vec::Vec<_>>(), [5, 6]);
+        assert_eq!(locked.get(), 1);
+    }
+
+    #[test]
+    fn stack_str_cuts_at_a_char_and_ends_with_nul() {
+        let s = StackStr::<6>::format(format_args!("ab{}c\u{e9}xyz", '\0'));
+        assert_eq!(s.as_str(), "ab?c");
+        assert_eq!(s.with_nul(), b"ab?c\0");
+        let s = StackStr::<8>::format(format_args!("{}", Who::Dev(Dev::Pipe(12))));
+        assert_eq!(s.as_str(), "scullpi");
+        assert_eq!(StackStr::<1>::format(format_args!("x")).with_nul(), b"\0");
     }
 }

@@ -6,21 +6,18 @@
 //! Open-time rules follow LDD3 (Linux): a write-only open of a store device
 //! trims it, as does an explicit truncate.
 
-use scull_core::access::{Caller, OwnerUid, PrivTable, SingleOpen, WaitUid};
-use scull_core::devices::Dev;
+use scull_core::access::{Caller, OwnerUid, PrivTable, SingleOpen, WaitUid, PRIV_SLOTS};
+use scull_core::devices::{Dev, Table};
 use scull_core::geometry::{Geometry, Params};
 use scull_core::host::HostPlatform;
 use scull_core::ioctl::{self, ArgOut, Cmd};
 use scull_core::pipe::Pipe;
-use scull_core::report;
+use scull_core::report::{self, Who};
 use scull_core::store::{self, Store, Whence};
 use scull_core::{Error, Result};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
-
-/// Most scullpriv instances.
-pub const PRIV_MAX: usize = 16;
 
 /// Who is calling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +105,7 @@ pub struct Model {
     uid_store: Mutex<Store<HostPlatform>>,
     wuid: Wuid,
     wuid_store: Mutex<Store<HostPlatform>>,
-    privs: Mutex<PrivTable<u32, Store<HostPlatform>, PRIV_MAX>>,
+    privs: Mutex<PrivTable<u32, Store<HostPlatform>, PRIV_SLOTS>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -211,24 +208,27 @@ impl Model {
         Ok(file)
     }
 
+    /// The device table of this model.
+    pub fn table(&self) -> Table {
+        Table { scull: self.scull.len() as u8, pipes: self.pipes.len() as u8 }
+    }
+
+    /// The one store of a scull, scullsingle, sculluid or scullwuid device
+    /// (pipes have none, scullpriv one per key).
+    fn store(&self, d: Dev) -> Option<&Mutex<Store<HostPlatform>>> {
+        d.own_store(&self.scull, &self.single_store, &self.uid_store, &self.wuid_store)
+    }
+
     /// The STATS report text.
     pub fn report(&self) -> String {
         let mut s = String::new();
-        let _ = report::mem_header(&mut s, &self.params);
-        for (i, d) in self.scull.iter().enumerate() {
-            let _ = report::mem_device(&mut s, &format!("scull{i}"), &lock(d).stats());
-        }
-        let _ = report::mem_device(&mut s, "scullsingle", &lock(&self.single_store).stats());
-        let _ = report::mem_device(&mut s, "sculluid", &lock(&self.uid_store).stats());
-        let _ = report::mem_device(&mut s, "scullwuid", &lock(&self.wuid_store).stats());
-        for (k, st) in lock(&self.privs).iter() {
-            let _ = report::mem_device(&mut s, &format!("scullpriv.{k}"), &st.stats());
-        }
-        let _ = report::pipe_header(&mut s, &self.params);
-        for (i, p) in self.pipes.iter().enumerate() {
+        let stores = self.table().iter().filter_map(|d| Some(Ok((Who::Dev(d), lock(self.store(d)?).stats()))));
+        let privs = report::lock_late(|| lock(&self.privs), |t, i| t.iter().nth(i).map(|(k, st)| Ok((Who::Priv(u64::from(*k)), st.stats()))));
+        let pipes = self.pipes.iter().enumerate().map(|(i, p)| {
             let st = lock(&p.state);
-            let _ = report::pipe_device(&mut s, &format!("scullpipe{i}"), &st.pipe.stats(), st.waiting_readers, st.waiting_writers);
-        }
+            Ok((Dev::Pipe(i as u8), st.pipe.stats(), st.waiting_readers, st.waiting_writers))
+        });
+        let _ = report::stats(&mut s, &self.params, stores.chain(privs), pipes);
         s
     }
 
@@ -293,10 +293,6 @@ impl File {
     fn with_store<T>(&self, f: impl FnOnce(&mut Store<HostPlatform>) -> Result<T>) -> Result<T> {
         let m = &self.model;
         match self.dev {
-            Dev::Scull(n) => f(&mut lock(&m.scull[n as usize])),
-            Dev::Single => f(&mut lock(&m.single_store)),
-            Dev::Uid => f(&mut lock(&m.uid_store)),
-            Dev::Wuid => f(&mut lock(&m.wuid_store)),
             Dev::Priv => {
                 let mut t = lock(&m.privs);
                 let key = self.priv_key.ok_or(Error::Invalid)?;
@@ -304,6 +300,7 @@ impl File {
                 f(t.get_mut(i).ok_or(Error::NoDevice)?)
             }
             Dev::Pipe(_) => Err(Error::NotSeekable),
+            d => f(&mut lock(m.store(d).ok_or(Error::NoDevice)?)),
         }
     }
 

@@ -21,7 +21,7 @@ use scull_core::store::Store;
 /// scullpriv keeps at most this many private devices (one per live opener
 /// process; a device is freed once its process has exited and no file
 /// holds it, see `access.rs`).
-pub const MAX_PRIV: usize = 32;
+pub const MAX_PRIV: usize = scull_core::access::PRIV_SLOTS;
 const MAGIC: u32 = u32::from_le_bytes(*b"scul");
 /// Scull0..N-1, ScullPipe0..P-1, and the four access devices.
 pub const MAX_DEVICES: usize = 2 * MAX_NR_DEVS as usize + 4;
@@ -290,34 +290,12 @@ pub unsafe fn delete_all() {
 
 /// The Linux-style name (`scull0`, `scullpipe1`...) for logs and reports.
 pub fn dev_name(dev: Dev) -> Name {
-    let mut n = Name { buf: [0; 24], len: 0 };
+    let mut n = Name::new();
     let _ = dev.linux_name(&mut n);
     n
 }
 
-#[derive(Default)]
-pub struct Name {
-    buf: [u8; 24],
-    len: usize,
-}
-
-impl Name {
-    pub fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("?")
-    }
-}
-
-impl Write for Name {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let b = s.as_bytes();
-        if self.len + b.len() > self.buf.len() {
-            return Err(core::fmt::Error);
-        }
-        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
-        self.len += b.len();
-        Ok(())
-    }
-}
+pub type Name = scull_core::report::StackStr<24>;
 
 /// Visits every device extension in creation order.
 pub fn for_each(mut f: impl FnMut(&DevExt)) {

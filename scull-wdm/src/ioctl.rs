@@ -9,8 +9,9 @@ use crate::dev::DevExt;
 use crate::dispatch::{finish, finish_result, read_i32};
 use crate::ident;
 use crate::pipe;
+use core::sync::atomic::Ordering;
 use scull_core::ioctl::{self as sioctl, ArgIn, ArgOut, Cmd};
-use scull_core::report::{self, TextBuf};
+use scull_core::report::{self, TextBuf, Who};
 use scull_core::Error;
 
 /// IRP_MJ_DEVICE_CONTROL (LDD3 `scull_ioctl`); PASSIVE_LEVEL. The test
@@ -72,30 +73,32 @@ unsafe fn scull_ioctl(irp: *mut IRP, code: u32, buf: *mut u8, in_len: usize, out
     Ok(4)
 }
 
-/// The scullmem and scullpipe reports (scull-core's format).
+/// The devices in creation order, which is the device table's order.
+fn devices() -> impl Iterator<Item = &'static DevExt> {
+    let n = dev::NDEVICES.load(Ordering::Relaxed);
+    let live = dev::DEVICES[..n].iter().map(|d| d.load(Ordering::Relaxed)).filter(|d| !d.is_null());
+    // SAFETY: DEVICES holds only devices `dev::create` made, with their
+    // extensions; they are deleted only at unload (after the rundown has
+    // waited out every dispatch routine, this one included) or by a failed
+    // DriverEntry, before any IRP can arrive.
+    live.map(|d| unsafe { DevExt::of(d) })
+}
+
+/// The scullmem and scullpipe reports (scull-core's writer).
 fn stats_text(t: &mut TextBuf<'_>) {
-    let _ = report::mem_header(t, &PARAMS);
-    dev::for_each(|ext| {
-        let name = dev::dev_name(ext.dev);
-        if let Some(s) = ext.store_lock() {
-            let st = s.lock().stats();
-            let _ = report::mem_device(t, name.as_str(), &st);
-        } else if let Kind::Priv(tab) = &ext.kind {
-            // Every device still held, including those of exited openers
-            // that the next scullpriv open will free (`access.rs`).
-            let g = tab.lock();
-            for (key, s) in g.iter() {
-                let mut n = dev::Name::default();
-                let _ = core::fmt::Write::write_fmt(&mut n, format_args!("scullpriv.{key}"));
-                let _ = report::mem_device(t, n.as_str(), &s.store.stats());
-            }
-        }
+    let stores = devices().filter_map(|ext| Some(Ok((Who::Dev(ext.dev), ext.store_lock()?.lock().stats()))));
+    // Every scullpriv device still held, including those of exited openers
+    // that the next scullpriv open will free (`access.rs`).
+    let tab = devices().find_map(|ext| if let Kind::Priv(tab) = &ext.kind { Some(tab) } else { None });
+    let privs = report::lock_late(|| tab.map(|t| t.lock()), |g, i| {
+        g.as_ref()?.iter().nth(i).map(|(key, s)| Ok((Who::Priv(*key), s.store.stats())))
     });
-    let _ = report::pipe_header(t, &PARAMS);
-    dev::for_each(|ext| {
-        if let Kind::Pipe(p) = &ext.kind {
+    let pipes = devices().filter_map(|ext| match &ext.kind {
+        Kind::Pipe(p) => {
             let (st, r, w) = pipe::stats(p);
-            let _ = report::pipe_device(t, dev::dev_name(ext.dev).as_str(), &st, r, w);
+            Some(Ok((ext.dev, st, r, w)))
         }
+        _ => None,
     });
+    let _ = report::stats(t, &PARAMS, stores.chain(privs), pipes);
 }

@@ -37,8 +37,6 @@ mod testmode;
 
 use core::sync::atomic::Ordering;
 use ddk::*;
-use scull_core::devices::Dev;
-use scull_core::geometry::{self, Geometry};
 
 /// LDD3's `scull_init_module`: parameters, then every device, with one
 /// cleanup path on failure.
@@ -49,11 +47,11 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
     if let Some(l) = p.debug_level {
         log::VERBOSE.store(l.clamp(0, 3) as u32, Ordering::Relaxed);
     }
-    let (nr, pnr) = match apply(&p) {
-        Ok(n) => n,
-        Err(what) => {
-            kprint!("bad registry parameter {what}; not loading");
-            evlog::load_refused(driver, evlog::Refused::Parameter, what, STATUS_INVALID_PARAMETER);
+    let table = match p.load.apply(&dev::PARAMS) {
+        Ok(t) => t,
+        Err(bad) => {
+            kprint!("{bad}");
+            evlog::load_refused(driver, evlog::Refused::Parameter, bad.name, STATUS_INVALID_PARAMETER);
             return STATUS_INVALID_PARAMETER;
         }
     };
@@ -85,23 +83,13 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
         }
         (*driver).DriverUnload = Some(driver_unload);
     }
-    let mut devs = [Dev::Single; dev::MAX_DEVICES];
-    let mut count = 0;
-    let all = (0..nr as u8)
-        .map(Dev::Scull)
-        .chain((0..pnr as u8).map(Dev::Pipe))
-        .chain([Dev::Single, Dev::Uid, Dev::Wuid, Dev::Priv]);
-    for (slot, d) in devs.iter_mut().zip(all) {
-        *slot = d;
-        count += 1;
-    }
     let ok = |st: NTSTATUS| if st < 0 { Err(st) } else { Ok(()) };
     // Every device, then every link, then every device made ready (N3):
     // nothing is openable until all devices exist.
     let up = scull_core::nt::bring_up(
-        count,
+        table.len(),
         // SAFETY: a valid driver object, from DriverEntry.
-        |i| ok(unsafe { dev::create(driver, devs[i]) }),
+        |i| ok(unsafe { dev::create(driver, table.get(i).ok_or(STATUS_INVALID_PARAMETER)?) }),
         // SAFETY: from DriverEntry, after `create` succeeded for device i.
         |i| ok(unsafe { dev::link(i) }),
         // SAFETY: from DriverEntry, once every device is created and linked.
@@ -132,8 +120,8 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
     acl::release();
     kprint!(
         "loaded: scull_nr_devs={} scull_p_nr_devs={} scull_quantum={} scull_qset={} scull_p_buffer={} scull_max_size={}",
-        nr,
-        pnr,
+        table.scull,
+        table.pipes,
         dev::PARAMS.quantum(),
         dev::PARAMS.qset(),
         dev::PARAMS.p_buffer(),
@@ -170,24 +158,8 @@ fn show_acl(sddl: &[u16], from_registry: bool) {
     kprint!(
         "device ACL ({}): {}",
         if from_registry { "scull_sddl" } else { "default, scull_sddl absent" },
-        core::str::from_utf8(&shown.buf[..shown.len]).unwrap_or("?")
+        shown.as_str()
     );
-}
-
-/// Validates the registry values and installs them as the global defaults.
-fn apply(p: &registry::Values) -> Result<(usize, usize), &'static str> {
-    let q = p.quantum.unwrap_or(geometry::DEFAULT_QUANTUM) as i64;
-    let s = p.qset.unwrap_or(geometry::DEFAULT_QSET) as i64;
-    let g = Geometry::new(q, s).map_err(|_| "scull_quantum/scull_qset")?;
-    let b = p.p_buffer.unwrap_or(geometry::DEFAULT_P_BUFFER) as i64;
-    geometry::pipe_buffer_size(b).map_err(|_| "scull_p_buffer")?;
-    let nr = geometry::nr_devs(p.nr_devs.unwrap_or(geometry::DEFAULT_NR_DEVS) as i64).map_err(|_| "scull_nr_devs")?;
-    let pnr = geometry::nr_devs(p.p_nr_devs.unwrap_or(geometry::DEFAULT_P_NR_DEVS) as i64).map_err(|_| "scull_p_nr_devs")?;
-    let max = p.max_size.map_or(geometry::DEFAULT_MAX_SIZE, |m| m as u32 as u64);
-    dev::PARAMS.set_max_size(max).map_err(|_| "scull_max_size")?;
-    dev::PARAMS.update_geometry(|_| Ok(g)).map_err(|_| "geometry")?;
-    dev::PARAMS.set_p_buffer(b).map_err(|_| "scull_p_buffer")?;
-    Ok((nr, pnr))
 }
 
 /// LDD3's `scull_cleanup_module`. It says when it starts and, with the

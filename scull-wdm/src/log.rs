@@ -27,29 +27,7 @@ pub const INFO: u32 = 3;
 /// The highest level formatted at all (the debugger's filter still applies).
 pub static VERBOSE: AtomicU32 = AtomicU32::new(WARNING);
 
-pub struct LineBuf {
-    pub buf: [u8; 256],
-    pub len: usize,
-}
-
-impl LineBuf {
-    pub const fn new() -> Self {
-        LineBuf { buf: [0; 256], len: 0 }
-    }
-}
-
-impl Write for LineBuf {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for &b in s.as_bytes() {
-            // Keep the last byte for the NUL; drop what does not fit.
-            if self.len + 1 < self.buf.len() {
-                self.buf[self.len] = if b == 0 { b'?' } else { b };
-                self.len += 1;
-            }
-        }
-        Ok(())
-    }
-}
+pub type LineBuf = scull_core::report::StackStr<256>;
 
 /// Prints one line at `level` (DPFLTR_ERROR_LEVEL..DPFLTR_INFO_LEVEL).
 pub fn print(level: u32, args: fmt::Arguments<'_>) {
@@ -60,10 +38,9 @@ pub fn print(level: u32, args: fmt::Arguments<'_>) {
     let _ = b.write_str("scull: ");
     let _ = b.write_fmt(args);
     let _ = b.write_str("\n");
-    b.buf[b.len] = 0;
     // SAFETY: a NUL-terminated buffer passed to a constant "%s" format.
     unsafe {
-        crate::ddk::DbgPrintEx(crate::ddk::DPFLTR_IHVDRIVER_ID as _, level as _, c"%s".as_ptr().cast(), b.buf.as_ptr());
+        crate::ddk::DbgPrintEx(crate::ddk::DPFLTR_IHVDRIVER_ID as _, level as _, c"%s".as_ptr().cast(), b.with_nul().as_ptr());
     }
 }
 

@@ -13,15 +13,12 @@
 use crate::ddk::*;
 use core::fmt::Write;
 use core::ptr;
+use scull_core::geometry::LoadParams;
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Values {
-    pub quantum: Option<i32>,
-    pub qset: Option<i32>,
-    pub nr_devs: Option<i32>,
-    pub p_buffer: Option<i32>,
-    pub p_nr_devs: Option<i32>,
-    pub max_size: Option<i32>,
+    /// LDD3's parameters and `scull_max_size`, for scull-core to check.
+    pub load: LoadParams,
     pub test_identity: Option<i32>,
     pub fail_at: Option<i32>,
     pub debug_level: Option<i32>,
@@ -76,12 +73,13 @@ pub fn read(registry_path: *mut UNICODE_STRING) -> Values {
     if unsafe { ZwOpenKey(&mut key, KEY_READ, &mut oa) } < 0 {
         return v;
     }
-    v.quantum = dword(key, "scull_quantum");
-    v.qset = dword(key, "scull_qset");
-    v.nr_devs = dword(key, "scull_nr_devs");
-    v.p_buffer = dword(key, "scull_p_buffer");
-    v.p_nr_devs = dword(key, "scull_p_nr_devs");
-    v.max_size = dword(key, "scull_max_size");
+    let int = |name| dword(key, name).map(i64::from);
+    v.load.quantum = int("scull_quantum");
+    v.load.qset = int("scull_qset");
+    v.load.nr_devs = int("scull_nr_devs");
+    v.load.p_buffer = int("scull_p_buffer");
+    v.load.p_nr_devs = int("scull_p_nr_devs");
+    v.load.max_size = dword(key, "scull_max_size").map(|m| u64::from(m as u32));
     v.test_identity = dword(key, "scull_test_identity");
     v.fail_at = dword(key, "scull_fail_at");
     v.debug_level = dword(key, "scull_debug_level");

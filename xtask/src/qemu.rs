@@ -154,6 +154,7 @@ const TEST: &str = concat!(
     r#"echo "== insmod with invalid parameters (must be refused)"
 insmod /scull.ko scull_quantum=0
 echo "HARNESS badparam-quantum rc=$?"
+echo "HARNESS badparam-text $(dmesg | grep -m1 -o 'scull: bad parameter .*')"
 insmod /scull.ko scull_qset=1000 scull_quantum=4000000
 echo "HARNESS badparam-product rc=$?"
 insmod /scull.ko scull_p_buffer=1
@@ -552,6 +553,11 @@ fn test_checks(c: &mut Checks, console: &str) {
         ["badparam-quantum rc=", "badparam-product rc=", "badparam-pbuffer rc=", "badparam-maxsize rc="].iter().all(|k| h(k).is_some_and(|v| v != "0"))
             && h("badparam-loaded").as_deref() == Some("0"),
         "insmod refuses quantum=0, a quantum*qset overflowing int, a 1-byte pipe and scull_max_size=0",
+    );
+    // scull-core's text, the same line scull.sys logs for the registry value (ntsim checks that side).
+    c.check(
+        h("badparam-text").as_deref() == Some("scull: bad parameter scull_quantum=0; not loading"),
+        "the refused insmod names the bad parameter",
     );
     check_sysfs(console, c);
     check_race(console, c);

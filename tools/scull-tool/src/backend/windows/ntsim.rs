@@ -587,6 +587,7 @@ fn refused_load_writes_event_log_entry(_t: &dyn Target) -> R {
     seed_registry(&[("scull_quantum", RegValue::Dword(0))]);
     let r = load();
     let log = kernel::eventlog();
+    let dbg = kernel::dbg_lines();
     let pool = kernel::pool_outstanding();
     kernel::reset();
     reload()?;
@@ -596,6 +597,9 @@ fn refused_load_writes_event_log_entry(_t: &dyn Target) -> R {
     check!(e.error_code == 0xC004_0003, "ErrorCode {:#x}, want IO_ERR_CONFIGURATION_ERROR", e.error_code);
     check!(e.final_status == 0xC000_000Du32 as i32, "FinalStatus {:#x}", e.final_status);
     check!(e.strings.len() == 1 && e.strings[0].contains("scull_quantum"), "strings {:?}", e.strings);
+    // The same line the Linux module logs for insmod scull_quantum=0 (scull-core's text).
+    let want = format!("scull: {}", scull_core::geometry::BadParam { name: "scull_quantum", value: 0 });
+    check!(dbg.iter().any(|l| *l == want), "no debug line {want:?} in {:?}", dbg.iter().rev().take(3).collect::<Vec<_>>());
     check!(pool.is_empty(), "pool left by the refused load: {pool:?}");
     Ok(())
 }
