@@ -135,7 +135,7 @@ unsafe fn create_inner(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) 
                 let pid = PsGetCurrentProcessId() as usize as u64;
                 let geom = PARAMS.geometry();
                 let make = || match ident::Process::open(pid) {
-                    Ok(process) => Ok(PrivSlot { store: Store::new(pool::Pool, geom), process }),
+                    Ok(process) => Ok(PrivSlot { store: Store::new(pool::StorePool, geom), process }),
                     Err(st) => {
                         kprint!("scullpriv: opening process {} failed: {:#x}", pid, st);
                         Err(if st == STATUS_INSUFFICIENT_RESOURCES { Error::NoMemory } else { Error::NoDevice })

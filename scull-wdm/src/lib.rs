@@ -38,6 +38,7 @@ mod testmode;
 use core::sync::atomic::Ordering;
 use ddk::*;
 use scull_core::devices::Dev;
+use scull_core::budget;
 use scull_core::geometry::{self, Geometry};
 
 /// LDD3's `scull_init_module`: parameters, then every device, with one
@@ -131,13 +132,14 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
     kprint!("release build: no bridge IOCTLs, no test switches");
     acl::release();
     kprint!(
-        "loaded: scull_nr_devs={} scull_p_nr_devs={} scull_quantum={} scull_qset={} scull_p_buffer={} scull_max_size={}",
+        "loaded: scull_nr_devs={} scull_p_nr_devs={} scull_quantum={} scull_qset={} scull_p_buffer={} scull_max_size={} scull_max_total={}",
         nr,
         pnr,
         dev::PARAMS.quantum(),
         dev::PARAMS.qset(),
         dev::PARAMS.p_buffer(),
-        dev::PARAMS.max_size()
+        dev::PARAMS.max_size(),
+        pool::BUDGET.limit()
     );
     STATUS_SUCCESS
 }
@@ -185,6 +187,8 @@ fn apply(p: &registry::Values) -> Result<(usize, usize), &'static str> {
     let pnr = geometry::nr_devs(p.p_nr_devs.unwrap_or(geometry::DEFAULT_P_NR_DEVS) as i64).map_err(|_| "scull_p_nr_devs")?;
     let max = p.max_size.map_or(geometry::DEFAULT_MAX_SIZE, |m| m as u32 as u64);
     dev::PARAMS.set_max_size(max).map_err(|_| "scull_max_size")?;
+    let total = p.max_total.map_or(budget::DEFAULT_MAX_TOTAL, |m| m as u32 as u64);
+    pool::BUDGET.set_limit(budget::max_total(total).map_err(|_| "scull_max_total")?);
     dev::PARAMS.update_geometry(|_| Ok(g)).map_err(|_| "geometry")?;
     dev::PARAMS.set_p_buffer(b).map_err(|_| "scull_p_buffer")?;
     Ok((nr, pnr))

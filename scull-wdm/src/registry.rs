@@ -3,7 +3,9 @@
 //! `scull_quantum`, `scull_qset`, `scull_nr_devs`, `scull_p_buffer`,
 //! `scull_p_nr_devs`. Missing values keep LDD3's defaults. Also
 //! `scull_max_size` (REG_DWORD, bytes, read as unsigned: the per-device size
-//! cap, default 512 MiB; see scull-core's `geometry::DEFAULT_MAX_SIZE`).
+//! cap, default 512 MiB; see scull-core's `geometry::DEFAULT_MAX_SIZE`) and
+//! `scull_max_total` (REG_DWORD, bytes, unsigned: the store bytes of all
+//! devices together, default 512 MiB; see scull-core's `budget`).
 //!
 //! Also read: `scull_sddl` (REG_SZ, the device ACL; see `acl`),
 //! `scull_debug_level` (REG_DWORD 0..3, see `log`), and two test-only
@@ -22,6 +24,7 @@ pub struct Values {
     pub p_buffer: Option<i32>,
     pub p_nr_devs: Option<i32>,
     pub max_size: Option<i32>,
+    pub max_total: Option<i32>,
     pub test_identity: Option<i32>,
     pub fail_at: Option<i32>,
     pub debug_level: Option<i32>,
@@ -82,6 +85,7 @@ pub fn read(registry_path: *mut UNICODE_STRING) -> Values {
     v.p_buffer = dword(key, "scull_p_buffer");
     v.p_nr_devs = dword(key, "scull_p_nr_devs");
     v.max_size = dword(key, "scull_max_size");
+    v.max_total = dword(key, "scull_max_total");
     v.test_identity = dword(key, "scull_test_identity");
     v.fail_at = dword(key, "scull_fail_at");
     v.debug_level = dword(key, "scull_debug_level");
