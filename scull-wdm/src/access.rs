@@ -169,7 +169,9 @@ unsafe fn wuid_open(ext: &DevExt, w: &SpinLock<WuidState>, irp: *mut IRP, fo: *m
     let rec = pool::alloc(core::mem::size_of::<Waiter>());
     let mut done = Done::new();
     let mut g = w.lock();
-    match g.policy.open(&c) {
+    let r = g.policy.open(&c);
+    // SAFETY: the queue is guarded by the held lock.
+    match unsafe { crate::pipe::bound_pended(r, f & H_NONBLOCK == 0, &mut g.waiters) } {
         Ok(()) => {
             drop(g);
             if let Some(p) = rec {
