@@ -173,33 +173,28 @@ impl Drop for Block {
     }
 }
 
-impl Platform for Pool {
-    type Block = Block;
-    /// Pipes have no qsets; a store on this platform would still keep its
-    /// nodes as store memory.
-    type List = QsetNodes;
+/// The platform impl of `$platform`, whose blocks come from `$alloc`
+/// (`$store`: charged to the budget, freed with `free_store`). Both keep
+/// their qset nodes as store memory (pipes have none).
+macro_rules! platform {
+    ($platform:ty, $alloc:ident, $store:expr) => {
+        impl Platform for $platform {
+            type Block = Block;
+            type List = QsetNodes;
 
-    fn alloc_block(&self, len: usize) -> Result<Block> {
-        alloc(len).map(|ptr| Block { ptr, len, store: false }).ok_or(Error::NoMemory)
-    }
+            fn alloc_block(&self, len: usize) -> Result<Block> {
+                $alloc(len).map(|ptr| Block { ptr, len, store: $store }).ok_or(Error::NoMemory)
+            }
 
-    fn new_list(&self) -> QsetNodes {
-        QsetNodes::new()
-    }
+            fn new_list(&self) -> QsetNodes {
+                QsetNodes::new()
+            }
+        }
+    };
 }
 
-impl Platform for StorePool {
-    type Block = Block;
-    type List = QsetNodes;
-
-    fn alloc_block(&self, len: usize) -> Result<Block> {
-        alloc_store(len).map(|ptr| Block { ptr, len, store: true }).ok_or(Error::NoMemory)
-    }
-
-    fn new_list(&self) -> QsetNodes {
-        QsetNodes::new()
-    }
-}
+platform!(Pool, alloc, false);
+platform!(StorePool, alloc_store, true);
 
 /// A qset node: list linkage, its index, and `slots` quantum pointers that
 /// follow the header in the same pool block.
