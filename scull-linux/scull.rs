@@ -149,6 +149,8 @@ impl kernel::Module for ScullModule {
             nr_devs: Some(p.nr_devs.into()),
             p_nr_devs: Some(p.p_nr_devs.into()),
             max_size: Some(p.max_size),
+            // Quanta are charged to the writer's memory cgroup instead.
+            max_total: None,
         };
         let params = Params::new();
         let table = given.apply(&params).map_err(|bad| {

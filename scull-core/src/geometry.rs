@@ -290,6 +290,10 @@ pub struct LoadParams {
     pub nr_devs: Option<i64>,
     pub p_nr_devs: Option<i64>,
     pub max_size: Option<u64>,
+    /// `scull_max_total`: the store bytes of all devices together (the
+    /// Windows driver's budget; Linux charges quanta to the writer's memory
+    /// cgroup instead and leaves it `None`).
+    pub max_total: Option<u64>,
 }
 
 impl LoadParams {
@@ -309,10 +313,17 @@ impl LoadParams {
         let n = self.p_nr_devs.unwrap_or(DEFAULT_P_NR_DEVS as i64);
         let pipes = nr_devs(n).map_err(bad("scull_p_nr_devs", n.into()))? as u8;
         let m = self.max_size.unwrap_or(DEFAULT_MAX_SIZE);
+        let t = self.max_total();
+        crate::budget::max_total(t).map_err(bad("scull_max_total", t.into()))?;
         params.set_max_size(m).map_err(bad("scull_max_size", m.into()))?;
         params.geometry.store(g.pack(), Ordering::Release);
         params.p_buffer.store(b as i32, Ordering::Release);
         Ok(Table { scull, pipes })
+    }
+
+    /// The budget `apply` checked: `scull_max_total`, else the default.
+    pub fn max_total(&self) -> u64 {
+        self.max_total.unwrap_or(crate::budget::DEFAULT_MAX_TOTAL)
     }
 }
 
@@ -323,7 +334,7 @@ mod load_tests {
     #[test]
     fn load_params_name_the_bad_one_and_touch_nothing() {
         let p = Params::new();
-        let cases: [(LoadParams, &str); 7] = [
+        let cases: [(LoadParams, &str); 8] = [
             (LoadParams { quantum: Some(0), ..Default::default() }, "bad parameter scull_quantum=0; not loading"),
             (LoadParams { qset: Some(-1), ..Default::default() }, "bad parameter scull_qset=-1; not loading"),
             (
@@ -337,13 +348,14 @@ mod load_tests {
                 LoadParams { max_size: Some(0), p_buffer: Some(64), ..Default::default() },
                 "bad parameter scull_max_size=0; not loading",
             ),
+            (LoadParams { max_total: Some(0), ..Default::default() }, "bad parameter scull_max_total=0; not loading"),
         ];
         for (lp, want) in cases {
             let e = lp.apply(&p).unwrap_err();
             assert_eq!(std::format!("{e}"), want);
             assert_eq!((p.quantum(), p.p_buffer(), p.max_size()), (DEFAULT_QUANTUM, DEFAULT_P_BUFFER, DEFAULT_MAX_SIZE));
         }
-        let lp = LoadParams { quantum: Some(1000), qset: Some(50), p_buffer: Some(64), nr_devs: Some(2), p_nr_devs: Some(0), max_size: Some(1 << 20) };
+        let lp = LoadParams { quantum: Some(1000), qset: Some(50), p_buffer: Some(64), nr_devs: Some(2), p_nr_devs: Some(0), max_size: Some(1 << 20), max_total: None };
         assert_eq!(lp.apply(&p), Ok(Table { scull: 2, pipes: 0 }));
         assert_eq!((p.quantum(), p.qset(), p.p_buffer(), p.max_size()), (1000, 50, 64, 1 << 20));
         assert_eq!(LoadParams::default().apply(&Params::new()), Ok(Table { scull: 4, pipes: 4 }));

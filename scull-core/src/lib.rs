@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod budget;
 pub mod devices;
 pub mod error;
 pub mod geometry;

@@ -180,8 +180,22 @@ impl<P: Platform> Pipe<P> {
     /// bytes, the current `scull_p_buffer`) if there is none. `NoMemory` leaves
     /// the pipe as it was.
     pub fn open(&mut self, platform: &P, read: bool, write: bool, buffer_size: usize) -> Result<()> {
+        let mut spare = if self.has_buffer() { None } else { Some(platform.alloc_block(buffer_size.max(2))?) };
+        self.open_with(&mut spare, read, write)
+    }
+
+    /// True while a buffer is allocated (some reader or writer holds it).
+    pub fn has_buffer(&self) -> bool {
+        self.ring.is_some()
+    }
+
+    /// [`Pipe::open`] with a buffer the caller allocated beforehand (outside
+    /// its spin lock): a pipe with no buffer takes `spare` (`NoMemory` if
+    /// there is none); one that has a buffer leaves `spare` to the caller
+    /// to free.
+    pub fn open_with(&mut self, spare: &mut Option<P::Block>, read: bool, write: bool) -> Result<()> {
         if self.ring.is_none() {
-            let block = platform.alloc_block(buffer_size.max(2))?;
+            let block = spare.take().ok_or(Error::NoMemory)?;
             self.ring = Some(Ring::new(block)?);
         }
         self.readers += u32::from(read);
@@ -404,6 +418,24 @@ mod tests {
         pipe.open(&p, true, true, 64).unwrap();
         assert_eq!(pipe.stats().buffer, 64, "new size applies at the next allocation");
         pipe.release(true, true);
+    }
+
+    #[test]
+    fn open_with_takes_the_spare_only_when_it_has_no_buffer() {
+        let p = HostPlatform::new();
+        let mut pipe: Pipe<HostPlatform> = Pipe::new();
+        assert_eq!(pipe.open_with(&mut None, true, false), Err(Error::NoMemory));
+        assert_eq!((pipe.readers(), pipe.has_buffer()), (0, false), "a refused open changes nothing");
+        let mut spare = Some(p.alloc_block(8).unwrap());
+        pipe.open_with(&mut spare, true, false).unwrap();
+        assert!(spare.is_none() && pipe.has_buffer());
+        let mut late = Some(p.alloc_block(32).unwrap());
+        pipe.open_with(&mut late, false, true).unwrap();
+        assert!(late.is_some(), "a second opener's spare is left to free");
+        assert_eq!((pipe.stats().buffer, pipe.readers(), pipe.writers()), (8, 1, 1));
+        drop(late);
+        pipe.release(true, true);
+        assert_eq!(p.stats().outstanding(), 0);
     }
 
     #[test]

@@ -135,7 +135,7 @@ unsafe fn create_inner(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) 
                 let pid = PsGetCurrentProcessId() as usize as u64;
                 let geom = PARAMS.geometry();
                 let make = || match ident::Process::open(pid) {
-                    Ok(process) => Ok(PrivSlot { store: Store::new(pool::Pool, geom), process }),
+                    Ok(process) => Ok(PrivSlot { store: Store::new(pool::StorePool, geom), process }),
                     Err(st) => {
                         kprint!("scullpriv: opening process {} failed: {:#x}", pid, st);
                         Err(if st == STATUS_INSUFFICIENT_RESOURCES { Error::NoMemory } else { Error::NoDevice })
@@ -169,7 +169,9 @@ unsafe fn wuid_open(ext: &DevExt, w: &SpinLock<WuidState>, irp: *mut IRP, fo: *m
     let rec = pool::alloc(core::mem::size_of::<Waiter>());
     let mut done = Done::new();
     let mut g = w.lock();
-    match g.policy.open(&c) {
+    let r = g.policy.open(&c);
+    // SAFETY: the queue is guarded by the held lock.
+    match unsafe { crate::pipe::bound_pended(r, f & H_NONBLOCK == 0, &mut g.waiters) } {
         Ok(()) => {
             drop(g);
             if let Some(p) = rec {

@@ -47,7 +47,7 @@ pub use _FILE_INFORMATION_CLASS::{FileAllocationInformation, FileEndOfFileInform
 pub use _KEY_VALUE_INFORMATION_CLASS::KeyValuePartialInformation;
 pub use _KWAIT_REASON::Executive;
 pub use _MODE::KernelMode;
-pub use _POOL_TYPE::NonPagedPoolNx;
+pub use _POOL_TYPE::{NonPagedPoolNx, PagedPool};
 pub use _TOKEN_INFORMATION_CLASS::{TokenGroups, TokenImpersonationLevel, TokenUser};
 
 // Declared here on both paths: wdk-sys blocklists the deprecated allocator

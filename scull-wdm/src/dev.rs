@@ -7,7 +7,7 @@
 
 use crate::ddk::*;
 use crate::ident::Sid;
-use crate::pool::Pool;
+use crate::pool::{Pool, StorePool};
 use crate::sync::{SemLock, SpinLock};
 use core::fmt::Write;
 use core::ptr;
@@ -34,12 +34,12 @@ pub static PARAMS: Params = Params::new();
 pub static DEVICES: [AtomicPtr<DEVICE_OBJECT>; MAX_DEVICES] = [const { AtomicPtr::new(ptr::null_mut()) }; MAX_DEVICES];
 pub static NDEVICES: AtomicUsize = AtomicUsize::new(0);
 
-pub type StoreLock = SemLock<Store<Pool>>;
+pub type StoreLock = SemLock<Store<StorePool>>;
 
 /// One scullpriv device: its store and the process it belongs to (whose
 /// handle reserves the process id that keys it).
 pub struct PrivSlot {
-    pub store: Store<Pool>,
+    pub store: Store<StorePool>,
     pub process: crate::ident::Process,
 }
 
@@ -105,8 +105,8 @@ impl DevExt {
     }
 }
 
-fn new_store() -> Store<Pool> {
-    Store::new(Pool, PARAMS.geometry())
+fn new_store() -> Store<StorePool> {
+    Store::new(StorePool, PARAMS.geometry())
 }
 
 fn kind_for(dev: Dev) -> Kind {

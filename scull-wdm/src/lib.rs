@@ -55,6 +55,7 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
             return STATUS_INVALID_PARAMETER;
         }
     };
+    pool::BUDGET.set_limit(p.load.max_total());
     test_switches(&p);
     // The device ACL (registry scull_sddl, else SYSTEM + Administrators only).
     let mut default = [0u16; 64];
@@ -119,13 +120,14 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
     kprint!("release build: no bridge IOCTLs, no test switches");
     acl::release();
     kprint!(
-        "loaded: scull_nr_devs={} scull_p_nr_devs={} scull_quantum={} scull_qset={} scull_p_buffer={} scull_max_size={}",
+        "loaded: scull_nr_devs={} scull_p_nr_devs={} scull_quantum={} scull_qset={} scull_p_buffer={} scull_max_size={} scull_max_total={}",
         table.scull,
         table.pipes,
         dev::PARAMS.quantum(),
         dev::PARAMS.qset(),
         dev::PARAMS.p_buffer(),
-        dev::PARAMS.max_size()
+        dev::PARAMS.max_size(),
+        pool::BUDGET.limit()
     );
     STATUS_SUCCESS
 }

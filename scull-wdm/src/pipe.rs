@@ -15,7 +15,30 @@ use crate::dev::{DevExt, Kind, PipeState, PARAMS};
 use crate::irpq::{self, Done};
 use crate::pool::Pool;
 use crate::sync::{SpinGuard, SpinLock};
+use scull_core::mem::Platform;
 use scull_core::Error;
+
+/// At most this many IRPs pend on one queue (a pipe's readers, its writers,
+/// scullwuid's creates): far more than LDD3's blocking demos ever park, few
+/// enough that a queue walk under the spin lock stays short and a user
+/// cannot pin IRPs and their system buffers without end.
+pub(crate) const MAX_PENDED: u32 = 64;
+
+/// A request that would pend on a queue already holding [`MAX_PENDED`] IRPs
+/// is refused with `NoMemory` (STATUS_INSUFFICIENT_RESOURCES, Win32
+/// ERROR_NO_SYSTEM_RESOURCES: a kernel resource is exhausted, try later),
+/// not `WouldBlock`, whose STATUS_CANT_WAIT a caller that asked to block
+/// would not expect. Other results pass through.
+///
+/// # Safety
+/// `queue` is an initialised list guarded by the held lock.
+pub(crate) unsafe fn bound_pended<T>(r: Result<T, Error>, blocking: bool, queue: *mut LIST_ENTRY) -> Result<T, Error> {
+    match r {
+        // SAFETY: caller contract.
+        Err(Error::WouldBlock) if blocking && unsafe { irpq::len(queue) } >= MAX_PENDED => Err(Error::NoMemory),
+        r => r,
+    }
+}
 
 /// IRP_MJ_READ / IRP_MJ_WRITE on a pipe, at PASSIVE_LEVEL (DISPATCH_LEVEL
 /// under the spin lock): a read or write of `irp`'s system buffer. Returns
@@ -30,6 +53,9 @@ pub unsafe fn transfer(p: &SpinLock<PipeState>, irp: *mut IRP, write: bool, nonb
     let mut g = p.lock();
     // SAFETY: caller contract.
     let r = unsafe { try_io(&mut g, irp, write) };
+    let queue = if write { &mut g.writeq as *mut LIST_ENTRY } else { &mut g.readq as *mut LIST_ENTRY };
+    // SAFETY: the queue is guarded by the held lock.
+    let r = unsafe { bound_pended(r, !nonblock, queue) };
     let status = match r {
         Ok(n) => {
             // Progress: wake the other side.
@@ -40,9 +66,8 @@ pub unsafe fn transfer(p: &SpinLock<PipeState>, irp: *mut IRP, write: bool, nonb
             STATUS_SUCCESS
         }
         Err(Error::WouldBlock) if !nonblock => {
-            let head = if write { &mut g.writeq as *mut LIST_ENTRY } else { &mut g.readq as *mut LIST_ENTRY };
             // SAFETY: the queue is guarded by the held lock; we own the IRP.
-            if unsafe { !irpq::enqueue(head, irp, cancel_routine) } {
+            if unsafe { !irpq::enqueue(queue, irp, cancel_routine) } {
                 // SAFETY: cancelled before it was queued: ours to complete.
                 unsafe { done.push(irp, STATUS_CANCELLED, 0) };
             }
@@ -169,10 +194,24 @@ pub fn cancel_file(p: &SpinLock<PipeState>, file: *mut FILE_OBJECT) {
     done.complete();
 }
 
-/// Open for reading and/or writing; allocates the buffer on first open.
+/// Open for reading and/or writing; the first open installs a buffer. The
+/// buffer (up to 4 MiB, zeroed) is allocated here at PASSIVE_LEVEL, outside
+/// the spin lock, then installed under it; if another opener installed one
+/// meanwhile, ours is freed after the lock is dropped.
 pub fn open(p: &SpinLock<PipeState>, read: bool, write: bool) -> Result<(), Error> {
-    let size = PARAMS.p_buffer() as usize;
-    p.lock().pipe.open(&Pool, read, write, size)
+    let mut spare = None;
+    loop {
+        let mut g = p.lock();
+        if g.pipe.has_buffer() || spare.is_some() {
+            let r = g.pipe.open_with(&mut spare, read, write);
+            drop(g);
+            drop(spare);
+            return r;
+        }
+        // No buffer: the second pass has one in hand.
+        drop(g);
+        spare = Some(Pool.alloc_block((PARAMS.p_buffer() as usize).max(2))?);
+    }
 }
 
 /// Last close of a handle.

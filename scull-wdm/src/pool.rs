@@ -1,6 +1,14 @@
 //! scull-core's memory traits over the NT pool: zeroed `'lucS'` blocks from
-//! `ExAllocatePoolWithTag(NonPagedPoolNx)`, and the qset container as a
-//! sorted `LIST_ENTRY` list of qset nodes with a cursor cache.
+//! `ExAllocatePoolWithTag`, and the qset container as a sorted `LIST_ENTRY`
+//! list of qset nodes with a cursor cache.
+//!
+//! Two platforms. [`StorePool`] holds the stores (quanta, qset nodes) in
+//! PagedPool, each byte charged to [`BUDGET`]: store memory is touched only
+//! at PASSIVE_LEVEL with the store's KSEMAPHORE held (read, write, set
+//! information, trim, reports, create and close), never by a cancel routine
+//! or under a spin lock. [`Pool`] is NonPagedPoolNx for everything else:
+//! pipe buffers (copied under the pipe's spin lock), scullwuid waiter
+//! records (freed by cancel routines), token buffers.
 //!
 //! Every block the driver allocates goes through [`alloc`]/[`free`], which keep
 //! [`OUTSTANDING`], the count DriverUnload reports (it must be 0).
@@ -11,6 +19,7 @@ use core::ptr::{self, NonNull};
 #[cfg(feature = "test-build")]
 use core::sync::atomic::{AtomicBool, AtomicI64};
 use core::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+use scull_core::budget::{Budget, DEFAULT_MAX_TOTAL};
 use scull_core::mem::{Platform, QsetList, Slots};
 use scull_core::{Error, Result};
 
@@ -19,6 +28,10 @@ pub const TAG: u32 = u32::from_le_bytes(*b"Scul");
 
 /// Blocks allocated and not yet freed.
 pub static OUTSTANDING: AtomicIsize = AtomicIsize::new(0);
+
+/// Store bytes (quanta and qset nodes) of every device together, against
+/// `scull_max_total`. A charge past it fails like an exhausted pool.
+pub static BUDGET: Budget = Budget::new(DEFAULT_MAX_TOTAL);
 
 /// Fault injection (test build only, registry `scull_fail_at` present).
 /// When enabled, [`FAIL_AT`] counts allocations down: the one that takes it
@@ -57,6 +70,33 @@ fn inject_failure() -> bool {
 /// Allocates `len` zeroed bytes of non-paged, non-executable pool.
 /// Callable at IRQL <= DISPATCH_LEVEL.
 pub fn alloc(len: usize) -> Option<NonNull<u8>> {
+    alloc_in(len, false)
+}
+
+/// Allocates `len` zeroed bytes of store memory: PagedPool, charged to
+/// [`BUDGET`] (None, nothing charged, when it would go past it). PASSIVE_LEVEL.
+fn alloc_store(len: usize) -> Option<NonNull<u8>> {
+    if len == 0 || !BUDGET.charge(len as u64) {
+        return None;
+    }
+    let p = alloc_in(len, true);
+    if p.is_none() {
+        BUDGET.release(len as u64);
+    }
+    p
+}
+
+/// Frees a block of `len` bytes from [`alloc_store`] and releases its charge.
+///
+/// # Safety
+/// As for [`free`]; `len` is the length it was allocated with.
+unsafe fn free_store(p: NonNull<u8>, len: usize) {
+    // SAFETY: caller contract.
+    unsafe { free(p) };
+    BUDGET.release(len as u64);
+}
+
+fn alloc_in(len: usize, paged: bool) -> Option<NonNull<u8>> {
     if len == 0 {
         return None;
     }
@@ -64,8 +104,9 @@ pub fn alloc(len: usize) -> Option<NonNull<u8>> {
     if inject_failure() {
         return None;
     }
+    let pool = if paged { PagedPool } else { NonPagedPoolNx };
     // SAFETY: a plain pool allocation; the result is checked for NULL.
-    let p = unsafe { ExAllocatePoolWithTag(NonPagedPoolNx, len as _, TAG) } as *mut u8;
+    let p = unsafe { ExAllocatePoolWithTag(pool, len as _, TAG) } as *mut u8;
     let p = NonNull::new(p)?;
     // SAFETY: `p` points at `len` freshly allocated bytes.
     unsafe { ptr::write_bytes(p.as_ptr(), 0, len) };
@@ -73,7 +114,7 @@ pub fn alloc(len: usize) -> Option<NonNull<u8>> {
     Some(p)
 }
 
-/// Frees a block from [`alloc`].
+/// Frees a block from [`alloc`] (or, through [`free_store`], [`alloc_store`]).
 ///
 /// # Safety
 /// `p` came from [`alloc`] and is not used afterwards.
@@ -83,14 +124,21 @@ pub unsafe fn free(p: NonNull<u8>) {
     unsafe { ExFreePoolWithTag(p.as_ptr().cast(), TAG) }
 }
 
-/// The platform handle: stateless, all state is in the pool and [`OUTSTANDING`].
+/// The non-paged platform (pipes, token buffers): stateless, all state is
+/// in the pool and [`OUTSTANDING`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Pool;
 
-/// One zeroed pool block; freed on drop.
+/// The stores' platform: quanta from [`alloc_store`] (PagedPool, charged to
+/// [`BUDGET`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StorePool;
+
+/// One zeroed pool block; freed (and, a store block, uncharged) on drop.
 pub struct Block {
     ptr: NonNull<u8>,
     len: usize,
+    store: bool,
 }
 
 // SAFETY: a Block exclusively owns its pool memory; pool memory is not tied to a thread.
@@ -113,23 +161,40 @@ impl DerefMut for Block {
 
 impl Drop for Block {
     fn drop(&mut self) {
-        // SAFETY: the block came from `alloc` and is dropped once.
-        unsafe { free(self.ptr) }
+        // SAFETY: the block came from `alloc` (`alloc_store` if `store`,
+        // with this length) and is dropped once.
+        unsafe {
+            if self.store {
+                free_store(self.ptr, self.len)
+            } else {
+                free(self.ptr)
+            }
+        }
     }
 }
 
-impl Platform for Pool {
-    type Block = Block;
-    type List = QsetNodes;
+/// The platform impl of `$platform`, whose blocks come from `$alloc`
+/// (`$store`: charged to the budget, freed with `free_store`). Both keep
+/// their qset nodes as store memory (pipes have none).
+macro_rules! platform {
+    ($platform:ty, $alloc:ident, $store:expr) => {
+        impl Platform for $platform {
+            type Block = Block;
+            type List = QsetNodes;
 
-    fn alloc_block(&self, len: usize) -> Result<Block> {
-        alloc(len).map(|ptr| Block { ptr, len }).ok_or(Error::NoMemory)
-    }
+            fn alloc_block(&self, len: usize) -> Result<Block> {
+                $alloc(len).map(|ptr| Block { ptr, len, store: $store }).ok_or(Error::NoMemory)
+            }
 
-    fn new_list(&self) -> QsetNodes {
-        QsetNodes::new()
-    }
+            fn new_list(&self) -> QsetNodes {
+                QsetNodes::new()
+            }
+        }
+    };
 }
+
+platform!(Pool, alloc, false);
+platform!(StorePool, alloc_store, true);
 
 /// A qset node: list linkage, its index, and `slots` quantum pointers that
 /// follow the header in the same pool block.
@@ -158,7 +223,15 @@ impl QsetNode {
         let a = core::mem::align_of::<Option<Block>>();
         h.div_ceil(a) * a
     }
+
+    /// Bytes of a node with `slots` slots.
+    fn bytes(slots: usize) -> Option<usize> {
+        slots.checked_mul(core::mem::size_of::<Option<Block>>())?.checked_add(Self::slots_offset())
+    }
 }
+
+/// Bytes of a list head block.
+const HEAD_BYTES: usize = core::mem::size_of::<LIST_ENTRY>();
 
 /// The qsets of one store: a `LIST_ENTRY` list sorted by index, with a cursor
 /// on the node found last, so that sequential look-ups are O(1).
@@ -185,7 +258,7 @@ impl QsetNodes {
     /// The list head, allocating it on first use.
     fn head(&mut self) -> Result<*mut LIST_ENTRY> {
         if self.head.is_null() {
-            let h: *mut LIST_ENTRY = alloc(core::mem::size_of::<LIST_ENTRY>()).ok_or(Error::NoMemory)?.as_ptr().cast();
+            let h: *mut LIST_ENTRY = alloc_store(HEAD_BYTES).ok_or(Error::NoMemory)?.as_ptr().cast();
             // SAFETY: a fresh block of the right size.
             unsafe { InitializeListHead(h) };
             self.head = h;
@@ -230,7 +303,9 @@ impl QsetNodes {
             for i in 0..(*node).slots {
                 ptr::drop_in_place(slots.add(i));
             }
-            free(NonNull::new_unchecked(node.cast()));
+            // A live node's size was computed without overflow at insertion.
+            let bytes = QsetNode::bytes((*node).slots).unwrap_or(0);
+            free_store(NonNull::new_unchecked(node.cast()), bytes);
         }
         if self.cursor == node {
             self.cursor = ptr::null_mut();
@@ -270,14 +345,11 @@ impl QsetList for QsetNodes {
     }
 
     fn insert(&mut self, index: u64, slots: usize) -> Result<&mut Slots<Block>> {
-        let bytes = slots
-            .checked_mul(core::mem::size_of::<Option<Block>>())
-            .and_then(|b| b.checked_add(QsetNode::slots_offset()))
-            .ok_or(Error::NoMemory)?;
+        let bytes = QsetNode::bytes(slots).ok_or(Error::NoMemory)?;
         let head = self.head()?;
         // SAFETY: `head` is this list's head.
         let next = unsafe { self.seek(head, index) };
-        let mem = alloc(bytes).ok_or(Error::NoMemory)?;
+        let mem = alloc_store(bytes).ok_or(Error::NoMemory)?;
         let node: *mut QsetNode = mem.as_ptr().cast();
         // SAFETY: `mem` holds `bytes` bytes, enough for the header and the
         // slots; `next` is the list position that keeps the list sorted.
@@ -317,8 +389,8 @@ impl QsetList for QsetNodes {
         // device holds no pool at all (the fault sweep checks the count).
         if self.len == 0 {
             if let Some(h) = NonNull::new(self.head) {
-                // SAFETY: the head block from `alloc`; no node links to it any more.
-                unsafe { free(h.cast()) };
+                // SAFETY: the head block from `alloc_store`; no node links to it any more.
+                unsafe { free_store(h.cast(), HEAD_BYTES) };
                 self.head = ptr::null_mut();
                 self.cursor = ptr::null_mut();
             }
@@ -346,8 +418,8 @@ impl Drop for QsetNodes {
     fn drop(&mut self) {
         self.truncate(0);
         if let Some(h) = NonNull::new(self.head) {
-            // SAFETY: the head block from `alloc`, now unused.
-            unsafe { free(h.cast()) };
+            // SAFETY: the head block from `alloc_store`, now unused.
+            unsafe { free_store(h.cast(), HEAD_BYTES) };
             self.head = ptr::null_mut();
         }
     }

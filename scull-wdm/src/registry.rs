@@ -3,7 +3,9 @@
 //! `scull_quantum`, `scull_qset`, `scull_nr_devs`, `scull_p_buffer`,
 //! `scull_p_nr_devs`. Missing values keep LDD3's defaults. Also
 //! `scull_max_size` (REG_DWORD, bytes, read as unsigned: the per-device size
-//! cap, default 512 MiB; see scull-core's `geometry::DEFAULT_MAX_SIZE`).
+//! cap, default 512 MiB; see scull-core's `geometry::DEFAULT_MAX_SIZE`) and
+//! `scull_max_total` (REG_DWORD, bytes, unsigned: the store bytes of all
+//! devices together, default 512 MiB; see scull-core's `budget`).
 //!
 //! Also read: `scull_sddl` (REG_SZ, the device ACL; see `acl`),
 //! `scull_debug_level` (REG_DWORD 0..3, see `log`), and two test-only
@@ -80,6 +82,7 @@ pub fn read(registry_path: *mut UNICODE_STRING) -> Values {
     v.load.p_buffer = int("scull_p_buffer");
     v.load.p_nr_devs = int("scull_p_nr_devs");
     v.load.max_size = dword(key, "scull_max_size").map(|m| u64::from(m as u32));
+    v.load.max_total = dword(key, "scull_max_total").map(|m| u64::from(m as u32));
     v.test_identity = dword(key, "scull_test_identity");
     v.fail_at = dword(key, "scull_fail_at");
     v.debug_level = dword(key, "scull_debug_level");

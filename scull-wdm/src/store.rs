@@ -24,7 +24,7 @@ pub(crate) fn priv_slot(fo: *mut FILE_OBJECT) -> Option<usize> {
 }
 
 /// Runs `f` on the store this file reads and writes.
-pub(crate) fn with_store<R>(ext: &DevExt, fo: *mut FILE_OBJECT, f: impl FnOnce(&mut Store<pool::Pool>) -> R) -> Option<R> {
+pub(crate) fn with_store<R>(ext: &DevExt, fo: *mut FILE_OBJECT, f: impl FnOnce(&mut Store<pool::StorePool>) -> R) -> Option<R> {
     if let Some(s) = ext.store_lock() {
         return Some(f(&mut s.lock()));
     }

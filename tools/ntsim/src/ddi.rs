@@ -184,8 +184,12 @@ pub unsafe extern "win64" fn ExAllocatePoolWithTag(
             "ExAllocatePoolWithTag with tag 0",
         );
     }
+    let at_dispatch = kernel::irql() >= DISPATCH_LEVEL;
     let mut s = state();
     s.pool_allocs += 1;
+    if at_dispatch {
+        s.dispatch_alloc_max = s.dispatch_alloc_max.max(size);
+    }
     if s.pool_fail_at > 0 {
         s.pool_fail_at -= 1;
         if s.pool_fail_at == 0 {
@@ -199,12 +203,16 @@ pub unsafe extern "win64" fn ExAllocatePoolWithTag(
     // SAFETY: `size` bytes just allocated.
     unsafe { std::ptr::write_bytes(p, 0xC3, size) };
     s.pool.insert(p as usize, (tag, size));
+    if paged {
+        s.paged.insert(p as usize);
+    }
     p.cast()
 }
 
 /// ExFreePoolWithTag: IRQL <= DISPATCH_LEVEL; a tag that does not match
 /// the allocation's is BAD_POOL_CALLER (0xC2) with parameter 0xA, as
 /// Windows checks it; a free of a block not allocated (double free) too.
+/// A paged block's free needs IRQL <= APC_LEVEL.
 pub unsafe extern "win64" fn ExFreePoolWithTag(p: *mut c_void, tag: u32) {
     check_irql("ExFreePoolWithTag", DISPATCH_LEVEL);
     let mut s = state();
@@ -231,7 +239,11 @@ pub unsafe extern "win64" fn ExFreePoolWithTag(p: *mut c_void, tag: u32) {
         );
     }
     s.pool.remove(&(p as usize));
+    let paged = s.paged.remove(&(p as usize));
     drop(s);
+    if paged {
+        check_irql("ExFreePoolWithTag (paged pool)", APC_LEVEL);
+    }
     // SAFETY: the block was allocated by ExAllocatePoolWithTag with this size.
     unsafe { std::ptr::write_bytes(p as *mut u8, 0xDD, size) };
     special_free(p as usize, size);

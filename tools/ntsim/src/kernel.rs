@@ -9,7 +9,7 @@
 //! mutex is never held while driver code runs.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -475,8 +475,13 @@ pub struct Security {
 
 #[derive(Default)]
 pub struct State {
-    /// Live pool blocks: address -> (tag, size, caller pool type).
+    /// Live pool blocks: address -> (tag, size).
     pub pool: HashMap<usize, (u32, usize)>,
+    /// The live blocks of a paged pool type (their frees need IRQL <= APC_LEVEL).
+    pub paged: HashSet<usize>,
+    /// The largest pool block allocated at DISPATCH_LEVEL or above (a big
+    /// one under a spin lock is a DPC-watchdog hazard).
+    pub dispatch_alloc_max: usize,
     pub pool_allocs: u64,
     /// Fail the k-th allocation from now (low-resources simulation); 0 = off.
     pub pool_fail_at: u64,

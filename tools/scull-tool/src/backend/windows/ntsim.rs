@@ -87,7 +87,18 @@ pub fn load() -> Result<Arc<::ntsim::io::Driver>, String> {
 pub fn unload() -> Result<Vec<String>, String> {
     let d = DRIVER.lock().unwrap().take().ok_or("no driver loaded")?;
     if !::ntsim::io::request_unload(&d) {
-        return Err("DriverUnload deferred: files are still open".into());
+        // Windows runs DriverUnload at the last file object's IRP_MJ_CLOSE.
+        // With every handle closed, that close can still be on its way: the
+        // I/O manager defers a file object's last dereference to a worker
+        // when an IRP completes inside the driver (IRP_MJ_CLEANUP completing
+        // pended reads) or at raised IRQL. Wait for it, within a bound.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while d.unload_report.lock().unwrap().is_none() {
+            if std::time::Instant::now() >= until {
+                return Err("DriverUnload deferred: files are still open".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
     }
     let left = d.unload_report.lock().unwrap().clone().unwrap_or_default();
     Ok(left)
@@ -265,6 +276,9 @@ pub fn cases() -> Vec<Case> {
         case!("ntsim_", read_only_handle_cannot_change_state),
         case!("ntsim_", loader_binds_every_import_and_refuses_a_missing_one),
         case!("ntsim_", dispatch_runs_concurrently_on_callers_threads),
+        case!("ntsim_", store_budget_bounds_the_pool_of_every_store),
+        case!("ntsim_", pended_requests_are_capped),
+        case!("ntsim_", pipe_buffer_allocated_outside_the_spin_lock),
     ]
 }
 
@@ -752,4 +766,180 @@ fn dispatch_runs_concurrently_on_callers_threads(_t: &dyn Target) -> R {
     let most = ::ntsim::io::take_max_concurrent_dispatches();
     check!(most >= 2, "at most {most} dispatch routine(s) ran at once");
     Ok(())
+}
+
+/// Bytes of scull's pool blocks outstanding: (all, paged).
+fn scul_bytes() -> (u64, u64) {
+    let s = kernel::state();
+    let mut all = 0;
+    let mut paged = 0;
+    for (at, &(tag, n)) in &s.pool {
+        if tag == POOL_TAG {
+            all += n as u64;
+            if s.paged.contains(at) {
+                paged += n as u64;
+            }
+        }
+    }
+    (all, paged)
+}
+
+/// The store bytes of every device together stay within `scull_max_total`,
+/// in PagedPool. A plain user (the suite's ACL lets authenticated users
+/// write) writes to every store until a write is refused with
+/// ERROR_NO_SYSTEM_RESOURCES; what was stored before stays readable; scull's
+/// outstanding pool never exceeds the budget plus what it held at load; the
+/// unload leaves nothing.
+fn store_budget_bounds_the_pool_of_every_store(_t: &dyn Target) -> R {
+    const BUDGET: u64 = 256 << 10;
+    with_params(&[("scull_max_total", RegValue::Dword(BUDGET as u32))], || {
+        let base = scul_bytes().0;
+        let bob = Process::new("bob.exe", env().user.clone());
+        as_process(&bob, move || fill_every_store(base, BUDGET))??;
+        let (all, paged) = scul_bytes();
+        check!(all <= base + BUDGET && paged <= BUDGET, "{all} bytes of 'Scul' pool ({paged} paged) with the handles closed");
+        Ok(())
+    })
+}
+
+/// Runs `f` on the driver loaded with `extra` registry values, then unloads
+/// it (which must leave nothing) and loads the suite's again.
+fn with_params(extra: &[(&str, RegValue)], f: impl FnOnce() -> R) -> R {
+    unload_clean()?;
+    kernel::reset();
+    seed_registry(extra);
+    let r = load().map(drop).and_then(|_| f());
+    let left = unload();
+    kernel::reset();
+    reload()?;
+    r?;
+    let left = left?;
+    check!(left.is_empty(), "left at unload: {}", left.join("; "));
+    Ok(())
+}
+
+/// Writes 64 KiB pieces (up to 128 KiB a device, 1 MiB in all) to every
+/// store device, checking the pool after each write; see the caller.
+fn fill_every_store(base: u64, budget: u64) -> R {
+    const PIECE: usize = 64 << 10;
+    let devs = [Dev::Scull(0), Dev::Scull(1), Dev::Scull(2), Dev::Scull(3), Dev::Single, Dev::Uid, Dev::Wuid, Dev::Priv];
+    let mut held = Vec::new();
+    let (mut stored, mut refused) = (0u64, 0);
+    for (i, dev) in devs.into_iter().enumerate() {
+        let mut name = String::new();
+        let _ = dev.windows_name(&mut name);
+        let h = open_raw(dev, OpenOpts::RW, false, false).map_err(|e| format!("open {name}: {e}"))?;
+        let mut w = WinHandle { h, dev, wine: false, pos: 0 };
+        w.set_len(0).map_err(|e| format!("trim {name}: {e}"))?;
+        let piece = vec![i as u8 + 1; PIECE];
+        let mut at = 0u64;
+        while at < 2 * PIECE as u64 {
+            match w.write(&piece) {
+                Ok(n) => at += n as u64,
+                Err(Error::NoMemory) => {
+                    refused += 1;
+                    break;
+                }
+                Err(e) => return Err(format!("write {name} at {at}: {e}")),
+            }
+            let (all, paged) = scul_bytes();
+            check!(all <= base + budget, "{all} bytes of 'Scul' pool, budget {budget} + {base} at load (after {name} at {at})");
+            check!(paged + base >= all, "{} of {all} 'Scul' bytes not in PagedPool (after {name} at {at})", all - paged);
+        }
+        stored += at;
+        // Nothing stored is lost: the device reads back all it took.
+        w.seek(Whence::Set, 0).map_err(|e| format!("seek {name}: {e}"))?;
+        let mut back = vec![0u8; at as usize];
+        let n = w.read(&mut back).map_err(|e| format!("read {name}: {e}"))?;
+        check!(n as u64 == at && back.iter().all(|&b| b == i as u8 + 1), "{name} read back {n} of {at} bytes, or other bytes");
+        held.push(w);
+    }
+    check!(refused > 0, "no write refused: {stored} bytes stored against a budget of {budget}");
+    check!(stored <= budget, "{stored} bytes stored against a budget of {budget}");
+    for w in held.iter_mut() {
+        w.set_len(0).map_err(|e| format!("trim: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Blocking requests pend up to 64 on a queue (a pipe's readers,
+/// scullwuid's creates); the next is refused with ERROR_NO_SYSTEM_RESOURCES
+/// instead of pending. The pended ones still end as they should, and
+/// nothing is left at unload.
+fn pended_requests_are_capped(t: &dyn Target) -> R {
+    const CAP: usize = 64;
+    let mut reads = Vec::new();
+    for i in 0..CAP {
+        reads.push(t.read_cancellable(Dev::Pipe(1), 8).map_err(|e| format!("pended read {i}: {e}"))?);
+    }
+    let over = match t.read_cancellable(Dev::Pipe(1), 8) {
+        Ok(mut p) => {
+            p.cancel(true).map_err(|e| format!("close: {e}"))?;
+            reads.push(p);
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+    for r in reads.iter_mut() {
+        r.cancel(true).map_err(|e| format!("close: {e}"))?;
+    }
+    for r in reads {
+        match r.wait(Duration::from_secs(10)) {
+            Err(Error::Interrupted) => {}
+            other => return Err(format!("a pended read on a closed handle ended {other:?}")),
+        }
+    }
+    check!(over == Err(Error::NoMemory), "read {} on an empty pipe: {over:?}, want NoMemory (ERROR_NO_SYSTEM_RESOURCES)", CAP + 1);
+
+    let owner = raw_open("ScullWuid", GENERIC_READ, OPEN_EXISTING, 0).map_err(|e| format!("owner open: error {e}"))?;
+    let bob = Process::new("bob.exe", env().user.clone());
+    let spawn = |bob: &Arc<Process>| {
+        let bob = bob.clone();
+        std::thread::spawn(move || {
+            kernel::enter_process(&bob);
+            raw_open("ScullWuid", GENERIC_READ, OPEN_EXISTING, 0).map(drop)
+        })
+    };
+    let waiters: Vec<_> = (0..CAP).map(|_| spawn(&bob)).collect();
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while ::ntsim::io::live_irps() < CAP && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let pended = ::ntsim::io::live_irps();
+    let over = spawn(&bob);
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while !over.is_finished() && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let refused_at_once = over.is_finished();
+    // The owner's close admits every waiter (the one past the cap too, if it pended).
+    drop(owner);
+    let over = over.join().map_err(|_| "thread panicked")?;
+    let mut admitted = 0;
+    for w in waiters {
+        admitted += usize::from(w.join().map_err(|_| "thread panicked")?.is_ok());
+    }
+    check!(pended == CAP, "{pended} scullwuid creates pended, want {CAP}");
+    check!(refused_at_once && over == Err(1450), "create {}: {over:?} (ended at once: {refused_at_once}), want error 1450", CAP + 1);
+    check!(admitted == CAP, "{admitted} of {CAP} pended creates admitted at the owner's close");
+    check!(::ntsim::io::live_irps() == 0, "IRPs left");
+    unload_clean()?;
+    kernel::reset();
+    reload()
+}
+
+/// A pipe's first open allocates (and zeroes) its buffer, up to 4 MiB, at
+/// PASSIVE_LEVEL and installs it under the spin lock: no pool block bigger
+/// than a page is allocated at DISPATCH_LEVEL.
+fn pipe_buffer_allocated_outside_the_spin_lock(_t: &dyn Target) -> R {
+    const BUFFER: u32 = 4 << 20;
+    with_params(&[("scull_p_buffer", RegValue::Dword(BUFFER))], || {
+        let h = raw_open("ScullPipe0", GENERIC_READ | GENERIC_WRITE, OPEN_EXISTING, 0).map_err(|e| format!("open: error {e}"))?;
+        let held = kernel::state().pool.values().any(|&(t, n)| t == POOL_TAG && n == BUFFER as usize);
+        drop(h);
+        check!(held, "no {BUFFER}-byte pipe buffer while the pipe was open");
+        let most = kernel::state().dispatch_alloc_max;
+        check!(most <= 4096, "a {most}-byte pool block was allocated at DISPATCH_LEVEL");
+        Ok(())
+    })
 }
