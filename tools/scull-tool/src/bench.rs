@@ -602,7 +602,7 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     let over_rate = mbps(2 * big, b.over_read);
     crate::outln!("{tag} scull_vs_memory = {:.2} (overwrite+read {over_rate:.1} / {m_big:.1} MB/s: quanta and user pages already there)", over_rate / m_big);
     let fm_rate = mbps(2 * big, b.fresh_mem.0 + b.fresh_mem.1);
-    crate::outln!("{tag} scull_vs_fresh_memory = {:.2} (fresh write+read {big_rate:.1} / {fm_rate:.1} MB/s: a new mmap'd region, faulted in, unmapped after each round)", big_rate / fm_rate);
+    crate::outln!("{tag} scull_vs_fresh_memory = {:.2} (fresh write+read {big_rate:.1} / {fm_rate:.1} MB/s: memory newly mapped, faulted in, unmapped after each round)", big_rate / fm_rate);
     crate::outln!("{tag} scale_vs_memory = {:.2} (scull0 {:.2} = {big_rate:.1} / {small_best:.1} MB/s, memory {:.2} = {m_big:.1} / {m_small:.1} MB/s)", (big_rate / small_best) / (m_big / m_small), big_rate / small_best, m_big / m_small);
 
     print_ioctl_rate(t)?;
