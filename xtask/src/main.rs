@@ -7,6 +7,7 @@ mod inf;
 mod kdebug;
 mod kmod;
 mod ntsim;
+mod ntsim_bench;
 mod qemu;
 mod util;
 mod wdkcheck;
@@ -27,7 +28,8 @@ usage: cargo xtask [-v] <command> [arguments]
               on the model, scull.sys under Wine, the Linux module in QEMU on
               Debian's kernel and on the debug kernel)
   bench-core  scull-core store vs memcpy benchmark (prints ratio lines)
-  bench       every benchmark (bench-core, scull.ko in QEMU, scull.sys under Wine)
+  bench       every benchmark (bench-core, scull.ko in QEMU, scull.sys under ntsim
+              and under Wine)
   conformance run the conformance suite against the host model
   wdm         cross-build scull.sys (+ scull.pdb) into target/wdm/
               (`wdm --test-build`: the test build, with the Wine bridge and the
@@ -119,6 +121,8 @@ fn bench(_args: &[String]) -> Result {
     host::bench_core()?;
     util::section("bench: the Linux module in QEMU");
     qemu::run(&["--bench".into()])?;
+    util::section("bench: scull.sys through ntsim (the driver and a minimal I/O manager in one process)");
+    ntsim_bench::bench()?;
     util::section("bench: scull.sys under Wine (reference figures only)");
     wine::bench()
 }

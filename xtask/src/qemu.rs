@@ -654,7 +654,7 @@ fn bench(c: &mut Checks) -> Result {
     for l in section(&console, "== bench", "== kernel log") {
         println!("{}", l.trim_end());
     }
-    for n in ["scull_vs_tmpfs_write", "scull_vs_tmpfs_read", "pipe_vs_pipe2", "scale_256m_vs_1m", "scull_vs_memory", "scale_vs_memory"] {
+    for n in ["scull_vs_tmpfs_write", "scull_vs_tmpfs_read", "pipe_vs_pipe2", "scale_256m_vs_1m", "scull_vs_memory", "scull_vs_fresh_memory", "scale_vs_memory"] {
         c.check(console.lines().any(|l| l.starts_with(&format!("ratio {n} = "))), &format!("ratio {n} printed"));
     }
     Ok(())

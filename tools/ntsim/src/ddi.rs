@@ -103,8 +103,16 @@ fn heap_layout(size: usize) -> std::alloc::Layout {
     std::alloc::Layout::from_size_align(size.max(1), 16).unwrap()
 }
 
+/// Off: pool blocks come from the ordinary heap, without the 0xC3/0xDD
+/// fills, as pool without Driver Verifier (for benchmarks, never for tests).
+static SPECIAL_POOL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+pub fn set_special_pool(on: bool) {
+    SPECIAL_POOL.store(on, Ordering::Relaxed);
+}
+
 fn special_alloc(size: usize) -> *mut u8 {
-    if MAPPINGS.lock().unwrap().as_ref().is_some_and(|m| m.0.len() >= SPECIAL_LIMIT) {
+    if !SPECIAL_POOL.load(Ordering::Relaxed) || MAPPINGS.lock().unwrap().as_ref().is_some_and(|m| m.0.len() >= SPECIAL_LIMIT) {
         // SAFETY: a non-zero-sized layout.
         return unsafe { std::alloc::alloc(heap_layout(size)) };
     }
@@ -200,8 +208,10 @@ pub unsafe extern "win64" fn ExAllocatePoolWithTag(
     if p.is_null() {
         return p.cast();
     }
-    // SAFETY: `size` bytes just allocated.
-    unsafe { std::ptr::write_bytes(p, 0xC3, size) };
+    if SPECIAL_POOL.load(Ordering::Relaxed) {
+        // SAFETY: `size` bytes just allocated.
+        unsafe { std::ptr::write_bytes(p, 0xC3, size) };
+    }
     s.pool.insert(p as usize, (tag, size));
     if paged {
         s.paged.insert(p as usize);
@@ -244,8 +254,10 @@ pub unsafe extern "win64" fn ExFreePoolWithTag(p: *mut c_void, tag: u32) {
     if paged {
         check_irql("ExFreePoolWithTag (paged pool)", APC_LEVEL);
     }
-    // SAFETY: the block was allocated by ExAllocatePoolWithTag with this size.
-    unsafe { std::ptr::write_bytes(p as *mut u8, 0xDD, size) };
+    if SPECIAL_POOL.load(Ordering::Relaxed) {
+        // SAFETY: the block was allocated by ExAllocatePoolWithTag with this size.
+        unsafe { std::ptr::write_bytes(p as *mut u8, 0xDD, size) };
+    }
     special_free(p as usize, size);
 }
 

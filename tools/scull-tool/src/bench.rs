@@ -12,11 +12,17 @@
 //!   Best of 3 alternating rounds.
 //! - scale_256m_vs_1m: `scull0` write+read throughput of one 256 MiB file
 //!   against a 1 MiB file (best of several).
-//! - scull_vs_memory: `scull0`'s 256 MiB write+read (fresh write after a
-//!   trim, then read) against the same 64 KiB copies into and out of an
-//!   already-touched 256 MiB user-space buffer, in the same process: the limit.
-//!   Best of 3 alternating rounds of each.
+//! - scull_vs_memory: `scull0`'s 256 MiB overwrite (quanta already
+//!   allocated) + read against the same 64 KiB copies into and out of an
+//!   already-touched user-space buffer, in the same process: the copy path.
+//! - scull_vs_fresh_memory: `scull0`'s 256 MiB fresh write (after a trim) +
+//!   read against the same copies into and out of a newly mmap'd anonymous
+//!   region (page faults and the kernel's zeroing included), unmapped after
+//!   each round. Both best of 3 alternating rounds.
 //! - scale_vs_memory: scull0's 256M/1M against plain memory's 256M/1M.
+//! - On the `ntsim` target instead (scull.sys, see [`run_wdm`]):
+//!   wdm_vs_memcpy (fresh write + read against the fresh mapping),
+//!   wdm_scale_256m_vs_1m and the null ioctl round trip.
 //!
 //! Also printed, for docs/performance.md: the fresh write, overwrite (a
 //! second write over allocated quanta) and read rates of each size, and the
@@ -140,6 +146,68 @@ fn memory_once(big: &mut [u8]) -> (Duration, Duration) {
         std::hint::black_box(&dst);
     }
     (w, start.elapsed())
+}
+
+/// Fresh memory, written and read as [`memory_once`] does: a new private
+/// anonymous mapping whose every page faults in and is zeroed by the kernel
+/// on first write (the mapping call counts as writing), unmapped afterwards.
+fn fresh_memory_once(bytes: usize) -> Result<(Duration, Duration), String> {
+    let start = Instant::now();
+    let mut m = FreshMap::new(bytes)?;
+    let setup = start.elapsed();
+    let (w, r) = memory_once(m.bytes());
+    Ok((setup + w, r))
+}
+
+/// A private anonymous mapping, unmapped on drop (elsewhere than Linux, a
+/// zeroed heap block of that size, which comes from the OS fresh too).
+struct FreshMap {
+    #[cfg(target_os = "linux")]
+    p: std::ptr::NonNull<u8>,
+    #[cfg(target_os = "linux")]
+    len: usize,
+    #[cfg(not(target_os = "linux"))]
+    v: Vec<u8>,
+}
+
+impl FreshMap {
+    #[cfg(target_os = "linux")]
+    fn new(len: usize) -> Result<Self, String> {
+        // SAFETY: a new mapping at an address the kernel picks; no memory
+        // already in use changes.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0) };
+        if p == libc::MAP_FAILED {
+            return Err(format!("mmap of {len} bytes: {}", std::io::Error::last_os_error()));
+        }
+        let p = std::ptr::NonNull::new(p.cast()).ok_or("mmap returned null")?;
+        Ok(Self { p, len })
+    }
+
+    #[cfg(target_os = "linux")]
+    fn bytes(&mut self) -> &mut [u8] {
+        // SAFETY: `len` readable, writable bytes mapped by `new`, zero-filled
+        // (so initialised), owned by `self` until drop; the borrow of `self`
+        // keeps the slice unique.
+        unsafe { std::slice::from_raw_parts_mut(self.p.as_ptr(), self.len) }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn new(len: usize) -> Result<Self, String> {
+        Ok(Self { v: vec![0u8; len] })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn bytes(&mut self) -> &mut [u8] {
+        &mut self.v
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for FreshMap {
+    fn drop(&mut self) {
+        // SAFETY: the mapping `new` made; no slice of it outlives `self`.
+        unsafe { libc::munmap(self.p.as_ptr().cast(), self.len) };
+    }
 }
 
 /// Plain memory, measured as `scale-reference` measures tmpfs: one `big`-byte
@@ -353,8 +421,122 @@ fn os_pipe(bytes: usize) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// The best of alternating rounds at the big size: scull0's phases (best by
+/// fresh write + read), its best overwrite + read, plain memory in `touched`
+/// (when given) and fresh memory, each (write, read).
+struct Big {
+    scull: Phases,
+    over_read: Duration,
+    touched: (Duration, Duration),
+    fresh_mem: (Duration, Duration),
+}
+
+fn big_rounds(t: &dyn Target, mib: usize, overwrite: bool, mut touched: Option<&mut [u8]>) -> Result<Big, String> {
+    let big = mib << 20;
+    let sum = |d: (Duration, Duration)| d.0 + d.1;
+    let mut b = Big {
+        scull: Phases { fresh: Duration::MAX, over: Duration::MAX, read: Duration::MAX },
+        over_read: Duration::MAX,
+        touched: (Duration::MAX, Duration::ZERO),
+        fresh_mem: (Duration::MAX, Duration::ZERO),
+    };
+    for i in 0..ROUNDS {
+        let p = scull_phases(t, big, overwrite)?;
+        let m = touched.as_deref_mut().map(memory_once);
+        let f = fresh_memory_once(big)?;
+        let mem = m.map(|m| format!(", memory write {:.1} read {:.1}", mbps(big, m.0), mbps(big, m.1))).unwrap_or_default();
+        let over = if overwrite { format!(" overwrite {:.1}", mbps(big, p.over)) } else { String::new() };
+        crate::outln!(
+            "info: {mib} MiB round {i}: scull0 fresh {:.1}{over} read {:.1}{mem}, fresh memory write {:.1} read {:.1} MB/s",
+            mbps(big, p.fresh),
+            mbps(big, p.read),
+            mbps(big, f.0),
+            mbps(big, f.1)
+        );
+        if p.fresh.saturating_add(p.read) < b.scull.fresh.saturating_add(b.scull.read) {
+            b.scull = p;
+        }
+        b.over_read = b.over_read.min(p.over + p.read);
+        if let Some(m) = m.filter(|&m| sum(m) < sum(b.touched)) {
+            b.touched = m;
+        }
+        if sum(f) < sum(b.fresh_mem) {
+            b.fresh_mem = f;
+        }
+    }
+    Ok(b)
+}
+
+/// scull0's 1 MiB write+read MB/s and its fastest phases, best of 8 each.
+fn small_rounds(t: &dyn Target, overwrite: bool) -> Result<(f64, Phases), String> {
+    let mut best = 0f64;
+    let mut sp = Phases { fresh: Duration::MAX, over: Duration::MAX, read: Duration::MAX };
+    for _ in 0..8 {
+        let p = scull_phases(t, 1 << 20, overwrite)?;
+        best = best.max(mbps(2 << 20, p.fresh + p.read));
+        sp = Phases { fresh: sp.fresh.min(p.fresh), over: sp.over.min(p.over), read: sp.read.min(p.read) };
+    }
+    Ok((best, sp))
+}
+
+fn print_ioctl_rate(t: &dyn Target) -> Result<f64, String> {
+    let rate = ioctl_rate(t, 20_000)?;
+    crate::outln!(
+        "null ioctl (SCULL_IOCQQUANTUM) round trips {rate:.0}/s = {:.2} us each; per 64 KiB call that alone caps a stream at {:.0} MB/s",
+        1e6 / rate,
+        rate * BUF as f64 / 1e6
+    );
+    Ok(rate)
+}
+
+/// ntsim's special pool (a guarded mapping per pool block, fill patterns)
+/// on or off: off, pool is the ordinary heap, as without Driver Verifier.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn special_pool(on: bool) {
+    ::ntsim::ddi::set_special_pool(on);
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn special_pool(_on: bool) {}
+
+/// The `ntsim` target: scull.sys's own figures, the driver and ntsim's
+/// I/O manager and Win32 layer in this process, with ntsim's special pool
+/// off (its per-block mappings would be most of the time; one set of rounds
+/// with it prints as `info:`). The file and pipe comparisons are left out:
+/// against the Linux kernel's tmpfs and pipe(2) they say nothing about the
+/// driver.
+fn run_wdm(t: &dyn Target, o: &Options, tag: &str) -> Result<(), String> {
+    crate::outln!("bench on target `{}`: scull.sys through ntsim's Win32 layer, {} MiB, {} KiB calls", t.name(), o.scale_mib, BUF >> 10);
+    let _bar = crate::progress::Progress::start("bench", crate::progress::Goal::Open, "");
+    let big = o.scale_mib << 20;
+    let rate = |b: &Big| (mbps(2 * big, b.scull.fresh + b.scull.read), mbps(2 * big, b.fresh_mem.0 + b.fresh_mem.1));
+    let (s, m) = rate(&big_rounds(t, o.scale_mib, false, None)?);
+    crate::outln!("info: with ntsim's special pool: wdm_vs_memcpy = {:.2} ({s:.1} / {m:.1} MB/s)", s / m);
+    special_pool(false);
+    let r = wdm_figures(t, o, tag);
+    special_pool(true);
+    r
+}
+
+fn wdm_figures(t: &dyn Target, o: &Options, tag: &str) -> Result<(), String> {
+    let big = o.scale_mib << 20;
+    let b = big_rounds(t, o.scale_mib, false, None)?;
+    let rate = mbps(2 * big, b.scull.fresh + b.scull.read);
+    let m_rate = mbps(2 * big, b.fresh_mem.0 + b.fresh_mem.1);
+    crate::outln!("scull0 {} MiB write {:.1} read {:.1} MB/s; memcpy into a fresh mapping {:.1} and back {:.1} MB/s (best of {ROUNDS}, special pool off)", o.scale_mib, mbps(big, b.scull.fresh), mbps(big, b.scull.read), mbps(big, b.fresh_mem.0), mbps(big, b.fresh_mem.1));
+    crate::outln!("{tag} wdm_vs_memcpy = {:.2} ({rate:.1} / {m_rate:.1} MB/s)", rate / m_rate);
+    let (small, _) = small_rounds(t, false)?;
+    crate::outln!("{tag} wdm_scale_256m_vs_1m = {:.2} ({rate:.1} / {small:.1} MB/s, 1 MiB best of 8)", rate / small);
+    let ioctl = ioctl_rate(t, 20_000)?;
+    crate::outln!("wdm null ioctl round trip = {:.2} us ({ioctl:.0}/s)", 1e6 / ioctl);
+    Ok(())
+}
+
 pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     let tag = if o.reference { "reference" } else { "ratio" };
+    if t.name() == "ntsim" {
+        return run_wdm(t, o, tag);
+    }
     let bytes = o.mib << 20;
     let dir = o.baseline_dir.clone().unwrap_or_else(default_baseline_dir);
     crate::outln!("bench on target `{}`: {} MiB, {} KiB buffers, baseline dir {}", t.name(), o.mib, BUF >> 10, dir.display());
@@ -396,43 +578,16 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
     crate::outln!("{tag} pipe_vs_pipe2 = {:.2}", sp / op);
 
     let big = o.scale_mib << 20;
-    // Alternating rounds of scull0 and plain memory at the big size, the best
-    // of each (plain memory's buffer stays touched across rounds).
+    // Alternating rounds of scull0 and plain memory at the big size (the
+    // touched buffer stays touched across rounds).
     let mut mem_buf = vec![1u8; big];
-    let mut best: Option<(Phases, (Duration, Duration))> = None;
-    for i in 0..ROUNDS {
-        let p = scull_phases(t, big, true)?;
-        let m = memory_once(&mut mem_buf);
-        crate::outln!(
-            "info: {} MiB round {i}: scull0 fresh {:.1} overwrite {:.1} read {:.1}, memory write {:.1} read {:.1} MB/s",
-            o.scale_mib,
-            mbps(big, p.fresh),
-            mbps(big, p.over),
-            mbps(big, p.read),
-            mbps(big, m.0),
-            mbps(big, m.1)
-        );
-        best = Some(match best {
-            None => (p, m),
-            Some((bp, bm)) => (
-                if p.fresh + p.read < bp.fresh + bp.read { p } else { bp },
-                if m.0 + m.1 < bm.0 + bm.1 { m } else { bm },
-            ),
-        });
-    }
-    let Some((bp, (mw, mr))) = best else { return Err("no rounds".into()) };
+    let b = big_rounds(t, o.scale_mib, true, Some(&mut mem_buf))?;
     drop(mem_buf);
-    let big_rate = mbps(2 * big, bp.fresh + bp.read);
-    let mut small_best = 0f64;
-    let mut sp = Phases { fresh: Duration::MAX, over: Duration::MAX, read: Duration::MAX };
-    for _ in 0..8 {
-        let p = scull_phases(t, 1 << 20, true)?;
-        small_best = small_best.max(mbps(2 << 20, p.fresh + p.read));
-        sp = Phases { fresh: sp.fresh.min(p.fresh), over: sp.over.min(p.over), read: sp.read.min(p.read) };
-    }
+    let big_rate = mbps(2 * big, b.scull.fresh + b.scull.read);
+    let (small_best, sp) = small_rounds(t, true)?;
     crate::outln!("scull0 {} MiB write+read {big_rate:.1} MB/s (best of {ROUNDS}), 1 MiB write+read {small_best:.1} MB/s (best of 8)", o.scale_mib);
     crate::outln!("{tag} scale_256m_vs_1m = {:.2}", big_rate / small_best);
-    for (name, bytes, p) in [(format!("{} MiB", o.scale_mib), big, bp), ("1 MiB (best of 8 each)".to_string(), 1 << 20, sp)] {
+    for (name, bytes, p) in [(format!("{} MiB", o.scale_mib), big, b.scull), ("1 MiB (best of 8 each)".to_string(), 1 << 20, sp)] {
         crate::outln!(
             "scull0 {name}: fresh write {:.1} MB/s, overwrite {:.1} MB/s, read {:.1} MB/s",
             mbps(bytes, p.fresh),
@@ -441,19 +596,16 @@ pub fn run(t: &dyn Target, o: &Options) -> Result<(), String> {
         );
     }
 
+    let (mw, mr) = b.touched;
     let (m_big, m_small) = (mbps(2 * big, mw + mr), memory_small());
     crate::outln!("memory {} MiB write+read {m_big:.1} MB/s (write {:.1}, read {:.1}), 1 MiB write+read {m_small:.1} MB/s (best of 8)", o.scale_mib, mbps(big, mw), mbps(big, mr));
-    crate::outln!("{tag} scull_vs_memory = {:.2} ({big_rate:.1} / {m_big:.1} MB/s)", big_rate / m_big);
+    let over_rate = mbps(2 * big, b.over_read);
+    crate::outln!("{tag} scull_vs_memory = {:.2} (overwrite+read {over_rate:.1} / {m_big:.1} MB/s: quanta and user pages already there)", over_rate / m_big);
+    let fm_rate = mbps(2 * big, b.fresh_mem.0 + b.fresh_mem.1);
+    crate::outln!("{tag} scull_vs_fresh_memory = {:.2} (fresh write+read {big_rate:.1} / {fm_rate:.1} MB/s: memory newly mapped, faulted in, unmapped after each round)", big_rate / fm_rate);
     crate::outln!("{tag} scale_vs_memory = {:.2} (scull0 {:.2} = {big_rate:.1} / {small_best:.1} MB/s, memory {:.2} = {m_big:.1} / {m_small:.1} MB/s)", (big_rate / small_best) / (m_big / m_small), big_rate / small_best, m_big / m_small);
-    let over_rate = mbps(2 * big, bp.over + bp.read);
-    crate::outln!("info: scull0 overwrite+read {over_rate:.1} MB/s = {:.2} of memory (quanta already allocated)", over_rate / m_big);
 
-    let rate = ioctl_rate(t, 20_000)?;
-    crate::outln!(
-        "null ioctl (SCULL_IOCQQUANTUM) round trips {rate:.0}/s = {:.2} us each; per 64 KiB call that alone caps a stream at {:.0} MB/s",
-        1e6 / rate,
-        rate * BUF as f64 / 1e6
-    );
+    print_ioctl_rate(t)?;
     let (scull_small, file_small) = small_read_rates(t, &dir, 20_000)?;
     crate::outln!("1-byte seek+read round trips: scull0 {scull_small:.0}/s, {FILE_LABEL} {file_small:.0}/s");
     Ok(())
