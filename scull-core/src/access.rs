@@ -217,7 +217,7 @@ pub const PRIV_SLOTS: usize = 32;
 /// [`PrivTable::open_reaping`] / [`PrivTable::close`] (the Windows driver,
 /// keyed by process) each device also counts the files open on it, and a
 /// device whose owner is gone and that no file holds is freed, so its key
-/// can be used again by a new owner without inheriting the data (N5).
+/// can be used again by a new owner without inheriting the data.
 pub struct PrivTable<K, D, const N: usize> {
     entries: [Option<(K, D)>; N],
     /// Files open on each entry (only [`PrivTable::open_reaping`] and
@@ -445,7 +445,7 @@ mod more_tests {
         assert_eq!(u.state().count(), 1);
     }
 
-    /// N5: scullpriv on Windows is keyed by process id, and Windows reuses
+    /// scullpriv on Windows is keyed by process id, and Windows reuses
     /// process ids. A device is freed once its process has exited and no
     /// file holds it, so a later process with the same id starts empty, and
     /// exited processes do not fill the table.

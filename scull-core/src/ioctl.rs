@@ -572,7 +572,7 @@ mod tests {
         assert_eq!(WIN_IOCTL_OPEN_FLAGS_WRITE & !(3 << 14), WIN_IOCTL_OPEN_FLAGS);
     }
 
-    /// N6. "Defining I/O Control Codes" (learn.microsoft.com): the I/O
+    /// "Defining I/O Control Codes" (learn.microsoft.com): the I/O
     /// manager sends an IOCTL whose RequiredAccess is FILE_WRITE_ACCESS
     /// only on a handle granted FILE_WRITE_DATA (FILE_READ_ACCESS:
     /// FILE_READ_DATA), so a command's access bits say what a handle must

@@ -89,7 +89,7 @@ pub enum CreateAction {
 /// `granted`: the access the I/O manager granted the handle (as for
 /// [`role_from_granted`]), `None` without a security context (Wine). An
 /// overwriting disposition on a handle not granted FILE_WRITE_DATA is
-/// STATUS_ACCESS_DENIED: a read-only handle must not wipe a store (N2).
+/// STATUS_ACCESS_DENIED: a read-only handle must not wipe a store.
 ///
 /// Which disposition a CreateFileW mode becomes depends on the user-mode
 /// library: CREATE_ALWAYS is FILE_OVERWRITE_IF, OPEN_EXISTING FILE_OPEN,
@@ -295,7 +295,7 @@ pub fn allocation_action(allocation: u64, size: u64) -> Allocation {
 
 // ---------------------------------------------------------------- load
 
-/// The order DriverEntry brings up its `n` devices in (N3): nothing may be
+/// The order DriverEntry brings up its `n` devices in: nothing may be
 /// openable until every device exists, so that a failure can free every
 /// device extension with no IRP referring to any of them.
 ///
@@ -351,8 +351,8 @@ pub enum PendedEvent {
 /// create completes first (STATUS_SUCCESS), then its waiting bridge calls;
 /// a cancel before the grant ends both as STATUS_CANCELLED. A cancel after
 /// the grant ends only the cancelled IRP: the granted open stays granted
-/// (issue 9 W7: a late bridge cancel used to refuse the granted handle, so
-/// its close never released scullwuid).
+/// (a late bridge cancel that refused the granted handle would leave a
+/// handle whose close never releases scullwuid).
 pub fn pended_open(state: PendedOpen, ev: PendedEvent) -> PendedOpen {
     let cancelled = Error::Interrupted.ntstatus();
     match (state, ev) {
@@ -411,7 +411,7 @@ mod tests {
 
     #[test]
     fn a_trimming_create_needs_write_access() {
-        // N2. "IRP_MJ_CREATE": SecurityContext->AccessState->
+        // "IRP_MJ_CREATE": SecurityContext->AccessState->
         // PreviouslyGrantedAccess is what the access check granted this
         // handle; a disposition that overwrites changes the data, so a
         // handle without FILE_WRITE_DATA must not trim (STATUS_ACCESS_DENIED,
@@ -502,7 +502,7 @@ mod tests {
 
     #[test]
     fn allocation_information_truncates_or_does_nothing() {
-        // N1. "SetEndOfFile (learn.microsoft.com)" on Windows sends
+        // "SetEndOfFile (learn.microsoft.com)" on Windows sends
         // FileEndOfFileInformation and then FileAllocationInformation with
         // the same size; Windows' CreateFileW turns TRUNCATE_EXISTING into
         // FILE_OPEN followed by a FileAllocationInformation set of 0 (OSR).
@@ -574,7 +574,7 @@ mod tests {
 
     #[test]
     fn no_device_is_openable_until_every_device_exists() {
-        // N3. "DEVICE_OBJECT structure" (Flags): the I/O manager sends no
+        // "DEVICE_OBJECT structure" (Flags): the I/O manager sends no
         // create to a device while DO_DEVICE_INITIALIZING is set; for
         // devices created in DriverEntry it clears the flag when DriverEntry
         // returns. A DOS link is how user mode names a device.
@@ -612,7 +612,7 @@ mod tests {
         assert_eq!(pended_open(PendedOpen::Waiting, Grant), PendedOpen::Granted);
         assert_eq!(pended_open(PendedOpen::Waiting, CancelCreate), c);
         assert_eq!(pended_open(PendedOpen::Waiting, CancelBridge), c);
-        // W7: a bridge cancel that lands after the grant leaves the open granted.
+        // A bridge cancel that lands after the grant leaves the open granted.
         assert_eq!(pended_open(PendedOpen::Granted, CancelBridge), PendedOpen::Granted);
         assert_eq!(pended_open(PendedOpen::Granted, CancelCreate), PendedOpen::Granted);
         assert_eq!(pended_open(c, Grant), c);

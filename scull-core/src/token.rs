@@ -5,12 +5,12 @@
 //! closures.
 //!
 //! - [`token_for_create`]: which access token identifies the requestor of an
-//!   IRP_MJ_CREATE (issue 9 W4).
+//!   IRP_MJ_CREATE.
 //! - [`effective_token`] and [`impersonation_may_act`]: the thread's
 //!   effective token where no create subject context exists (ioctls), and
-//!   whether an impersonation token may lend its privilege (N4).
+//!   whether an impersonation token may lend its privilege.
 //! - [`query_sized`]: the "ask, grow to the returned length, ask again" loop
-//!   of `ZwQueryInformationToken` (issue 9 W3).
+//!   of `ZwQueryInformationToken`.
 
 /// `STATUS_BUFFER_TOO_SMALL`: the buffer cannot hold the record; the
 /// routine's `ReturnLength` says how many bytes it needs.
@@ -56,7 +56,7 @@ pub enum Effective {
     Fail(i32),
 }
 
-/// Which token is the thread's effective token (N4). The rule is the one
+/// Which token is the thread's effective token. The rule is the one
 /// `SeCaptureSubjectContext` + `SeQuerySubjectContextToken` apply: the
 /// impersonation token if the thread has one, else the primary token. So an
 /// administrator service impersonating a plain client is the plain client.
@@ -161,9 +161,9 @@ mod tests {
         assert_eq!(token_for_create::<u8>(None), TokenChoice::Effective);
     }
 
-    /// N4: an ioctl carries no subject context; the privilege check used
-    /// the requesting process's primary token, so an administrator service
-    /// impersonating a plain client passed privileged commands for it.
+    /// An ioctl carries no subject context; a privilege check on the
+    /// requesting process's primary token would let an administrator service
+    /// impersonating a plain client pass privileged commands for it.
     #[test]
     fn ioctls_use_the_threads_effective_token() {
         // "ZwOpenThreadTokenEx": STATUS_NO_TOKEN when the thread is not
@@ -245,9 +245,8 @@ mod tests {
         assert_eq!(live.get(), 1, "only the returned buffer is live");
     }
 
-    /// Issue 9 W3: a token with 40 groups (about 1.7 KiB of TokenGroups) did
-    /// not fit the old fixed 1 KiB buffer, so an administrator lost the
-    /// override. The loop sizes the buffer from ReturnLength.
+    /// A token with 40 groups (about 1.7 KiB of TokenGroups) does not fit a
+    /// fixed 1 KiB buffer, which would cost an administrator the override. The loop sizes the buffer from ReturnLength.
     #[test]
     fn many_groups_are_read_whole() {
         for groups in [30, 40, 200, 1024] {

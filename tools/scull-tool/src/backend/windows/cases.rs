@@ -165,7 +165,7 @@ fn bridge_read_handle_cannot_change_data(t: &dyn Target) -> R {
     Ok(())
 }
 
-/// W7: a pended scullwuid open whose waiting (bridge) call is cancelled
+/// A pended scullwuid open whose waiting (bridge) call is cancelled
 /// while the owner's last close grants it. Either outcome is fine (the
 /// open is granted, or cancelled), but afterwards the device must be
 /// free: nobody may keep it owned after closing.
