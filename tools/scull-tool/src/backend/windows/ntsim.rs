@@ -232,7 +232,7 @@ pub const POOL_TAG: u32 = u32::from_le_bytes(*b"Scul");
 
 /// Outstanding pool blocks with scull's tag, from ntsim's pool accounting.
 pub fn outstanding_blocks() -> u64 {
-    kernel::state().pool.values().filter(|(t, _)| *t == POOL_TAG).count() as u64
+    kernel::state().pool.values().filter(|(t, ..)| *t == POOL_TAG).count() as u64
 }
 
 // ---------------------------------------------------------------- cases
