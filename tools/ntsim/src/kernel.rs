@@ -623,6 +623,11 @@ pub fn pool_fail_at(k: u64) {
     state().pool_fail_at = k;
 }
 
+/// Whether an armed pool failure has not happened yet.
+pub fn pool_fail_armed() -> bool {
+    state().pool_fail_at > 0
+}
+
 pub fn tag_str(tag: u32) -> String {
     tag.to_le_bytes()
         .iter()

@@ -265,6 +265,8 @@ pub fn cases() -> Vec<Case> {
         case!("ntsim_", read_only_handle_cannot_change_state),
         case!("ntsim_", loader_binds_every_import_and_refuses_a_missing_one),
         case!("ntsim_", dispatch_runs_concurrently_on_callers_threads),
+        case!("ntsim_", pool_failure_sweep_loses_nothing),
+        case!("ntsim_", driver_entry_failure_sweep_refuses_cleanly),
     ]
 }
 
@@ -747,5 +749,184 @@ fn dispatch_runs_concurrently_on_callers_threads(_t: &dyn Target) -> R {
     }
     let most = ::ntsim::io::take_max_concurrent_dispatches();
     check!(most >= 2, "at most {most} dispatch routine(s) ran at once");
+    Ok(())
+}
+
+/// The workload of the pool-failure sweep: writes three chunks that cross
+/// quantum boundaries to Scull3, and opens and writes a pipe. Returns the
+/// bytes of Scull3 acknowledged (a failed call may be anywhere).
+fn sweep_workload(data: &[u8]) -> usize {
+    let mut acked = 0;
+    if let Ok(h) = raw_open("Scull3", GENERIC_READ | GENERIC_WRITE, OPEN_EXISTING, 0) {
+        let mut w = WinHandle { h, dev: Dev::Scull(3), wine: false, pos: 0 };
+        for c in data.chunks(data.len() / 3) {
+            match w.write(c) {
+                Ok(n) => {
+                    acked += n;
+                    if n < c.len() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    if let Ok(h) = raw_open("ScullPipe1", GENERIC_READ | GENERIC_WRITE, OPEN_EXISTING, 0) {
+        let mut w = WinHandle { h, dev: Dev::Pipe(1), wine: false, pos: 0 };
+        if w.write(b"through the pipe").is_ok_and(|n| n > 0) {
+            let mut b = [0u8; 16];
+            let _ = w.read(&mut b);
+        }
+    }
+    acked
+}
+
+/// Low-resources simulation on the release binary: the k-th pool
+/// allocation of the whole kernel (the driver's, or the I/O manager's
+/// system buffers) fails, k = 1, 2, ... until the workload makes fewer
+/// than k. After each k, with nothing failing: Scull3 holds exactly the
+/// acknowledged bytes (nothing lost, no stale byte), and the driver
+/// unloads with no pool outstanding.
+fn pool_failure_sweep_loses_nothing(_t: &dyn Target) -> R {
+    trim_overwrite("Scull3")?;
+    let base = outstanding_blocks();
+    let data: Vec<u8> = (0..12_000u32).map(|i| (i % 251) as u8 + 1).collect();
+    let mut held = 0;
+    for k in 1..=5000u64 {
+        kernel::pool_fail_at(k);
+        let acked = sweep_workload(&data);
+        let fired = !kernel::pool_fail_armed();
+        kernel::pool_fail_at(0);
+        let h = raw_open("Scull3", GENERIC_READ, OPEN_EXISTING, 0).map_err(|e| format!("k={k}: reopen: error {e}"))?;
+        let mut w = WinHandle { h, dev: Dev::Scull(3), wine: false, pos: 0 };
+        let mut back = vec![0u8; data.len() + 64];
+        let mut got = 0;
+        loop {
+            let n = w.read(&mut back[got..]).map_err(|e| format!("k={k}: read back: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        drop(w);
+        check!(got == acked, "k={k}: {acked} bytes acknowledged, {got} read back");
+        check!(back[..got] == data[..got], "k={k}: the bytes read back differ from those written (stale or lost)");
+        trim_overwrite("Scull3")?;
+        held += (outstanding_blocks() != base) as usize;
+        // Nothing outstanding at unload (ntsim stops the run otherwise).
+        unload_clean()?;
+        kernel::reset();
+        reload()?;
+        if !fired {
+            println!("ntsim-verifier: low-resources sweep: {} allocation failures, each survived ({held} left blocks held after the trim until unload)", k - 1);
+            return Ok(());
+        }
+    }
+    Err("the workload still allocates after 5000 failures".into())
+}
+
+/// A thread that keeps opening Scull0 until stopped; how many opens succeeded.
+struct Opener {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    join: std::thread::JoinHandle<usize>,
+}
+
+impl Opener {
+    fn start() -> Opener {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let me = env().me.clone();
+        let join = std::thread::spawn(move || {
+            kernel::enter_process(&me);
+            let mut n = 0;
+            while !s2.load(std::sync::atomic::Ordering::SeqCst) {
+                n += raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).is_ok() as usize;
+            }
+            n
+        });
+        Opener { stop, join }
+    }
+
+    fn stop(self) -> Result<usize, String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.join.join().map_err(|_| "the opener panicked".to_string())
+    }
+}
+
+/// One load of the DriverEntry sweep with `arm` injecting a failure while
+/// an opener races it: Some(opens) when the failure fired (and the load
+/// was refused cleanly: ntsim stops the run if it left anything), None
+/// when the load made too few calls to reach it (then it is unloaded).
+fn refused_load(what: &str, arm: impl FnOnce(), fired: impl FnOnce() -> bool) -> Result<Option<usize>, String> {
+    kernel::reset();
+    seed_registry(&[]);
+    let o = Opener::start();
+    arm();
+    let l = load();
+    let hit = fired();
+    let opens = o.stop()?;
+    if !hit {
+        l?;
+        unload_clean()?;
+        return Ok(None);
+    }
+    check!(l.is_err(), "DriverEntry succeeded with {what} failed");
+    Ok(Some(opens))
+}
+
+/// DriverEntry under low resources: each of its pool allocations, then
+/// each IoCreateDevice, fails in turn while another thread keeps opening
+/// Scull0. Every such load is refused cleanly, no open succeeds during
+/// it, and the driver loads again afterwards.
+fn driver_entry_failure_sweep_refuses_cleanly(_t: &dyn Target) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    unload_clean()?;
+    let (mut pool_k, mut dev_k, mut opens) = (0, 0, 0);
+    let mut r: R = Ok(());
+    for k in 1..=500u64 {
+        let step = refused_load(&format!("allocation {k}"), || kernel::pool_fail_at(k), || {
+            let f = !kernel::pool_fail_armed();
+            kernel::pool_fail_at(0);
+            f
+        });
+        match step {
+            Ok(Some(n)) => (pool_k, opens) = (k, opens + n),
+            Ok(None) => break,
+            Err(e) => {
+                r = Err(e);
+                break;
+            }
+        }
+    }
+    for j in 1..=100usize {
+        if r.is_err() {
+            break;
+        }
+        let hit = Arc::new(AtomicBool::new(false));
+        let h2 = hit.clone();
+        let arm = move || {
+            ::ntsim::io::set_create_device_hook(Some(Arc::new(move |n, _| {
+                (n == j).then(|| {
+                    h2.store(true, SeqCst);
+                    0xC000_009Au32 as i32
+                })
+            })))
+        };
+        let step = refused_load(&format!("IoCreateDevice {j}"), arm, || {
+            ::ntsim::io::set_create_device_hook(None);
+            hit.load(SeqCst)
+        });
+        match step {
+            Ok(Some(n)) => (dev_k, opens) = (j, opens + n),
+            Ok(None) => break,
+            Err(e) => r = Err(e),
+        }
+    }
+    kernel::reset();
+    reload()?;
+    r?;
+    check!(pool_k > 0 && dev_k > 0, "no failure injected (allocations {pool_k}, devices {dev_k})");
+    check!(opens == 0, "{opens} opens succeeded while failing loads ran");
+    println!("ntsim-verifier: DriverEntry sweep: {pool_k} allocation failures and {dev_k} IoCreateDevice failures, each refused cleanly");
     Ok(())
 }
