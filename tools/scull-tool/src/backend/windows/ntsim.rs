@@ -265,6 +265,7 @@ pub fn cases() -> Vec<Case> {
         case!("ntsim_", read_only_handle_cannot_change_state),
         case!("ntsim_", loader_binds_every_import_and_refuses_a_missing_one),
         case!("ntsim_", dispatch_runs_concurrently_on_callers_threads),
+        case!("ntsim_", pipe_role_is_the_granted_access),
         case!("ntsim_", pool_failure_sweep_loses_nothing),
         case!("ntsim_", driver_entry_failure_sweep_refuses_cleanly),
     ]
@@ -749,6 +750,22 @@ fn dispatch_runs_concurrently_on_callers_threads(_t: &dyn Target) -> R {
     }
     let most = ::ntsim::io::take_max_concurrent_dispatches();
     check!(most >= 2, "at most {most} dispatch routine(s) ran at once");
+    Ok(())
+}
+
+/// A handle's role on a pipe comes from the access the I/O manager
+/// granted: a read-only open counts as a reader, not a writer.
+fn pipe_role_is_the_granted_access(_t: &dyn Target) -> R {
+    let h = raw_open("ScullPipe2", GENERIC_READ, OPEN_EXISTING, 0).map_err(|e| format!("open: error {e}"))?;
+    let line = {
+        let h0 = raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).map_err(|e| format!("open Scull0: error {e}"))?;
+        let mut w = WinHandle { h: h0, dev: Dev::Scull(0), wine: false, pos: 0 };
+        let text = w.stats().map_err(|e| format!("stats: {e}"))?;
+        text.lines().find(|l| l.starts_with("scullpipe2 ")).map(String::from).ok_or("no scullpipe2 in stats")?
+    };
+    drop(h);
+    let (r, w) = (field(&line, "readers"), field(&line, "writers"));
+    check!(r == Some("1") && w == Some("0"), "a read-only open counts as readers={r:?} writers={w:?}: {line}");
     Ok(())
 }
 
