@@ -266,6 +266,8 @@ pub fn cases() -> Vec<Case> {
         case!("ntsim_", loader_binds_every_import_and_refuses_a_missing_one),
         case!("ntsim_", dispatch_runs_concurrently_on_callers_threads),
         case!("ntsim_", pipe_role_is_the_granted_access),
+        case!("ntsim_", random_irps_devices_survive),
+        case!("ntsim_", cancel_races_completion_on_pended_pipe_io),
         case!("ntsim_", pool_failure_sweep_loses_nothing),
         case!("ntsim_", driver_entry_failure_sweep_refuses_cleanly),
     ]
@@ -945,5 +947,130 @@ fn driver_entry_failure_sweep_refuses_cleanly(_t: &dyn Target) -> R {
     check!(pool_k > 0 && dev_k > 0, "no failure injected (allocations {pool_k}, devices {dev_k})");
     check!(opens == 0, "{opens} opens succeeded while failing loads ran");
     println!("ntsim-verifier: DriverEntry sweep: {pool_k} allocation failures and {dev_k} IoCreateDevice failures, each refused cleanly");
+    Ok(())
+}
+
+/// Seeded random IRPs straight to the I/O manager (no kernel32 checks):
+/// creates with random dispositions, access masks, options and name
+/// suffixes; reads and writes of random lengths at offsets -1, -2,
+/// negative, huge; random CTL_CODEs and buffer lengths; random
+/// information classes and lengths. Asynchronous file objects, so nothing
+/// blocks; CLEANUP must finish what is pended. Then every store still
+/// round-trips, and the driver unloads with nothing left.
+fn random_irps_devices_survive(_t: &dyn Target) -> R {
+    use ::ntsim::io::{self as nio, Io};
+    let mut rng = crate::rng::Rng::new(20261204);
+    let names = ["Scull0", "Scull1", "Scull2", "Scull3", "ScullPipe0", "ScullPipe1", "ScullSingle", "ScullUid", "ScullPriv"];
+    let suffixes = ["", "\\nonblock", "\\x", "\\..\\Scull0", "\\nonblock\\nonblock", "\\\u{e9}"];
+    let offsets = [-1i64, -2, -3, i64::MIN, i64::MAX, 1 << 40, 0, 5, 4000];
+    let (mut opened, mut irps) = (0, 0);
+    for _ in 0..6000 {
+        let path = format!("\\??\\{}{}", rng.pick(&names), rng.pick(&suffixes));
+        let access = match rng.below(3) { 0 => rng.next_u64() as u32, 1 => 0x0012_019F, _ => 0x8000_0000u32 >> rng.below(4) };
+        let disposition = rng.below(7) as u32;
+        let options = (rng.next_u64() as u32) & 0x00FF_FFDF; // any option but FILE_SYNCHRONOUS_IO_*
+        let Ok(o) = nio::create(&path, access, 3, disposition, options & !0x30, rng.next_u64() as u32 & 0xFFFF) else { continue };
+        opened += 1;
+        let f = o.file;
+        let mut keep: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..rng.below(6) {
+            irps += 1;
+            let io = Io { asynchronous: true, ..Default::default() };
+            let len = *rng.pick(&[0usize, 1, 7, 4095, 4096, 70_000]);
+            let mut b = vec![0x5Au8; len];
+            let p = b.as_mut_ptr() as usize;
+            match rng.below(4) {
+                0 => { let _ = f.read_write(rng.chance(50), p, len, *rng.pick(&offsets), io); }
+                1 => {
+                    let code = ((rng.below(0x30) as u32 + 0x20) << 16) | ((rng.below(4) as u32) << 14) | ((0x800 + rng.below(20) as u32) << 2) | rng.below(4) as u32;
+                    let code = if rng.chance(50) { code } else { rng.next_u64() as u32 };
+                    let (il, ol) = (rng.below(64) as usize, rng.below(64) as usize);
+                    let mut i = vec![rng.next_u64() as u8; il.max(1)];
+                    let mut out = vec![0u8; ol.max(1)];
+                    let _ = f.ioctl(code, i.as_mut_ptr() as usize, il, out.as_mut_ptr() as usize, ol, io);
+                    keep.push(i);
+                    keep.push(out);
+                }
+                2 => { let _ = f.query_information(rng.below(80) as u32, p, len.min(64)); }
+                _ => {
+                    let d: Vec<u8> = (0..rng.below(40)).map(|_| rng.next_u64() as u8).collect();
+                    let _ = f.set_information(rng.below(80) as u32, &d);
+                }
+            }
+            keep.push(b);
+        }
+        f.close_handle();
+        check!(f.outstanding() == 0, "{} IRP(s) of {path} still outstanding after CLEANUP", f.outstanding());
+        drop(keep);
+    }
+    for i in 0..4 {
+        let name = format!("Scull{i}");
+        put(&name, Dev::Scull(i), b"survived")?;
+        trim_overwrite(&name)?;
+    }
+    unload_clean()?;
+    kernel::reset();
+    reload()?;
+    println!("ntsim-verifier: random IRPs: {opened} creates granted, {irps} IRPs, devices survive");
+    Ok(())
+}
+
+/// CancelIoEx racing the completion of pended pipe reads and writes: a
+/// reader thread pends reads, a writer completes them while the main
+/// thread cancels; every read ends exactly once (data or cancelled) and
+/// every byte written and acknowledged is read or still in the pipe.
+fn cancel_races_completion_on_pended_pipe_io(_t: &dyn Target) -> R {
+    use ::ntsim::io::{self as nio, Io, Outcome};
+    let o = nio::create("\\??\\ScullPipe3", 0x0012_019F, 3, 1, 0, 0).map_err(|e| format!("open: {e:#x}"))?;
+    let f = o.file;
+    let (mut reads, mut got, mut put_n) = (0usize, 0usize, 0usize);
+    for round in 0..100 {
+        let mut bufs: Vec<(Vec<u8>, Box<[usize; 4]>)> = (0..4).map(|_| (vec![0u8; 64], Box::new([0usize; 4]))).collect();
+        for (b, ov) in bufs.iter_mut() {
+            let io = Io { asynchronous: true, overlapped: ov.as_mut_ptr() as usize, ..Default::default() };
+            if let Outcome::Done(st, n) = f.read_write(false, b.as_mut_ptr() as usize, 64, -1, io) {
+                check!(st >= 0 || st == 0xC000_0120u32 as i32, "read: {st:#x}");
+                got += n;
+                ov[0] = usize::MAX;
+            }
+            reads += 1;
+        }
+        let f2 = f.clone();
+        let w = std::thread::spawn(move || {
+            let data = [b'w'; 24];
+            match f2.read_write(true, data.as_ptr() as usize, 24, -1, Io::default()) {
+                Outcome::Done(st, n) if st >= 0 => n,
+                _ => 0,
+            }
+        });
+        if round % 2 == 0 {
+            std::thread::yield_now();
+        }
+        f.cancel(0);
+        put_n += w.join().map_err(|_| "writer panicked")?;
+        // Every read ended: completed with data, or cancelled.
+        let t0 = std::time::Instant::now();
+        while f.outstanding() > 0 && t0.elapsed().as_secs() < 5 {
+            f.cancel(0);
+            std::thread::yield_now();
+        }
+        check!(f.outstanding() == 0, "round {round}: {} read(s) never ended", f.outstanding());
+        for (_, ov) in &bufs {
+            if ov[0] != usize::MAX && ov[0] as u32 as i32 >= 0 {
+                got += ov[1];
+            }
+        }
+    }
+    // What is left in the pipe.
+    let mut rest = [0u8; 8192];
+    let left = match f.read_write(false, rest.as_mut_ptr() as usize, rest.len(), -1, Io { asynchronous: true, ..Default::default() }) {
+        Outcome::Done(st, n) if st >= 0 => n,
+        _ => {
+            f.cancel(0);
+            0
+        }
+    };
+    f.close_handle();
+    check!(got + left == put_n, "{put_n} bytes written, {got} read by {reads} reads and {left} left in the pipe");
     Ok(())
 }
