@@ -390,8 +390,9 @@ fn planted(exe: &Path, t: &mut Tally) -> Result {
         .map_err(|e| format!("cargo test: {e}"))?;
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     let (mut k, mut caught) = (0, 0);
-    for l in out.lines() {
-        note(l);
+    out.lines().for_each(note);
+    // Test lines up to the failures section (a failure's message quotes its child's own test line).
+    for l in out.lines().take_while(|l| *l != "failures:") {
         if let Some(rest) = l.strip_prefix("test planted_") {
             let (name, res) = rest.split_once(" ... ").unwrap_or((rest, ""));
             k += 1;
