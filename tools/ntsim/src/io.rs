@@ -1199,6 +1199,18 @@ pub unsafe extern "win64" fn IofCompleteRequest(irp: *mut IRP, _boost: i8) {
         );
     }
     let Some(cell) = cell else { return };
+    // ntsim's rule, stricter than Windows': completion runs completion
+    // routines and wakes waiters, so a driver completes after releasing
+    // its spin locks (the cancel spin lock included).
+    let held = kernel::held_locks();
+    if v::IO_COMPLETE_UNLOCKED.test(!held.is_empty()) {
+        v::IO_COMPLETE_UNLOCKED.stop(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            0xC9,
+            [0x227, irp as usize, held[0], 0],
+            &format!("IRP completed while holding {} spin lock(s)", held.len()),
+        );
+    }
     // SAFETY: a live IRP of ours.
     let (st, info, cancel) = unsafe {
         (

@@ -73,6 +73,7 @@ checks! {
     POOL_FREE = "pool.free",
     POOL_UNLOAD = "pool.unload",
     IO_COMPLETE_ONCE = "io.complete_once",
+    IO_COMPLETE_UNLOCKED = "io.complete_unlocked",
     IO_CANCEL_ROUTINE = "io.cancel_routine",
     IO_PENDING = "io.pending",
     IO_STATUS = "io.status",

@@ -32,6 +32,7 @@ const STATUS_MISMATCH: u32 = 7;
 const INFO_TOO_BIG: u32 = 8;
 const COMPLETE_PENDING: u32 = 9;
 const PEND_NO_DRAIN: u32 = 10;
+const COMPLETE_LOCKED: u32 = 11;
 
 static MODE: AtomicU32 = AtomicU32::new(NORMAL);
 static SEEN: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -121,6 +122,13 @@ unsafe extern "win64" fn dispatch(_d: *mut DEVICE_OBJECT, irp: *mut IRP) -> i32 
             }
             (io::IRP_MJ_READ, PENDING_UNMARKED) => STATUS_PENDING,
             (io::IRP_MJ_READ, INFO_TOO_BIG) => complete(irp, 0, 4096),
+            (io::IRP_MJ_READ, COMPLETE_LOCKED) => {
+                static LOCK: AtomicUsize = AtomicUsize::new(0);
+                let old = KeAcquireSpinLockRaiseToDpc(LOCK.as_ptr());
+                let st = complete(irp, 0, 0);
+                KeReleaseSpinLock(LOCK.as_ptr(), old);
+                st
+            }
             (io::IRP_MJ_READ, COMPLETE_PENDING) => {
                 (*s).Control |= 1;
                 complete(irp, STATUS_PENDING, 0);
@@ -133,8 +141,9 @@ unsafe extern "win64" fn dispatch(_d: *mut DEVICE_OBJECT, irp: *mut IRP) -> i32 
             (io::IRP_MJ_CLEANUP, PEND_NO_DRAIN) => complete(irp, 0, 0),
             (io::IRP_MJ_READ, RETURN_AT_DISPATCH) => {
                 static LOCK: AtomicUsize = AtomicUsize::new(0);
+                let st = complete(irp, 0, 0);
                 KeAcquireSpinLockRaiseToDpc(LOCK.as_ptr());
-                complete(irp, 0, 0)
+                st
             }
             (io::IRP_MJ_READ, STATUS_MISMATCH) => {
                 complete(irp, 0, 0);
@@ -445,6 +454,11 @@ stops!(
 
 stops!(planted_information_larger_than_the_buffer, "DRIVER_VERIFIER_IOMANAGER_VIOLATION", "io.information", {
     let _s = setup(INFO_TOO_BIG);
+    read_once();
+});
+
+stops!(planted_completed_holding_a_spin_lock, "DRIVER_VERIFIER_IOMANAGER_VIOLATION", "io.complete_unlocked", {
+    let _s = setup(COMPLETE_LOCKED);
     read_once();
 });
 
