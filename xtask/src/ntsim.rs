@@ -323,13 +323,12 @@ fn build_mutant(m: &Mutant, files: &[std::path::PathBuf], key_base: u64) -> Resu
         return Ok(cached);
     }
     let src = mutants_root().join("src");
-    let _ = std::fs::remove_dir_all(src.join("scull-wdm").join("src"));
-    let _ = std::fs::remove_dir_all(src.join("scull-core").join("src"));
     for f in files {
         let rel = f.strip_prefix(root()).unwrap();
         let to = src.join(rel);
         std::fs::create_dir_all(to.parent().unwrap()).map_err(|e| e.to_string())?;
-        // Unchanged files keep their mtime, so cargo rebuilds only what the mutant touches.
+        // Unchanged files keep their mtime, so cargo rebuilds only what the mutant touches
+        // (a file a failed build left mutated differs, so it is copied back).
         let same = std::fs::read(&to).ok() == std::fs::read(f).ok();
         if !same {
             std::fs::copy(f, &to).map_err(|e| format!("{}: {e}", to.display()))?;
