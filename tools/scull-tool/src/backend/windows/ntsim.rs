@@ -922,11 +922,20 @@ fn driver_entry_failure_sweep_refuses_cleanly(_t: &dyn Target) -> R {
             break;
         }
         let hit = Arc::new(AtomicBool::new(false));
-        let h2 = hit.clone();
+        let (h2, early) = (hit.clone(), Arc::new(AtomicBool::new(false)));
+        let e2 = early.clone();
+        let me = env().me.clone();
         let arm = move || {
             ::ntsim::io::set_create_device_hook(Some(Arc::new(move |n, _| {
                 (n == j).then(|| {
                     h2.store(true, SeqCst);
+                    // At the failing call, an open from another thread: nothing may be openable yet.
+                    let me = me.clone();
+                    let ok = std::thread::spawn(move || {
+                        kernel::enter_process(&me);
+                        raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).is_ok()
+                    });
+                    e2.fetch_or(ok.join().unwrap_or(true), SeqCst);
                     0xC000_009Au32 as i32
                 })
             })))
@@ -936,7 +945,7 @@ fn driver_entry_failure_sweep_refuses_cleanly(_t: &dyn Target) -> R {
             hit.load(SeqCst)
         });
         match step {
-            Ok(Some(n)) => (dev_k, opens) = (j, opens + n),
+            Ok(Some(n)) => (dev_k, opens) = (j, opens + n + early.load(SeqCst) as usize),
             Ok(None) => break,
             Err(e) => r = Err(e),
         }
