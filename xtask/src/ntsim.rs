@@ -390,6 +390,14 @@ fn planted(exe: &Path, t: &mut Tally) -> Result {
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     let (mut k, mut caught) = (0, 0);
     out.lines().for_each(note);
+    // Each planted test's bugcheck and check, as its `stops!` line states them.
+    let src = std::fs::read_to_string(root().join("tools/ntsim/tests/io.rs")).unwrap_or_default();
+    let flat = src.split_whitespace().collect::<Vec<_>>().join(" ");
+    let expect = |name: &str| {
+        let at = flat.find(&format!("stops!( planted_{name}, ")).or_else(|| flat.find(&format!("stops!(planted_{name}, ")))?;
+        let q: Vec<&str> = flat[at..].split('"').take(4).collect();
+        (q.len() == 4).then(|| format!("{} ({})", q[3], q[1]))
+    };
     // Test lines up to the failures section (a failure's message quotes its child's own test line).
     for l in out.lines().take_while(|l| *l != "failures:") {
         if let Some(rest) = l.strip_prefix("test planted_") {
@@ -397,7 +405,8 @@ fn planted(exe: &Path, t: &mut Tally) -> Result {
             k += 1;
             let ok = res == "ok";
             caught += ok as usize;
-            println!("ntsim-verifier: planted {name}: {}", if ok { "caught by its check" } else { "MISSED" });
+            let by = expect(name).unwrap_or_else(|| "its check".into());
+            println!("ntsim-verifier: planted {name}: {}", if ok { format!("caught by {by}") } else { format!("MISSED (want {by})") });
             t.case(&format!("planted {name}"), ok, "missed, or caught by another check");
         }
     }
