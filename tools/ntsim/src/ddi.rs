@@ -13,6 +13,7 @@ use crate::kernel::{
     DISPATCH_LEVEL, PASSIVE_LEVEL,
 };
 use crate::layout::*;
+use crate::verifier as v;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -75,7 +76,8 @@ pub unsafe extern "C" fn ntsim_dbgprint_sink(
 
 /// Special pool (Driver Verifier's, in miniature): every block ends at a
 /// page boundary followed by an inaccessible guard page (an overrun
-/// faults), and a freed block's pages are made inaccessible and kept in a
+/// faults), or with `NTSIM_SPECIAL_POOL=underrun` starts at one preceded by
+/// the guard (an underrun faults), and a freed block's pages are made inaccessible and kept in a
 /// quarantine of QUARANTINE blocks (a use after free faults); both faults
 /// stop the run (see kernel::install_fault_handler). Blocks are 16-byte
 /// aligned (MEMORY_ALLOCATION_ALIGNMENT on x64), so an overrun of less
@@ -111,6 +113,12 @@ pub fn set_special_pool(on: bool) {
     SPECIAL_POOL.store(on, Ordering::Relaxed);
 }
 
+/// Whether the guard page precedes blocks (`NTSIM_SPECIAL_POOL=underrun`).
+fn guard_before() -> bool {
+    static B: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *B.get_or_init(|| std::env::var("NTSIM_SPECIAL_POOL").as_deref() == Ok("underrun"))
+}
+
 fn special_alloc(size: usize) -> *mut u8 {
     if !SPECIAL_POOL.load(Ordering::Relaxed) || MAPPINGS.lock().unwrap().as_ref().is_some_and(|m| m.0.len() >= SPECIAL_LIMIT) {
         // SAFETY: a non-zero-sized layout.
@@ -134,15 +142,14 @@ fn special_alloc(size: usize) -> *mut u8 {
         return std::ptr::null_mut();
     }
     let base = base as usize;
-    // SAFETY: the last page of our own mapping becomes the guard.
-    unsafe {
-        libc::mprotect(
-            (base + pages * PAGE) as *mut libc::c_void,
-            PAGE,
-            libc::PROT_NONE,
-        )
+    let (guard, p) = if guard_before() {
+        (base, base + PAGE)
+    } else {
+        (base + pages * PAGE, base + pages * PAGE - rounded)
     };
-    let p = base + pages * PAGE - rounded;
+    // SAFETY: one page of our own mapping (its first or last) becomes the guard.
+    unsafe { libc::mprotect(guard as *mut libc::c_void, PAGE, libc::PROT_NONE) };
+    v::POOL_SPECIAL.test(false);
     let mut g = MAPPINGS.lock().unwrap();
     g.get_or_insert_with(Default::default)
         .0
@@ -184,8 +191,8 @@ pub unsafe extern "win64" fn ExAllocatePoolWithTag(
         "ExAllocatePoolWithTag",
         if paged { APC_LEVEL } else { DISPATCH_LEVEL },
     );
-    if tag == 0 {
-        bugcheck(
+    if v::POOL_TAG.test(tag == 0) {
+        v::POOL_TAG.stop(
             "BAD_POOL_CALLER",
             0xC2,
             [0x9B, pool_type as usize, size, 0],
@@ -212,32 +219,36 @@ pub unsafe extern "win64" fn ExAllocatePoolWithTag(
         // SAFETY: `size` bytes just allocated.
         unsafe { std::ptr::write_bytes(p, 0xC3, size) };
     }
-    s.pool.insert(p as usize, (tag, size));
-    if paged {
-        s.paged.insert(p as usize);
-    }
+    s.pool.insert(p as usize, (tag, size, paged));
+    s.pool_bytes += size;
     p.cast()
 }
 
-/// ExFreePoolWithTag: IRQL <= DISPATCH_LEVEL; a tag that does not match
-/// the allocation's is BAD_POOL_CALLER (0xC2) with parameter 0xA, as
-/// Windows checks it; a free of a block not allocated (double free) too.
-/// A paged block's free needs IRQL <= APC_LEVEL.
+/// ExFreePoolWithTag: IRQL <= DISPATCH_LEVEL (<= APC_LEVEL for paged
+/// pool); a tag that does not match the allocation's is BAD_POOL_CALLER
+/// (0xC2) with parameter 0xA, as Windows checks it; a free of a block not
+/// allocated (double free) too.
 pub unsafe extern "win64" fn ExFreePoolWithTag(p: *mut c_void, tag: u32) {
     check_irql("ExFreePoolWithTag", DISPATCH_LEVEL);
     let mut s = state();
-    let Some(&(t, size)) = s.pool.get(&(p as usize)) else {
+    let known = s.pool.get(&(p as usize)).copied();
+    if v::POOL_FREE.test(known.is_none()) {
         drop(s);
-        bugcheck(
+        v::POOL_FREE.stop(
             "BAD_POOL_CALLER",
             0xC2,
             [0x7, 0, p as usize, 0],
             "free of an address that is not an allocated pool block (double free?)",
         );
-    };
-    if tag != 0 && tag != t {
+    }
+    // With the check disabled, an unknown block's free is ignored.
+    let Some((t, size, paged)) = known else { return };
+    if paged {
+        check_irql("ExFreePoolWithTag (paged pool)", APC_LEVEL);
+    }
+    if v::POOL_TAG.test(tag != 0 && tag != t) {
         drop(s);
-        bugcheck(
+        v::POOL_TAG.stop(
             "BAD_POOL_CALLER",
             0xC2,
             [0xA, p as usize, tag as usize, t as usize],
@@ -249,11 +260,9 @@ pub unsafe extern "win64" fn ExFreePoolWithTag(p: *mut c_void, tag: u32) {
         );
     }
     s.pool.remove(&(p as usize));
-    let paged = s.paged.remove(&(p as usize));
+    s.pool_bytes -= size;
     drop(s);
-    if paged {
-        check_irql("ExFreePoolWithTag (paged pool)", APC_LEVEL);
-    }
+    v::forget_range(p as usize, size);
     if SPECIAL_POOL.load(Ordering::Relaxed) {
         // SAFETY: the block was allocated by ExAllocatePoolWithTag with this size.
         unsafe { std::ptr::write_bytes(p as *mut u8, 0xDD, size) };
@@ -303,9 +312,9 @@ pub unsafe extern "win64" fn KeReleaseSemaphore(
     let g = kernel::DISPATCHER.lock().unwrap();
     // SAFETY: an initialised KSEMAPHORE of the driver's; changed under the dispatcher lock.
     let (prev, limit) = unsafe { ((*sem).Header.SignalState, (*sem).Limit) };
-    if adjustment <= 0 || prev.checked_add(adjustment).is_none_or(|n| n > limit) {
+    if v::SEM_LIMIT.test(adjustment <= 0 || prev.checked_add(adjustment).is_none_or(|n| n > limit)) {
         drop(g);
-        bugcheck(
+        v::SEM_LIMIT.stop(
             "KMODE_EXCEPTION_NOT_HANDLED",
             0x1E,
             [0xC000_0047, sem as usize, prev as usize, limit as usize],
@@ -313,8 +322,11 @@ pub unsafe extern "win64" fn KeReleaseSemaphore(
         );
     }
     // SAFETY: as above.
-    unsafe { (*sem).Header.SignalState = prev + adjustment };
+    unsafe { (*sem).Header.SignalState = prev.saturating_add(adjustment) };
     kernel::DISPATCHER_CV.notify_all();
+    if limit == 1 {
+        v::released(sem as usize);
+    }
     prev
 }
 
@@ -383,9 +395,17 @@ pub unsafe extern "win64" fn KeWaitForSingleObject(
         // An absolute time: ntsim has no system clock epoch; treat as "now".
         Some(_) => Some(std::time::Instant::now()),
     };
-    let mut g = kernel::DISPATCHER.lock().unwrap();
     // SAFETY: `obj` is a dispatcher object of the driver's (header first).
     let kind = unsafe { *(obj as *const u8) };
+    // A semaphore of limit 1 is a mutex: its waits join the lock order
+    // (not a zero-timeout try, which cannot deadlock).
+    // SAFETY: a KSEMAPHORE (kind 5) has its Limit after the header.
+    let mutex = kind == SEMAPHORE_OBJECT && t != Some(0) && unsafe { (*(obj as *mut KSEMAPHORE)).Limit } == 1;
+    if mutex {
+        v::acquiring(obj as usize, "KeWaitForSingleObject");
+    }
+    let mut g = kernel::DISPATCHER.lock().unwrap();
+    let mut first = true;
     loop {
         // SAFETY: as above; the signal state changes only under the dispatcher lock.
         let s = unsafe { &mut *signal(obj) };
@@ -396,7 +416,13 @@ pub unsafe extern "win64" fn KeWaitForSingleObject(
                 }
                 _ => {}
             }
+            if mutex {
+                v::acquired(obj as usize);
+            }
             return 0;
+        }
+        if std::mem::take(&mut first) && kind == SEMAPHORE_OBJECT {
+            v::SEM_CONTENDED.fetch_add(1, Ordering::Relaxed);
         }
         match deadline {
             None => g = kernel::DISPATCHER_CV.wait(g).unwrap(),
@@ -421,8 +447,8 @@ pub unsafe extern "win64" fn KeEnterCriticalRegion() {
 /// thread is not in corrupts KernelApcDisable.
 pub unsafe extern "win64" fn KeLeaveCriticalRegion() {
     check_irql("KeLeaveCriticalRegion", DISPATCH_LEVEL);
-    if kernel::add_critical(-1) < 0 {
-        bugcheck(
+    if v::CRITICAL_REGION.test(kernel::add_critical(-1) < 0) {
+        v::CRITICAL_REGION.stop(
             "APC_INDEX_MISMATCH",
             0x1,
             [0, 0, 0, 0],
@@ -442,21 +468,31 @@ pub unsafe fn spin_acquire(lock: *mut usize, who: &str) {
     // SAFETY: the contract above; a KSPIN_LOCK is a pointer-sized, pointer-aligned integer.
     let a = unsafe { AtomicUsize::from_ptr(lock) };
     let me = kernel::thread_id();
-    if a.load(Ordering::Relaxed) == me {
-        bugcheck(
+    if v::SPIN_OWNER.test(a.load(Ordering::Relaxed) == me) {
+        v::SPIN_OWNER.stop(
             "SPIN_LOCK_ALREADY_OWNED",
             0xF,
             [lock as usize, 0, 0, 0],
             &format!("{who}: this thread already holds the lock (deadlock)"),
         );
     }
-    while a
-        .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+    v::acquiring(lock as usize, who);
+    if a
+        .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
     {
-        std::thread::yield_now();
+        v::SPIN_CONTENDED.fetch_add(1, Ordering::Relaxed);
+        let t0 = v::cpu_ns();
+        while a
+            .compare_exchange_weak(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            std::thread::yield_now();
+        }
+        v::spun(v::cpu_ns() - t0);
     }
     kernel::hold(lock as usize);
+    v::acquired(lock as usize);
 }
 
 /// # Safety
@@ -465,22 +501,23 @@ pub unsafe fn spin_release(lock: *mut usize, who: &str) {
     // SAFETY: the contract above.
     let a = unsafe { AtomicUsize::from_ptr(lock) };
     let me = kernel::thread_id();
-    if a.load(Ordering::Relaxed) != me || !kernel::unhold(lock as usize) {
-        bugcheck(
+    if v::SPIN_OWNER.test(a.load(Ordering::Relaxed) != me || !kernel::unhold(lock as usize)) {
+        v::SPIN_OWNER.stop(
             "SPIN_LOCK_NOT_OWNED",
             0x10,
             [lock as usize, 0, 0, 0],
             &format!("{who}: releasing a spin lock this thread does not hold"),
         );
     }
+    v::released(lock as usize);
     a.store(0, Ordering::Release);
 }
 
 /// Lowers the IRQL to `new` (the value a release restores).
 fn lower_irql(new: u8, who: &str) {
     let now = kernel::irql();
-    if new > now {
-        bugcheck(
+    if v::IRQL_LOWER.test(new > now) {
+        v::IRQL_LOWER.stop(
             "IRQL_NOT_LESS_OR_EQUAL",
             0xA,
             [0, new as usize, now as usize, 0],
@@ -502,8 +539,8 @@ pub unsafe extern "win64" fn KeAcquireSpinLockRaiseToDpc(lock: *mut usize) -> u8
 
 /// KeReleaseSpinLock: IRQL == DISPATCH_LEVEL.
 pub unsafe extern "win64" fn KeReleaseSpinLock(lock: *mut usize, new: u8) {
-    if kernel::irql() != DISPATCH_LEVEL {
-        bugcheck(
+    if v::IRQL_LOWER.test(kernel::irql() != DISPATCH_LEVEL) {
+        v::IRQL_LOWER.stop(
             "IRQL_NOT_DISPATCH_LEVEL",
             0x8,
             [lock as usize, kernel::irql() as usize, 0, 0],
@@ -517,8 +554,8 @@ pub unsafe extern "win64" fn KeReleaseSpinLock(lock: *mut usize, new: u8) {
 
 /// KeAcquireSpinLockAtDpcLevel: IRQL >= DISPATCH_LEVEL.
 pub unsafe extern "win64" fn KeAcquireSpinLockAtDpcLevel(lock: *mut usize) {
-    if kernel::irql() < DISPATCH_LEVEL {
-        bugcheck(
+    if v::IRQL_DDI.test(kernel::irql() < DISPATCH_LEVEL) {
+        v::IRQL_DDI.stop(
             "IRQL_NOT_GREATER_OR_EQUAL",
             0x9,
             [lock as usize, kernel::irql() as usize, 0, 0],
@@ -581,8 +618,8 @@ pub unsafe extern "win64" fn IoAcquireCancelSpinLock(irql: *mut u8) {
 
 /// IoReleaseCancelSpinLock: IRQL == DISPATCH_LEVEL.
 pub unsafe extern "win64" fn IoReleaseCancelSpinLock(irql: u8) {
-    if kernel::irql() != DISPATCH_LEVEL {
-        bugcheck(
+    if v::IRQL_LOWER.test(kernel::irql() != DISPATCH_LEVEL) {
+        v::IRQL_LOWER.stop(
             "IRQL_NOT_DISPATCH_LEVEL",
             0x8,
             [0, kernel::irql() as usize, 0, 0],
@@ -673,14 +710,18 @@ pub unsafe extern "win64" fn ObOpenObjectByPointer(
 ) -> NTSTATUS {
     check_irql("ObOpenObjectByPointer", PASSIVE_LEVEL);
     let mut s = state();
-    let Some(obj) = s.objects.get(&(object as usize)).cloned() else {
+    let known = s.objects.get(&(object as usize)).cloned();
+    if v::OBJECT_KNOWN.test(known.is_none()) {
         drop(s);
-        bugcheck(
+        v::OBJECT_KNOWN.stop(
             "INVALID_OBJECT",
             0x1E,
             [object as usize, 0, 0, 0],
             "ObOpenObjectByPointer on an address that is no object ntsim knows",
         );
+    }
+    let Some(obj) = known else {
+        return STATUS_INVALID_HANDLE;
     };
     let actual: *const ObjectType = match obj {
         Obj::Process(_) => &PROCESS_TYPE,
@@ -712,8 +753,8 @@ pub unsafe extern "win64" fn ObfDereferenceObject(_o: *mut c_void) -> isize {
 /// exist is INVALID_KERNEL_HANDLE (0x93).
 pub unsafe extern "win64" fn ZwClose(h: usize) -> NTSTATUS {
     check_irql("ZwClose", PASSIVE_LEVEL);
-    if state().handles.remove(&h).is_none() {
-        bugcheck(
+    if v::HANDLE_KERNEL.test(state().handles.remove(&h).is_none()) {
+        v::HANDLE_KERNEL.stop(
             "INVALID_KERNEL_HANDLE",
             0x93,
             [h, 0, 0, 0],

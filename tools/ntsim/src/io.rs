@@ -49,6 +49,7 @@ use crate::ddi::{self, NTSTATUS};
 use crate::kernel::{self, bugcheck, Event, Process, PASSIVE_LEVEL};
 use crate::layout::*;
 use crate::pe::Image;
+use crate::verifier as v;
 use std::collections::HashMap;
 use std::ffi::c_void;
 use std::path::Path;
@@ -207,6 +208,7 @@ fn start(
     kernel::IMAGE_BASE.store(base, Ordering::Relaxed);
     kernel::IMAGE_RANGE.store(size as u64, Ordering::Relaxed);
     kernel::install_fault_handler();
+    v::report_at_exit();
     // SAFETY: our fresh driver object.
     unsafe {
         (*obj).Type = 4; // IO_TYPE_DRIVER
@@ -258,8 +260,8 @@ fn start(
         // A failed DriverEntry: the driver is unloaded without DriverUnload;
         // it must have deleted everything it made.
         let left = leftovers(&driver);
-        if !left.is_empty() {
-            bugcheck(
+        if v::ENTRY_FAILED_CLEAN.test(!left.is_empty()) {
+            v::ENTRY_FAILED_CLEAN.stop(
                 "DRIVER_VERIFIER_DETECTED_VIOLATION",
                 0xC4,
                 [0x62, st as usize, 0, 0],
@@ -278,8 +280,8 @@ fn start(
 /// balanced.
 fn after_call(what: &str) {
     let irql = kernel::irql();
-    if irql != PASSIVE_LEVEL {
-        bugcheck(
+    if v::IRQL_RETURN.test(irql != PASSIVE_LEVEL) {
+        v::IRQL_RETURN.stop(
             "IRQL_GT_ZERO_AT_SYSTEM_SERVICE",
             0x4A,
             [0, irql as usize, 0, 0],
@@ -287,8 +289,8 @@ fn after_call(what: &str) {
         );
     }
     let held = kernel::held_locks();
-    if !held.is_empty() {
-        bugcheck(
+    if v::SPIN_RETURN.test(!held.is_empty()) {
+        v::SPIN_RETURN.stop(
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
             0xC4,
             [0x3F, held[0], 0, 0],
@@ -296,8 +298,8 @@ fn after_call(what: &str) {
         );
     }
     let c = kernel::critical_depth();
-    if c != 0 {
-        bugcheck(
+    if v::CRITICAL_REGION.test(c != 0) {
+        v::CRITICAL_REGION.stop(
             "APC_INDEX_MISMATCH",
             0x1,
             [0, c as usize, 0, 0],
@@ -329,7 +331,7 @@ fn leftovers(d: &Driver) -> Vec<String> {
     }
     if !s.pool.is_empty() {
         let mut per: std::collections::BTreeMap<String, usize> = Default::default();
-        for (t, _) in s.pool.values() {
+        for (t, ..) in s.pool.values() {
             *per.entry(kernel::tag_str(*t)).or_default() += 1;
         }
         v.push(format!("pool blocks: {per:?}"));
@@ -378,8 +380,20 @@ fn maybe_unload(d: &Arc<Driver>) -> bool {
         });
     }
     let left = leftovers(d);
-    if !left.is_empty() {
-        bugcheck(
+    let pool = left.iter().find(|l| l.starts_with("pool blocks"));
+    if v::POOL_UNLOAD.test(pool.is_some()) {
+        let s = kernel::state();
+        let (n, bytes) = (s.pool.len(), s.pool_bytes);
+        drop(s);
+        v::POOL_UNLOAD.stop(
+            "DRIVER_VERIFIER_DETECTED_VIOLATION",
+            0xC4,
+            [0x62, d.object as usize, n, bytes],
+            &format!("the driver unloads without freeing its pool: {}", pool.unwrap()),
+        );
+    }
+    if v::UNLOAD_PENDING.test(!left.is_empty()) {
+        v::UNLOAD_PENDING.stop(
             "DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS",
             0xCE,
             [d.object as usize, 0, 0, 0],
@@ -494,7 +508,7 @@ pub unsafe extern "win64" fn IoDeleteDevice(dev: *mut DEVICE_OBJECT) {
     let mut devs = DEVS.lock().unwrap();
     let Some(i) = devs.iter().position(|(p, _)| *p == dev as usize) else {
         drop(devs);
-        bugcheck(
+        v::OBJECT_KNOWN.stop(
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
             0xC4,
             [0, dev as usize, 0, 0],
@@ -636,9 +650,9 @@ impl File {
             return;
         }
         let (st, _) = self.call(IRP_MJ_CLOSE, |_, _| {}, Io::default());
-        if st < 0 {
-            // IRP_MJ_CLOSE cannot fail ("IRP_MJ_CLOSE": the driver must complete it with success).
-            bugcheck(
+        // IRP_MJ_CLOSE cannot fail ("IRP_MJ_CLOSE": the driver must complete it with success).
+        if v::IO_CLEANUP_CLOSE.test(st < 0) {
+            v::IO_CLEANUP_CLOSE.stop(
                 "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
                 0xC9,
                 [0, st as usize, 0, 0],
@@ -658,9 +672,28 @@ impl File {
     /// thread), then the handle's reference goes.
     pub fn close_handle(self: &Arc<Self>) {
         if self.handles.fetch_sub(1, Ordering::SeqCst) == 1 {
+            // IRPs pended before the cleanup: the driver must complete them
+            // in IRP_MJ_CLEANUP ("IRP_MJ_CLEANUP").
+            let pended: Vec<Arc<IrpCell>> = self
+                .irps
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|c| c.pended.load(Ordering::SeqCst))
+                .cloned()
+                .collect();
             let (st, _) = self.call(IRP_MJ_CLEANUP, |_, _| {}, Io::default());
-            if st < 0 {
-                bugcheck(
+            let left = pended.iter().filter(|c| c.done.lock().unwrap().is_none()).count();
+            if v::IO_CLEANUP_DRAIN.test(left > 0) {
+                v::IO_CLEANUP_DRAIN.stop(
+                    "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+                    0xC9,
+                    [0x24, self.fo as usize, left, 0],
+                    &format!("IRP_MJ_CLEANUP completed with {left} IRP(s) of the file object still pending"),
+                );
+            }
+            if v::IO_CLEANUP_CLOSE.test(st < 0) {
+                v::IO_CLEANUP_CLOSE.stop(
                     "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
                     0xC9,
                     [0, st as usize, 0, 0],
@@ -939,6 +972,8 @@ pub struct IrpCell {
     system_len: usize,
     done: Mutex<Option<(NTSTATUS, usize)>>,
     cv: Condvar,
+    /// The dispatch routine returned STATUS_PENDING.
+    pended: AtomicBool,
 }
 
 // SAFETY: the IRP is handed between threads under the I/O manager's rules.
@@ -1021,6 +1056,7 @@ impl File {
             system_len: sysbuf,
             done: Mutex::new(None),
             cv: Condvar::new(),
+            pended: false.into(),
         });
         let irp = cell.irp();
         let sl = cell.stack();
@@ -1070,8 +1106,9 @@ impl File {
         if st == STATUS_PENDING {
             // SAFETY: the stack location stays valid (the cell is alive).
             let marked = unsafe { (*sl).Control } & SL_PENDING_RETURNED != 0;
-            if !marked {
-                bugcheck(
+            cell.pended.store(true, Ordering::SeqCst);
+            if v::IO_PENDING.test(!marked) {
+                v::IO_PENDING.stop(
                     "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
                     0xC9,
                     [0x8, irp as usize, major as usize, 0],
@@ -1080,13 +1117,13 @@ impl File {
             }
         } else {
             match done {
-                None => bugcheck(
+                None if v::IO_STATUS.test(true) => v::IO_STATUS.stop(
                     "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
                     0xC9,
                     [0xE, irp as usize, st as usize, 0],
                     &format!("dispatch of IRP_MJ {major:#x} returned {st:#x} without completing the IRP (and not STATUS_PENDING)"),
                 ),
-                Some((cst, _)) if cst != st => bugcheck(
+                Some((cst, _)) if v::IO_STATUS.test(cst != st) => v::IO_STATUS.stop(
                     "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
                     0xC9,
                     [0x228, irp as usize, st as usize, cst as usize],
@@ -1153,14 +1190,27 @@ pub unsafe extern "win64" fn IoGetRequestorProcess(irp: *mut IRP) -> *mut c_void
 pub unsafe extern "win64" fn IofCompleteRequest(irp: *mut IRP, _boost: i8) {
     kernel::check_irql("IoCompleteRequest", 2);
     let cell = live().as_mut().unwrap().remove(&(irp as usize));
-    let Some(cell) = cell else {
-        bugcheck(
+    if v::IO_COMPLETE_ONCE.test(cell.is_none()) {
+        v::IO_COMPLETE_ONCE.stop(
             "MULTIPLE_IRP_COMPLETE_REQUESTS",
             0x44,
             [irp as usize, 0, 0, 0],
             "IoCompleteRequest of an IRP that is already completed (or no IRP)",
         );
-    };
+    }
+    let Some(cell) = cell else { return };
+    // ntsim's rule, stricter than Windows': completion runs completion
+    // routines and wakes waiters, so a driver completes after releasing
+    // its spin locks (the cancel spin lock included).
+    let held = kernel::held_locks();
+    if v::IO_COMPLETE_UNLOCKED.test(!held.is_empty()) {
+        v::IO_COMPLETE_UNLOCKED.stop(
+            "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+            0xC9,
+            [0x227, irp as usize, held[0], 0],
+            &format!("IRP completed while holding {} spin lock(s)", held.len()),
+        );
+    }
     // SAFETY: a live IRP of ours.
     let (st, info, cancel) = unsafe {
         (
@@ -1169,24 +1219,24 @@ pub unsafe extern "win64" fn IofCompleteRequest(irp: *mut IRP, _boost: i8) {
             (*irp).CancelRoutine,
         )
     };
-    if cancel.is_some() {
-        bugcheck(
+    if v::IO_CANCEL_ROUTINE.test(cancel.is_some()) {
+        v::IO_CANCEL_ROUTINE.stop(
             "CANCEL_STATE_IN_COMPLETED_IRP",
             0x48,
             [irp as usize, cancel.map_or(0, |f| f as usize), 0, 0],
             "IRP completed with its cancel routine still set",
         );
     }
-    if st == STATUS_PENDING {
-        bugcheck(
+    if v::IO_PENDING.test(st == STATUS_PENDING) {
+        v::IO_PENDING.stop(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
             0xC9,
             [0x1, irp as usize, 0, 0],
             "IRP completed with STATUS_PENDING",
         );
     }
-    if cell.system_len > 0 && (cell.io.out.is_some()) && info > cell.system_len && !nt_error(st) {
-        bugcheck(
+    if v::IO_INFORMATION.test(cell.system_len > 0 && cell.io.out.is_some() && info > cell.system_len && !nt_error(st)) {
+        v::IO_INFORMATION.stop(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
             0xC9,
             [0x229, irp as usize, info, cell.system_len],
@@ -1264,16 +1314,16 @@ pub fn cancel_irp(cell: &Arc<IrpCell>) -> bool {
     // SAFETY: the driver's routine with the IRP's device and the IRP, cancel lock held.
     unsafe { f((*cell.stack()).DeviceObject, irp) };
     IN_DRIVER.with(|c| c.set(was));
-    if kernel::held_locks().contains(&(ddi::CANCEL_LOCK.as_ptr() as usize)) {
-        bugcheck(
+    if v::IO_CANCEL_LOCK.test(kernel::held_locks().contains(&(ddi::CANCEL_LOCK.as_ptr() as usize))) {
+        v::IO_CANCEL_LOCK.stop(
             "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
             0xC9,
             [0x10, irp as usize, 0, 0],
             "the cancel routine returned without releasing the cancel spin lock",
         );
     }
-    if kernel::irql() != old {
-        bugcheck("IRQL_NOT_LESS_OR_EQUAL", 0xA, [0, kernel::irql() as usize, old as usize, 0], "the cancel routine did not restore the IRQL (IoReleaseCancelSpinLock(Irp->CancelIrql))");
+    if v::IRQL_LOWER.test(kernel::irql() != old) {
+        v::IRQL_LOWER.stop("IRQL_NOT_LESS_OR_EQUAL", 0xA, [0, kernel::irql() as usize, old as usize, 0], "the cancel routine did not restore the IRQL (IoReleaseCancelSpinLock(Irp->CancelIrql))");
     }
     true
 }

@@ -9,7 +9,7 @@
 //! mutex is never held while driver code runs.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -47,7 +47,8 @@ pub fn irql() -> u8 {
 }
 
 pub fn set_irql(v: u8) {
-    IRQL.with(|c| c.set(v))
+    let old = IRQL.with(|c| c.replace(v));
+    crate::verifier::irql_changed(old, v);
 }
 
 pub fn critical_depth() -> i32 {
@@ -114,9 +115,10 @@ pub fn bugcheck(name: &str, code: u32, params: [usize; 4], what: &str) -> ! {
 /// A DDI called above its documented IRQL: Driver Verifier's
 /// DRIVER_VERIFIER_DETECTED_VIOLATION (0xC4) family.
 pub fn check_irql(ddi: &str, max: u8) {
+    crate::verifier::maybe_yield();
     let now = irql();
-    if now > max {
-        bugcheck(
+    if crate::verifier::IRQL_DDI.test(now > max) {
+        crate::verifier::IRQL_DDI.stop(
             "DRIVER_VERIFIER_DETECTED_VIOLATION",
             0xC4,
             [0x3E, now as usize, max as usize, 0],
@@ -475,10 +477,10 @@ pub struct Security {
 
 #[derive(Default)]
 pub struct State {
-    /// Live pool blocks: address -> (tag, size).
-    pub pool: HashMap<usize, (u32, usize)>,
-    /// The live blocks of a paged pool type (their frees need IRQL <= APC_LEVEL).
-    pub paged: HashSet<usize>,
+    /// Live pool blocks: address -> (tag, size, paged).
+    pub pool: HashMap<usize, (u32, usize, bool)>,
+    /// Their total size in bytes.
+    pub pool_bytes: usize,
     /// The largest pool block allocated at DISPATCH_LEVEL or above (a big
     /// one under a spin lock is a DPC-watchdog hazard).
     pub dispatch_alloc_max: usize,
@@ -563,6 +565,7 @@ pub fn reset() {
         echo: s.echo,
         ..Default::default()
     };
+    crate::verifier::reset();
 }
 
 // ---------------------------------------------------------------- registry, logs
@@ -607,15 +610,25 @@ fn dbg_tail(n: usize) -> Vec<String> {
 pub fn pool_outstanding() -> BTreeMap<String, usize> {
     let s = state();
     let mut m = BTreeMap::new();
-    for (tag, _) in s.pool.values() {
+    for (tag, ..) in s.pool.values() {
         *m.entry(tag_str(*tag)).or_insert(0) += 1;
     }
     m
 }
 
+/// Bytes in outstanding pool blocks (paged and nonpaged).
+pub fn pool_outstanding_bytes() -> usize {
+    state().pool_bytes
+}
+
 /// Fails the k-th pool allocation from now (k >= 1); 0 turns it off.
 pub fn pool_fail_at(k: u64) {
     state().pool_fail_at = k;
+}
+
+/// Whether an armed pool failure has not happened yet.
+pub fn pool_fail_armed() -> bool {
+    state().pool_fail_at > 0
 }
 
 pub fn tag_str(tag: u32) -> String {
@@ -687,7 +700,7 @@ fn hex16(v: usize, out: &mut [u8]) {
 
 extern "C" fn on_fault(sig: i32, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // Only async-signal-safe work: a fixed buffer, write(2), _exit(2).
-    let mut line = *b"ntsim: BUGCHECK PAGE_FAULT_IN_NONPAGED_AREA (0x50) params 0x................ rip 0x................ (driver+0x................): invalid memory access\n";
+    let mut line = *b"ntsim: BUGCHECK PAGE_FAULT_IN_NONPAGED_AREA (0x50) params 0x................ rip 0x................ (driver+0x................): invalid memory access [check pool.special]\n";
     // SAFETY: the kernel passes a valid siginfo and ucontext to an SA_SIGINFO handler.
     let (addr, rip) = unsafe {
         let a = (*info).si_addr() as usize;

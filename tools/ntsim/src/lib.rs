@@ -14,4 +14,5 @@ pub mod io;
 pub mod kernel;
 pub mod layout;
 pub mod pe;
+pub mod verifier;
 pub mod win32;

@@ -29,6 +29,10 @@ const PENDING_UNMARKED: u32 = 4;
 const LEAK_AT_CREATE: u32 = 5;
 const RETURN_AT_DISPATCH: u32 = 6;
 const STATUS_MISMATCH: u32 = 7;
+const INFO_TOO_BIG: u32 = 8;
+const COMPLETE_PENDING: u32 = 9;
+const PEND_NO_DRAIN: u32 = 10;
+const COMPLETE_LOCKED: u32 = 11;
 
 static MODE: AtomicU32 = AtomicU32::new(NORMAL);
 static SEEN: Mutex<Vec<u8>> = Mutex::new(Vec::new());
@@ -117,10 +121,29 @@ unsafe extern "win64" fn dispatch(_d: *mut DEVICE_OBJECT, irp: *mut IRP) -> i32 
                 complete(irp, 0, 0)
             }
             (io::IRP_MJ_READ, PENDING_UNMARKED) => STATUS_PENDING,
+            (io::IRP_MJ_READ, INFO_TOO_BIG) => complete(irp, 0, 4096),
+            (io::IRP_MJ_READ, COMPLETE_LOCKED) => {
+                static LOCK: AtomicUsize = AtomicUsize::new(0);
+                let old = KeAcquireSpinLockRaiseToDpc(LOCK.as_ptr());
+                let st = complete(irp, 0, 0);
+                KeReleaseSpinLock(LOCK.as_ptr(), old);
+                st
+            }
+            (io::IRP_MJ_READ, COMPLETE_PENDING) => {
+                (*s).Control |= 1;
+                complete(irp, STATUS_PENDING, 0);
+                STATUS_PENDING
+            }
+            (io::IRP_MJ_READ, PEND_NO_DRAIN) => {
+                (*s).Control |= 1;
+                STATUS_PENDING
+            }
+            (io::IRP_MJ_CLEANUP, PEND_NO_DRAIN) => complete(irp, 0, 0),
             (io::IRP_MJ_READ, RETURN_AT_DISPATCH) => {
                 static LOCK: AtomicUsize = AtomicUsize::new(0);
+                let st = complete(irp, 0, 0);
                 KeAcquireSpinLockRaiseToDpc(LOCK.as_ptr());
-                complete(irp, 0, 0)
+                st
             }
             (io::IRP_MJ_READ, STATUS_MISMATCH) => {
                 complete(irp, 0, 0);
@@ -223,13 +246,22 @@ fn setup(
 
 // ------------------------------------------------------------- verifier stops (child processes)
 
-/// Runs test `name` in a child process with NTSIM_CHILD set; returns its output.
+/// Runs test `name` in a child process with NTSIM_CHILD set; returns its
+/// exit code (None: killed after 30 s, a missed bug that hangs) and output.
 fn child(name: &str) -> (Option<i32>, String) {
-    let o = Command::new(std::env::current_exe().unwrap())
+    let mut c = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", name, "--nocapture", "--test-threads=1"])
         .env("NTSIM_CHILD", name)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let t0 = std::time::Instant::now();
+    while c.try_wait().unwrap().is_none() && t0.elapsed().as_secs() < 30 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let o = c.wait_with_output().unwrap();
     (
         o.status.code(),
         format!(
@@ -241,7 +273,8 @@ fn child(name: &str) -> (Option<i32>, String) {
 }
 
 macro_rules! stops {
-    ($name:ident, $bugcheck:literal, $body:block) => {
+    ($name:ident, $bugcheck:literal, $check:literal, $body:block) => {
+        /// A planted bug: the run must stop with this bugcheck, named by this check.
         #[test]
         fn $name() {
             if std::env::var("NTSIM_CHILD").as_deref() == Ok(stringify!($name)) {
@@ -252,12 +285,24 @@ macro_rules! stops {
             let (code, out) = child(stringify!($name));
             assert_eq!(code, Some(3), "the run did not stop: {out}");
             assert!(
-                out.contains(concat!("BUGCHECK ", $bugcheck)),
+                out.contains(concat!("BUGCHECK ", $bugcheck, " (")),
                 "want {}: {out}",
                 $bugcheck
             );
+            assert!(out.contains(concat!("[check ", $check, "]")), "want check {}: {out}", $check);
         }
     };
+}
+
+/// A read on an asynchronous handle (it may stay pending); the handle.
+fn read_async() -> HANDLE {
+    let h = open("\\\\.\\T0", 0x8000_0000, 0x4000_0000);
+    assert_ne!(h, INVALID_HANDLE_VALUE);
+    let b = Box::leak(Box::new([0u8; 8]));
+    let ov = Box::leak(Box::new(OVERLAPPED::default()));
+    // SAFETY: ntsim's Win32 call; the buffer and OVERLAPPED are leaked, so alive until completion.
+    unsafe { ReadFile(h, b.as_mut_ptr(), 8, null_mut(), ov) };
+    h
 }
 
 fn read_once() {
@@ -269,7 +314,7 @@ fn read_once() {
     unsafe { ReadFile(h, b.as_mut_ptr(), 8, &mut n, null_mut()) };
 }
 
-stops!(double_free_is_bad_pool_caller, "BAD_POOL_CALLER", {
+stops!(planted_double_free_is_bad_pool_caller, "BAD_POOL_CALLER", "pool.free", {
     // SAFETY: deliberate misuse of a DDI's contract: ntsim stops the run (exits) before anything unsound happens.
     unsafe {
         let p = ExAllocatePoolWithTag(512, 16, TAG);
@@ -278,7 +323,7 @@ stops!(double_free_is_bad_pool_caller, "BAD_POOL_CALLER", {
     }
 });
 
-stops!(free_with_wrong_tag_is_bad_pool_caller, "BAD_POOL_CALLER", {
+stops!(planted_free_with_wrong_tag_is_bad_pool_caller, "BAD_POOL_CALLER", "pool.tag", {
     // SAFETY: deliberate misuse of a DDI's contract: ntsim stops the run (exits) before anything unsound happens.
     unsafe {
         let p = ExAllocatePoolWithTag(512, 16, TAG);
@@ -287,8 +332,8 @@ stops!(free_with_wrong_tag_is_bad_pool_caller, "BAD_POOL_CALLER", {
 });
 
 stops!(
-    spin_lock_taken_twice_is_already_owned,
-    "SPIN_LOCK_ALREADY_OWNED",
+    planted_spin_lock_taken_twice_is_already_owned,
+    "SPIN_LOCK_ALREADY_OWNED", "spin.owner",
     {
         let l = AtomicUsize::new(0);
         // SAFETY: deliberate misuse of a DDI's contract: ntsim stops the run (exits) before anything unsound happens.
@@ -300,8 +345,8 @@ stops!(
 );
 
 stops!(
-    wait_at_dispatch_level_is_irql_violation,
-    "DRIVER_VERIFIER_DETECTED_VIOLATION",
+    planted_wait_at_dispatch_level_is_irql_violation,
+    "DRIVER_VERIFIER_DETECTED_VIOLATION", "irql.ddi",
     {
         let l = AtomicUsize::new(0);
         let mut sem = windows_sys::Wdk::System::SystemServices::KSEMAPHORE::default();
@@ -315,8 +360,8 @@ stops!(
 );
 
 stops!(
-    paged_pool_at_dispatch_level_is_irql_violation,
-    "DRIVER_VERIFIER_DETECTED_VIOLATION",
+    planted_paged_pool_at_dispatch_level_is_irql_violation,
+    "DRIVER_VERIFIER_DETECTED_VIOLATION", "irql.ddi",
     {
         let l = AtomicUsize::new(0);
         // SAFETY: deliberate misuse of a DDI's contract: ntsim stops the run (exits) before anything unsound happens.
@@ -328,8 +373,8 @@ stops!(
 );
 
 stops!(
-    semaphore_released_past_limit,
-    "KMODE_EXCEPTION_NOT_HANDLED",
+    planted_semaphore_released_past_limit,
+    "KMODE_EXCEPTION_NOT_HANDLED", "sem.limit",
     {
         let mut sem = windows_sys::Wdk::System::SystemServices::KSEMAPHORE::default();
         // SAFETY: deliberate misuse of a DDI's contract: ntsim stops the run (exits) before anything unsound happens.
@@ -341,27 +386,27 @@ stops!(
 );
 
 stops!(
-    unbalanced_critical_region_is_apc_index_mismatch,
-    "APC_INDEX_MISMATCH",
+    planted_unbalanced_critical_region_is_apc_index_mismatch,
+    "APC_INDEX_MISMATCH", "critical.balance",
     {
         // SAFETY: deliberate misuse of a DDI's contract: ntsim stops the run (exits) before anything unsound happens.
         unsafe { KeLeaveCriticalRegion() };
     }
 );
 
-stops!(closing_a_bad_kernel_handle, "INVALID_KERNEL_HANDLE", {
+stops!(planted_closing_a_bad_kernel_handle, "INVALID_KERNEL_HANDLE", "handle.kernel", {
     // SAFETY: deliberate misuse of a DDI's contract: ntsim stops the run (exits) before anything unsound happens.
     unsafe { ZwClose(0x4242) };
 });
 
-stops!(irp_completed_twice, "MULTIPLE_IRP_COMPLETE_REQUESTS", {
+stops!(planted_irp_completed_twice, "MULTIPLE_IRP_COMPLETE_REQUESTS", "io.complete_once", {
     let _s = setup(DOUBLE_COMPLETE);
     read_once();
 });
 
 stops!(
-    irp_completed_with_cancel_routine,
-    "CANCEL_STATE_IN_COMPLETED_IRP",
+    planted_irp_completed_with_cancel_routine,
+    "CANCEL_STATE_IN_COMPLETED_IRP", "io.cancel_routine",
     {
         let _s = setup(COMPLETE_WITH_CANCEL_ROUTINE);
         read_once();
@@ -369,8 +414,8 @@ stops!(
 );
 
 stops!(
-    pending_without_iomarkirppending,
-    "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+    planted_pending_without_iomarkirppending,
+    "DRIVER_VERIFIER_IOMANAGER_VIOLATION", "io.pending",
     {
         let _s = setup(PENDING_UNMARKED);
         read_once();
@@ -378,8 +423,8 @@ stops!(
 );
 
 stops!(
-    returned_status_differs_from_completed,
-    "DRIVER_VERIFIER_IOMANAGER_VIOLATION",
+    planted_returned_status_differs_from_completed,
+    "DRIVER_VERIFIER_IOMANAGER_VIOLATION", "io.status",
     {
         let _s = setup(STATUS_MISMATCH);
         read_once();
@@ -387,8 +432,8 @@ stops!(
 );
 
 stops!(
-    dispatch_returning_at_dispatch_level,
-    "IRQL_GT_ZERO_AT_SYSTEM_SERVICE",
+    planted_dispatch_returning_at_dispatch_level,
+    "IRQL_GT_ZERO_AT_SYSTEM_SERVICE", "irql.return",
     {
         let _s = setup(RETURN_AT_DISPATCH);
         read_once();
@@ -396,8 +441,8 @@ stops!(
 );
 
 stops!(
-    pool_left_at_unload,
-    "DRIVER_UNLOADED_WITHOUT_CANCELLING_PENDING_OPERATIONS",
+    planted_pool_left_at_unload,
+    "DRIVER_VERIFIER_DETECTED_VIOLATION", "pool.unload",
     {
         let (_g, d) = setup(LEAK_AT_CREATE);
         let h = open("\\\\.\\T0", 0x8000_0000, 0);
@@ -406,6 +451,116 @@ stops!(
         io::request_unload(&d);
     }
 );
+
+stops!(planted_information_larger_than_the_buffer, "DRIVER_VERIFIER_IOMANAGER_VIOLATION", "io.information", {
+    let _s = setup(INFO_TOO_BIG);
+    read_once();
+});
+
+stops!(planted_completed_holding_a_spin_lock, "DRIVER_VERIFIER_IOMANAGER_VIOLATION", "io.complete_unlocked", {
+    let _s = setup(COMPLETE_LOCKED);
+    read_once();
+});
+
+stops!(planted_completed_with_status_pending, "DRIVER_VERIFIER_IOMANAGER_VIOLATION", "io.pending", {
+    let _s = setup(COMPLETE_PENDING);
+    read_once();
+});
+
+stops!(planted_cleanup_leaves_a_pended_irp, "DRIVER_VERIFIER_IOMANAGER_VIOLATION", "io.cleanup_drain", {
+    let _s = setup(PEND_NO_DRAIN);
+    let h = read_async();
+    // SAFETY: a handle this test opened.
+    unsafe { CloseHandle(h) };
+});
+
+stops!(planted_lock_order_cycle, "DRIVER_VERIFIER_DETECTED_VIOLATION", "deadlock.lock_order", {
+    use windows_sys::Wdk::System::SystemServices::KSEMAPHORE;
+    let (mut a, mut b) = (KSEMAPHORE::default(), KSEMAPHORE::default());
+    let (pa, pb) = (&mut a as *mut KSEMAPHORE, &mut b as *mut KSEMAPHORE);
+    // SAFETY: two semaphores used as mutexes, taken A then B, then B then A on one thread: no deadlock this time, but the order graph has a cycle.
+    unsafe {
+        KeInitializeSemaphore(pa, 1, 1);
+        KeInitializeSemaphore(pb, 1, 1);
+        for (x, y) in [(pa, pb), (pb, pa)] {
+            KeWaitForSingleObject(x.cast(), 0, 0, 0, null_mut());
+            KeWaitForSingleObject(y.cast(), 0, 0, 0, null_mut());
+            KeReleaseSemaphore(y, 0, 1, 0);
+            KeReleaseSemaphore(x, 0, 1, 0);
+        }
+    }
+});
+
+stops!(planted_spin_lock_and_mutex_in_both_orders, "DRIVER_VERIFIER_DETECTED_VIOLATION", "deadlock.lock_order", {
+    use windows_sys::Wdk::System::SystemServices::KSEMAPHORE;
+    let mut m = KSEMAPHORE::default();
+    let pm = &mut m as *mut KSEMAPHORE;
+    let (l1, l2) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    // SAFETY: a mutex then spin lock 1 then 2; later 2 then 1 (on another thread): a cycle between the spin locks.
+    unsafe {
+        KeInitializeSemaphore(pm, 1, 1);
+        KeWaitForSingleObject(pm.cast(), 0, 0, 0, null_mut());
+        let o = KeAcquireSpinLockRaiseToDpc(l1.as_ptr());
+        KeAcquireSpinLockAtDpcLevel(l2.as_ptr());
+        KeReleaseSpinLockFromDpcLevel(l2.as_ptr());
+        KeReleaseSpinLock(l1.as_ptr(), o);
+        KeReleaseSemaphore(pm, 0, 1, 0);
+    }
+    let (p1, p2) = (l1.as_ptr() as usize, l2.as_ptr() as usize);
+    std::thread::spawn(move || unsafe {
+        // SAFETY: the same two locks, alive: the spawning thread joins before they go.
+        let o = KeAcquireSpinLockRaiseToDpc(p2 as *mut usize);
+        KeAcquireSpinLockAtDpcLevel(p1 as *mut usize);
+        KeReleaseSpinLockFromDpcLevel(p1 as *mut usize);
+        KeReleaseSpinLock(p2 as *mut usize, o);
+    })
+    .join()
+    .unwrap();
+});
+
+stops!(planted_large_zeroed_allocation_under_a_spin_lock, "DPC_WATCHDOG_VIOLATION", "irql.dpc_watchdog", {
+    let l = AtomicUsize::new(0);
+    // SAFETY: a pipe-sized (4 MiB) buffer allocated and zeroed while holding a spin lock: legal DDI use, but minutes of CPU time at DISPATCH_LEVEL on a busy machine.
+    unsafe {
+        let o = KeAcquireSpinLockRaiseToDpc(l.as_ptr());
+        let p = ExAllocatePoolWithTag(512, 4 << 20, TAG) as *mut u8;
+        std::ptr::write_bytes(p, 0, 4 << 20);
+        KeReleaseSpinLock(l.as_ptr(), o);
+    }
+});
+
+stops!(planted_release_raising_the_irql, "IRQL_NOT_LESS_OR_EQUAL", "irql.lower", {
+    let l = AtomicUsize::new(0);
+    // SAFETY: deliberate misuse: KeReleaseSpinLock "restoring" HIGH_LEVEL, above DISPATCH_LEVEL.
+    unsafe {
+        KeAcquireSpinLockRaiseToDpc(l.as_ptr());
+        KeReleaseSpinLock(l.as_ptr(), kernel::HIGH_LEVEL);
+    }
+});
+
+stops!(planted_pool_underrun_hits_the_guard_page, "PAGE_FAULT_IN_NONPAGED_AREA", "pool.special", {
+    // Before the first allocation: special pool puts the guard page before blocks.
+    std::env::set_var("NTSIM_SPECIAL_POOL", "underrun");
+    // SAFETY: a deliberate access one byte before the block: it hits the guard page and the fault handler ends the process.
+    unsafe {
+        let p = ExAllocatePoolWithTag(512, 32, TAG) as *mut u8;
+        std::ptr::write_volatile(p.sub(1), 1);
+    }
+});
+
+stops!(planted_failed_driver_entry_leaves_a_device, "DRIVER_VERIFIER_DETECTED_VIOLATION", "entry.failed_clean", {
+    unsafe extern "win64" fn bad_entry(d: *mut DRIVER_OBJECT, _r: *mut UNICODE_STRING) -> i32 {
+        let mut n = wide("\\Device\\T1");
+        let mut un = ustr(&mut n);
+        let mut dev: *mut DEVICE_OBJECT = null_mut();
+        // SAFETY: DriverEntry's driver object and a counted name on this stack.
+        unsafe { io::IoCreateDevice(d, 0, &mut un, 0x22, 0, 0, &mut dev) };
+        io::STATUS_INSUFFICIENT_RESOURCES
+    }
+    let _g = kernel::exclusive();
+    kernel::reset();
+    let _ = io::load_native(bad_entry, "t1");
+});
 
 // ------------------------------------------------------------- I/O manager rules (in process)
 
@@ -674,8 +829,8 @@ fn dbgprint_formats_microsoft_varargs() {
 }
 
 stops!(
-    touching_an_invalid_address_is_a_page_fault,
-    "PAGE_FAULT_IN_NONPAGED_AREA",
+    planted_touching_an_invalid_address_is_a_page_fault,
+    "PAGE_FAULT_IN_NONPAGED_AREA", "pool.special",
     {
         let _s = setup(NORMAL);
         // SAFETY: none; the point is the fault (0x10 is never mapped).
@@ -684,8 +839,8 @@ stops!(
 );
 
 stops!(
-    pool_overrun_hits_the_guard_page,
-    "PAGE_FAULT_IN_NONPAGED_AREA",
+    planted_pool_overrun_hits_the_guard_page,
+    "PAGE_FAULT_IN_NONPAGED_AREA", "pool.special",
     {
         // SAFETY: a deliberate access past the block or after its free: it hits an inaccessible page and the fault handler ends the process.
         unsafe {
@@ -695,7 +850,7 @@ stops!(
     }
 );
 
-stops!(pool_use_after_free_faults, "PAGE_FAULT_IN_NONPAGED_AREA", {
+stops!(planted_pool_use_after_free_faults, "PAGE_FAULT_IN_NONPAGED_AREA", "pool.special", {
     // SAFETY: a deliberate access past the block or after its free: it hits an inaccessible page and the fault handler ends the process.
     unsafe {
         let p = ExAllocatePoolWithTag(512, 32, TAG) as *mut u8;

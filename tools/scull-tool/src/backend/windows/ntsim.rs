@@ -243,7 +243,7 @@ pub const POOL_TAG: u32 = u32::from_le_bytes(*b"Scul");
 
 /// Outstanding pool blocks with scull's tag, from ntsim's pool accounting.
 pub fn outstanding_blocks() -> u64 {
-    kernel::state().pool.values().filter(|(t, _)| *t == POOL_TAG).count() as u64
+    kernel::state().pool.values().filter(|(t, ..)| *t == POOL_TAG).count() as u64
 }
 
 // ---------------------------------------------------------------- cases
@@ -279,6 +279,11 @@ pub fn cases() -> Vec<Case> {
         case!("ntsim_", store_budget_bounds_the_pool_of_every_store),
         case!("ntsim_", pended_requests_are_capped),
         case!("ntsim_", pipe_buffer_allocated_outside_the_spin_lock),
+        case!("ntsim_", pipe_role_is_the_granted_access),
+        case!("ntsim_", random_irps_devices_survive),
+        case!("ntsim_", cancel_races_completion_on_pended_pipe_io),
+        case!("ntsim_", pool_failure_sweep_loses_nothing),
+        case!("ntsim_", driver_entry_failure_sweep_refuses_cleanly),
     ]
 }
 
@@ -773,10 +778,10 @@ fn scul_bytes() -> (u64, u64) {
     let s = kernel::state();
     let mut all = 0;
     let mut paged = 0;
-    for (at, &(tag, n)) in &s.pool {
+    for &(tag, n, is_paged) in s.pool.values() {
         if tag == POOL_TAG {
             all += n as u64;
-            if s.paged.contains(at) {
+            if is_paged {
                 paged += n as u64;
             }
         }
@@ -935,11 +940,340 @@ fn pipe_buffer_allocated_outside_the_spin_lock(_t: &dyn Target) -> R {
     const BUFFER: u32 = 4 << 20;
     with_params(&[("scull_p_buffer", RegValue::Dword(BUFFER))], || {
         let h = raw_open("ScullPipe0", GENERIC_READ | GENERIC_WRITE, OPEN_EXISTING, 0).map_err(|e| format!("open: error {e}"))?;
-        let held = kernel::state().pool.values().any(|&(t, n)| t == POOL_TAG && n == BUFFER as usize);
+        let held = kernel::state().pool.values().any(|&(t, n, _)| t == POOL_TAG && n == BUFFER as usize);
         drop(h);
         check!(held, "no {BUFFER}-byte pipe buffer while the pipe was open");
         let most = kernel::state().dispatch_alloc_max;
         check!(most <= 4096, "a {most}-byte pool block was allocated at DISPATCH_LEVEL");
         Ok(())
     })
+}
+
+/// A handle's role on a pipe comes from the access the I/O manager
+/// granted: a read-only open counts as a reader, not a writer.
+fn pipe_role_is_the_granted_access(_t: &dyn Target) -> R {
+    let h = raw_open("ScullPipe2", GENERIC_READ, OPEN_EXISTING, 0).map_err(|e| format!("open: error {e}"))?;
+    let line = {
+        let h0 = raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).map_err(|e| format!("open Scull0: error {e}"))?;
+        let mut w = WinHandle { h: h0, dev: Dev::Scull(0), wine: false, pos: 0 };
+        let text = w.stats().map_err(|e| format!("stats: {e}"))?;
+        text.lines().find(|l| l.starts_with("scullpipe2 ")).map(String::from).ok_or("no scullpipe2 in stats")?
+    };
+    drop(h);
+    let (r, w) = (field(&line, "readers"), field(&line, "writers"));
+    check!(r == Some("1") && w == Some("0"), "a read-only open counts as readers={r:?} writers={w:?}: {line}");
+    Ok(())
+}
+
+/// The workload of the pool-failure sweep: writes three chunks that cross
+/// quantum boundaries to Scull3, and opens and writes a pipe. Returns the
+/// bytes of Scull3 acknowledged (a failed call may be anywhere).
+fn sweep_workload(data: &[u8]) -> usize {
+    let mut acked = 0;
+    if let Ok(h) = raw_open("Scull3", GENERIC_READ | GENERIC_WRITE, OPEN_EXISTING, 0) {
+        let mut w = WinHandle { h, dev: Dev::Scull(3), wine: false, pos: 0 };
+        for c in data.chunks(data.len() / 3) {
+            match w.write(c) {
+                Ok(n) => {
+                    acked += n;
+                    if n < c.len() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    if let Ok(h) = raw_open("ScullPipe1", GENERIC_READ | GENERIC_WRITE, OPEN_EXISTING, 0) {
+        let mut w = WinHandle { h, dev: Dev::Pipe(1), wine: false, pos: 0 };
+        if w.write(b"through the pipe").is_ok_and(|n| n > 0) {
+            let mut b = [0u8; 16];
+            let _ = w.read(&mut b);
+        }
+    }
+    acked
+}
+
+/// Low-resources simulation on the release binary: the k-th pool
+/// allocation of the whole kernel (the driver's, or the I/O manager's
+/// system buffers) fails, k = 1, 2, ... until the workload makes fewer
+/// than k. After each k, with nothing failing: Scull3 holds exactly the
+/// acknowledged bytes (nothing lost, no stale byte), and the driver
+/// unloads with no pool outstanding.
+fn pool_failure_sweep_loses_nothing(_t: &dyn Target) -> R {
+    trim_overwrite("Scull3")?;
+    let base = outstanding_blocks();
+    let data: Vec<u8> = (0..12_000u32).map(|i| (i % 251) as u8 + 1).collect();
+    let mut held = 0;
+    for k in 1..=5000u64 {
+        kernel::pool_fail_at(k);
+        let acked = sweep_workload(&data);
+        let fired = !kernel::pool_fail_armed();
+        kernel::pool_fail_at(0);
+        let h = raw_open("Scull3", GENERIC_READ, OPEN_EXISTING, 0).map_err(|e| format!("k={k}: reopen: error {e}"))?;
+        let mut w = WinHandle { h, dev: Dev::Scull(3), wine: false, pos: 0 };
+        let mut back = vec![0u8; data.len() + 64];
+        let mut got = 0;
+        loop {
+            let n = w.read(&mut back[got..]).map_err(|e| format!("k={k}: read back: {e}"))?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        drop(w);
+        check!(got == acked, "k={k}: {acked} bytes acknowledged, {got} read back");
+        check!(back[..got] == data[..got], "k={k}: the bytes read back differ from those written (stale or lost)");
+        trim_overwrite("Scull3")?;
+        held += (outstanding_blocks() != base) as usize;
+        // Nothing outstanding at unload (ntsim stops the run otherwise).
+        unload_clean()?;
+        kernel::reset();
+        reload()?;
+        if !fired {
+            println!("ntsim-verifier: low-resources sweep: {} allocation failures, each survived ({held} left blocks held after the trim until unload)", k - 1);
+            return Ok(());
+        }
+    }
+    Err("the workload still allocates after 5000 failures".into())
+}
+
+/// A thread that keeps opening Scull0 until stopped; how many opens succeeded.
+struct Opener {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    join: std::thread::JoinHandle<usize>,
+}
+
+impl Opener {
+    fn start() -> Opener {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s2 = stop.clone();
+        let me = env().me.clone();
+        let join = std::thread::spawn(move || {
+            kernel::enter_process(&me);
+            let mut n = 0;
+            while !s2.load(std::sync::atomic::Ordering::SeqCst) {
+                n += raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).is_ok() as usize;
+            }
+            n
+        });
+        Opener { stop, join }
+    }
+
+    fn stop(self) -> Result<usize, String> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.join.join().map_err(|_| "the opener panicked".to_string())
+    }
+}
+
+/// One load of the DriverEntry sweep with `arm` injecting a failure while
+/// an opener races it: Some(opens) when the failure fired (and the load
+/// was refused cleanly: ntsim stops the run if it left anything), None
+/// when the load made too few calls to reach it (then it is unloaded).
+fn refused_load(what: &str, arm: impl FnOnce(), fired: impl FnOnce() -> bool) -> Result<Option<usize>, String> {
+    kernel::reset();
+    seed_registry(&[]);
+    let o = Opener::start();
+    arm();
+    let l = load();
+    let hit = fired();
+    let opens = o.stop()?;
+    if !hit {
+        l?;
+        unload_clean()?;
+        return Ok(None);
+    }
+    check!(l.is_err(), "DriverEntry succeeded with {what} failed");
+    Ok(Some(opens))
+}
+
+/// DriverEntry under low resources: each of its pool allocations, then
+/// each IoCreateDevice, fails in turn while another thread keeps opening
+/// Scull0. Every such load is refused cleanly, no open succeeds during
+/// it, and the driver loads again afterwards.
+fn driver_entry_failure_sweep_refuses_cleanly(_t: &dyn Target) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    unload_clean()?;
+    let (mut pool_k, mut dev_k, mut opens) = (0, 0, 0);
+    let mut r: R = Ok(());
+    for k in 1..=500u64 {
+        let step = refused_load(&format!("allocation {k}"), || kernel::pool_fail_at(k), || {
+            let f = !kernel::pool_fail_armed();
+            kernel::pool_fail_at(0);
+            f
+        });
+        match step {
+            Ok(Some(n)) => (pool_k, opens) = (k, opens + n),
+            Ok(None) => break,
+            Err(e) => {
+                r = Err(e);
+                break;
+            }
+        }
+    }
+    for j in 1..=100usize {
+        if r.is_err() {
+            break;
+        }
+        let hit = Arc::new(AtomicBool::new(false));
+        let (h2, early) = (hit.clone(), Arc::new(AtomicBool::new(false)));
+        let e2 = early.clone();
+        let me = env().me.clone();
+        let arm = move || {
+            ::ntsim::io::set_create_device_hook(Some(Arc::new(move |n, _| {
+                (n == j).then(|| {
+                    h2.store(true, SeqCst);
+                    // At the failing call, an open from another thread: nothing may be openable yet.
+                    let me = me.clone();
+                    let ok = std::thread::spawn(move || {
+                        kernel::enter_process(&me);
+                        raw_open("Scull0", GENERIC_READ, OPEN_EXISTING, 0).is_ok()
+                    });
+                    e2.fetch_or(ok.join().unwrap_or(true), SeqCst);
+                    0xC000_009Au32 as i32
+                })
+            })))
+        };
+        let step = refused_load(&format!("IoCreateDevice {j}"), arm, || {
+            ::ntsim::io::set_create_device_hook(None);
+            hit.load(SeqCst)
+        });
+        match step {
+            Ok(Some(n)) => (dev_k, opens) = (j, opens + n + early.load(SeqCst) as usize),
+            Ok(None) => break,
+            Err(e) => r = Err(e),
+        }
+    }
+    kernel::reset();
+    reload()?;
+    r?;
+    check!(pool_k > 0 && dev_k > 0, "no failure injected (allocations {pool_k}, devices {dev_k})");
+    check!(opens == 0, "{opens} opens succeeded while failing loads ran");
+    println!("ntsim-verifier: DriverEntry sweep: {pool_k} allocation failures and {dev_k} IoCreateDevice failures, each refused cleanly");
+    Ok(())
+}
+
+/// Seeded random IRPs straight to the I/O manager (no kernel32 checks):
+/// creates with random dispositions, access masks, options and name
+/// suffixes; reads and writes of random lengths at offsets -1, -2,
+/// negative, huge; random CTL_CODEs and buffer lengths; random
+/// information classes and lengths. Asynchronous file objects, so nothing
+/// blocks; CLEANUP must finish what is pended. Then every store still
+/// round-trips, and the driver unloads with nothing left.
+fn random_irps_devices_survive(_t: &dyn Target) -> R {
+    use ::ntsim::io::{self as nio, Io};
+    let mut rng = crate::rng::Rng::new(20261204);
+    let names = ["Scull0", "Scull1", "Scull2", "Scull3", "ScullPipe0", "ScullPipe1", "ScullSingle", "ScullUid", "ScullPriv"];
+    let suffixes = ["", "\\nonblock", "\\x", "\\..\\Scull0", "\\nonblock\\nonblock", "\\\u{e9}"];
+    let offsets = [-1i64, -2, -3, i64::MIN, i64::MAX, 1 << 40, 0, 5, 4000];
+    let (mut opened, mut irps) = (0, 0);
+    for _ in 0..6000 {
+        let path = format!("\\??\\{}{}", rng.pick(&names), rng.pick(&suffixes));
+        let access = match rng.below(3) { 0 => rng.next_u64() as u32, 1 => 0x0012_019F, _ => 0x8000_0000u32 >> rng.below(4) };
+        let disposition = rng.below(7) as u32;
+        let options = (rng.next_u64() as u32) & 0x00FF_FFDF; // any option but FILE_SYNCHRONOUS_IO_*
+        let Ok(o) = nio::create(&path, access, 3, disposition, options & !0x30, rng.next_u64() as u32 & 0xFFFF) else { continue };
+        opened += 1;
+        let f = o.file;
+        let mut keep: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..rng.below(6) {
+            irps += 1;
+            let io = Io { asynchronous: true, ..Default::default() };
+            let len = *rng.pick(&[0usize, 1, 7, 4095, 4096, 70_000]);
+            let mut b = vec![0x5Au8; len];
+            let p = b.as_mut_ptr() as usize;
+            match rng.below(4) {
+                0 => { let _ = f.read_write(rng.chance(50), p, len, *rng.pick(&offsets), io); }
+                1 => {
+                    let code = ((rng.below(0x30) as u32 + 0x20) << 16) | ((rng.below(4) as u32) << 14) | ((0x800 + rng.below(20) as u32) << 2) | rng.below(4) as u32;
+                    let code = if rng.chance(50) { code } else { rng.next_u64() as u32 };
+                    let (il, ol) = (rng.below(64) as usize, rng.below(64) as usize);
+                    let mut i = vec![rng.next_u64() as u8; il.max(1)];
+                    let mut out = vec![0u8; ol.max(1)];
+                    let _ = f.ioctl(code, i.as_mut_ptr() as usize, il, out.as_mut_ptr() as usize, ol, io);
+                    keep.push(i);
+                    keep.push(out);
+                }
+                2 => { let _ = f.query_information(rng.below(80) as u32, p, len.min(64)); }
+                _ => {
+                    let d: Vec<u8> = (0..rng.below(40)).map(|_| rng.next_u64() as u8).collect();
+                    let _ = f.set_information(rng.below(80) as u32, &d);
+                }
+            }
+            keep.push(b);
+        }
+        f.close_handle();
+        check!(f.outstanding() == 0, "{} IRP(s) of {path} still outstanding after CLEANUP", f.outstanding());
+        drop(keep);
+    }
+    for i in 0..4 {
+        let name = format!("Scull{i}");
+        put(&name, Dev::Scull(i), b"survived")?;
+        trim_overwrite(&name)?;
+    }
+    unload_clean()?;
+    kernel::reset();
+    reload()?;
+    println!("ntsim-verifier: random IRPs: {opened} creates granted, {irps} IRPs, devices survive");
+    Ok(())
+}
+
+/// CancelIoEx racing the completion of pended pipe reads and writes: a
+/// reader thread pends reads, a writer completes them while the main
+/// thread cancels; every read ends exactly once (data or cancelled) and
+/// every byte written and acknowledged is read or still in the pipe.
+fn cancel_races_completion_on_pended_pipe_io(_t: &dyn Target) -> R {
+    use ::ntsim::io::{self as nio, Io, Outcome};
+    let o = nio::create("\\??\\ScullPipe3", 0x0012_019F, 3, 1, 0, 0).map_err(|e| format!("open: {e:#x}"))?;
+    let f = o.file;
+    let (mut reads, mut got, mut put_n) = (0usize, 0usize, 0usize);
+    for round in 0..100 {
+        let mut bufs: Vec<(Vec<u8>, Box<[usize; 4]>)> = (0..4).map(|_| (vec![0u8; 64], Box::new([0usize; 4]))).collect();
+        for (b, ov) in bufs.iter_mut() {
+            let io = Io { asynchronous: true, overlapped: ov.as_mut_ptr() as usize, ..Default::default() };
+            if let Outcome::Done(st, n) = f.read_write(false, b.as_mut_ptr() as usize, 64, -1, io) {
+                check!(st >= 0 || st == 0xC000_0120u32 as i32, "read: {st:#x}");
+                got += n;
+                ov[0] = usize::MAX;
+            }
+            reads += 1;
+        }
+        let f2 = f.clone();
+        let w = std::thread::spawn(move || {
+            let data = [b'w'; 24];
+            match f2.read_write(true, data.as_ptr() as usize, 24, -1, Io::default()) {
+                Outcome::Done(st, n) if st >= 0 => n,
+                _ => 0,
+            }
+        });
+        if round % 2 == 0 {
+            std::thread::yield_now();
+        }
+        f.cancel(0);
+        put_n += w.join().map_err(|_| "writer panicked")?;
+        // Every read ended: completed with data, or cancelled.
+        let t0 = std::time::Instant::now();
+        while f.outstanding() > 0 && t0.elapsed().as_secs() < 5 {
+            f.cancel(0);
+            std::thread::yield_now();
+        }
+        check!(f.outstanding() == 0, "round {round}: {} read(s) never ended", f.outstanding());
+        for (_, ov) in &bufs {
+            if ov[0] != usize::MAX && ov[0] as u32 as i32 >= 0 {
+                got += ov[1];
+            }
+        }
+    }
+    // What is left in the pipe.
+    let mut rest = [0u8; 8192];
+    let left = match f.read_write(false, rest.as_mut_ptr() as usize, rest.len(), -1, Io { asynchronous: true, ..Default::default() }) {
+        Outcome::Done(st, n) if st >= 0 => n,
+        _ => {
+            f.cancel(0);
+            0
+        }
+    };
+    f.close_handle();
+    check!(got + left == put_n, "{put_n} bytes written, {got} read by {reads} reads and {left} left in the pipe");
+    Ok(())
 }
