@@ -145,23 +145,39 @@ fn seekable(ext: &DevExt, fo: *mut FILE_OBJECT) -> Result<Seekable, Error> {
     }
 }
 
+/// The file object, buffer length, information class and system buffer of
+/// a query-information (`set` false) or set-information IRP.
+///
+/// # Safety
+/// Such a buffered IRP in dispatch, owned by the caller, with its stack
+/// location.
+unsafe fn info_request(irp: *mut IRP, sl: *mut IO_STACK_LOCATION, set: bool) -> (*mut FILE_OBJECT, usize, u32, *mut u8) {
+    // SAFETY: the IRP's current stack location (contract), only read here.
+    let sl = unsafe { &*sl };
+    let (len, class) = if set {
+        // SAFETY: a set-information IRP's parameters (contract).
+        let q = unsafe { &sl.Parameters.SetFile };
+        (q.Length, q.FileInformationClass)
+    } else {
+        // SAFETY: a query-information IRP's parameters (contract).
+        let q = unsafe { &sl.Parameters.QueryFile };
+        (q.Length, q.FileInformationClass)
+    };
+    // SAFETY: the IRP is ours (contract): its system buffer holds Length bytes.
+    let buf = unsafe { irp::system_buffer(irp) };
+    // The class is u32 in the mingw bindings, i32 in wdk-sys's.
+    #[allow(clippy::unnecessary_cast)]
+    (sl.FileObject, len as usize, class as u32, buf)
+}
+
 /// IRP_MJ_QUERY_INFORMATION (GetFileSizeEx, FILE_END seeks); IRQL PASSIVE_LEVEL.
 ///
 /// # Safety
 /// A buffered query-information IRP in dispatch, owned by the caller, with
 /// its stack location.
 pub(crate) unsafe fn query_information(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTSTATUS {
-    // SAFETY: the IRP's current stack location (contract), only read here.
-    let sl = unsafe { &*sl };
-    let fo = sl.FileObject;
-    // SAFETY: a query-information IRP's parameters.
-    let q = unsafe { &sl.Parameters.QueryFile };
-    let len = q.Length as usize;
-    // The class is u32 in the mingw bindings, i32 in wdk-sys's.
-    #[allow(clippy::unnecessary_cast)]
-    let class = q.FileInformationClass as u32;
-    // SAFETY: the IRP is ours: its system buffer holds Length bytes.
-    let buf = unsafe { irp::system_buffer(irp) };
+    // SAFETY: forwarded contract.
+    let (fo, len, class, buf) = unsafe { info_request(irp, sl, false) };
     let dev = match seekable(ext, fo) {
         Ok(d) => d,
         // SAFETY: the IRP is ours (contract).
@@ -190,19 +206,11 @@ pub(crate) unsafe fn query_information(ext: &DevExt, irp: *mut IRP, sl: *mut IO_
 /// A buffered set-information IRP in dispatch, owned by the caller, with
 /// its stack location.
 pub(crate) unsafe fn set_information(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTSTATUS {
-    // SAFETY: the IRP's current stack location (contract), only read here.
-    let sl = unsafe { &*sl };
-    let fo = sl.FileObject;
-    // SAFETY: a set-information IRP's parameters.
-    let q = unsafe { &sl.Parameters.SetFile };
-    let len = q.Length as usize;
-    // The class is u32 in the mingw bindings, i32 in wdk-sys's.
-    #[allow(clippy::unnecessary_cast)]
-    let class = q.FileInformationClass as u32;
-    // SAFETY: the IRP is ours: its system buffer holds Length bytes.
-    let buf = unsafe { irp::system_buffer(irp) }.cast_const();
-    // SAFETY: as above; not written while `input` lives.
-    let input: &[u8] = if buf.is_null() { &[] } else { unsafe { core::slice::from_raw_parts(buf, len) } };
+    // SAFETY: forwarded contract.
+    let (fo, len, class, buf) = unsafe { info_request(irp, sl, true) };
+    // SAFETY: the system buffer holds Length bytes, not written while
+    // `input` lives.
+    let input: &[u8] = if buf.is_null() { &[] } else { unsafe { core::slice::from_raw_parts(buf.cast_const(), len) } };
     let dev = match seekable(ext, fo) {
         Ok(d) => d,
         // SAFETY: the IRP is ours (contract).
