@@ -22,18 +22,28 @@
 //! (it lives in a device extension).
 
 use crate::ddk::*;
+use core::cell::UnsafeCell;
+use core::marker::PhantomPinned;
 use core::ptr;
 
 /// A queue of pended IRPs (a `LIST_ENTRY` head and the IRPs' own list
 /// entries), guarded by the spin lock whose data holds it.
+///
+/// The head is written through the queued entries' `Flink`/`Blink` as well
+/// as through `self`, so it sits in an `UnsafeCell` and the type is `!Unpin`
+/// (`PhantomPinned`): rustc marks neither `&IrpQueue` nor `&mut IrpQueue`
+/// (nor a `&mut` of the state holding it) `noalias`, so the optimiser does
+/// not keep a value of the head across those writes (a `noalias` head let
+/// the test build's `bridge::admit_waiting_calls` loop on a stale `Flink`).
 pub struct IrpQueue {
-    head: LIST_ENTRY,
+    head: UnsafeCell<LIST_ENTRY>,
+    _pinned: PhantomPinned,
 }
 
 impl IrpQueue {
     /// An unusable queue until [`IrpQueue::init`] runs where it will live.
     pub const fn new() -> Self {
-        IrpQueue { head: LIST_ENTRY { Flink: ptr::null_mut(), Blink: ptr::null_mut() } }
+        IrpQueue { head: UnsafeCell::new(LIST_ENTRY { Flink: ptr::null_mut(), Blink: ptr::null_mut() }), _pinned: PhantomPinned }
     }
 
     /// Makes the head an empty list where it now lives.
@@ -44,11 +54,11 @@ impl IrpQueue {
     pub unsafe fn init(&mut self) {
         // SAFETY: a head we own exclusively (`&mut`), in its final place
         // (contract).
-        unsafe { InitializeListHead(&mut self.head) }
+        unsafe { InitializeListHead(self.head.get()) }
     }
 
     fn head(&mut self) -> *mut LIST_ENTRY {
-        &mut self.head
+        self.head.get()
     }
 
     /// Marks `irp` pending and queues it with `cancel` as its cancel
