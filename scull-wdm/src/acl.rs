@@ -194,23 +194,27 @@ pub fn build(d: &Dacl) -> Result<(), NTSTATUS> {
     let copy = base.wrapping_add((SD_ABSOLUTE + alen).next_multiple_of(8)) as *mut Dacl;
     // SAFETY: the block holds the absolute descriptor, then the ACL of
     // `alen` bytes, then an aligned copy of `d`; every pointer is inside it.
-    let st = unsafe {
-        ptr::write(copy, *d);
-        let mut st = RtlCreateSecurityDescriptor(base.cast(), SECURITY_DESCRIPTOR_REVISION);
+    // SAFETY: see above.
+    unsafe { ptr::write(copy, *d) };
+    // SAFETY: see above: the descriptor's bytes.
+    let mut st = unsafe { RtlCreateSecurityDescriptor(base.cast(), SECURITY_DESCRIPTOR_REVISION) };
+    if st >= 0 {
+        // SAFETY: see above: the ACL's `alen` bytes.
+        st = unsafe { RtlCreateAcl(acl.cast(), alen as u32, ACL_REVISION) };
+    }
+    // SAFETY: see above: written just before.
+    let copied = unsafe { &*copy };
+    for a in &copied.aces[..d.n] {
         if st >= 0 {
-            st = RtlCreateAcl(acl.cast(), alen as u32, ACL_REVISION);
+            // SAFETY: see above: the ACL was sized for these ACEs, and the
+            // SID lives in the block's copy.
+            st = unsafe { RtlAddAccessAllowedAce(acl.cast(), ACL_REVISION, a.mask, a.sid.as_ptr() as PSID) };
         }
-        let copied = &*copy;
-        for a in &copied.aces[..d.n] {
-            if st >= 0 {
-                st = RtlAddAccessAllowedAce(acl.cast(), ACL_REVISION, a.mask, a.sid.as_ptr() as PSID);
-            }
-        }
-        if st >= 0 {
-            st = RtlSetDaclSecurityDescriptor(base.cast(), 1, acl.cast(), 0);
-        }
-        st
-    };
+    }
+    if st >= 0 {
+        // SAFETY: see above: descriptor and ACL, both in the block.
+        st = unsafe { RtlSetDaclSecurityDescriptor(base.cast(), 1, acl.cast(), 0) };
+    }
     if st < 0 {
         // SAFETY: the unused block from `alloc`.
         unsafe { pool::free(block) };

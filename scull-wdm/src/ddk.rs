@@ -13,7 +13,7 @@
 //! DDK's inline helpers (`IoGetCurrentIrpStackLocation`, `IoMarkIrpPending`,
 //! `IoSetCancelRoutine`, list macros...) and the deprecated pool allocator
 //! declarations that wdk-sys blocklists.
-#![allow(non_snake_case, dead_code, clippy::missing_safety_doc)]
+#![allow(non_snake_case, dead_code)]
 
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -27,7 +27,13 @@ use core::sync::atomic::{AtomicPtr, Ordering};
     unused_imports,
     improper_ctypes,
     unnecessary_transmutes,
-    clippy::all
+    clippy::all,
+    // Generated declarations (extern blocks, types, constants, and
+    // bindgen's bitfield accessors), not code to review: the contract of
+    // each function is its DDK documentation.
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc,
+    clippy::multiple_unsafe_ops_per_block
 )]
 mod sys {
     include!(concat!(env!("OUT_DIR"), "/ddk_bindings.rs"));
@@ -95,8 +101,11 @@ pub const fn CTL_CODE(device_type: u32, function: u32, method: u32, access: u32)
 /// `irp` is a valid IRP owned by the caller.
 #[inline]
 pub unsafe fn IoGetCurrentIrpStackLocation(irp: *mut IRP) -> *mut IO_STACK_LOCATION {
-    // SAFETY: the caller guarantees a valid IRP; the field is plain data.
-    unsafe { (*irp).Tail.Overlay.__bindgen_anon_2.__bindgen_anon_1.CurrentStackLocation }
+    // SAFETY: the caller guarantees a valid IRP; only a field address is taken.
+    let p = unsafe { &raw const (*irp).Tail.Overlay.__bindgen_anon_2.__bindgen_anon_1.CurrentStackLocation };
+    // SAFETY: while the I/O manager or a driver handles an IRP, this union
+    // arm is its current stack location, a plain pointer.
+    unsafe { p.read() }
 }
 
 /// `IoMarkIrpPending`.
@@ -105,11 +114,11 @@ pub unsafe fn IoGetCurrentIrpStackLocation(irp: *mut IRP) -> *mut IO_STACK_LOCAT
 /// `irp` is a valid IRP owned by the caller's dispatch routine.
 #[inline]
 pub unsafe fn IoMarkIrpPending(irp: *mut IRP) {
-    // SAFETY: the current stack location of a valid IRP is valid.
-    unsafe {
-        let sl = IoGetCurrentIrpStackLocation(irp);
-        (*sl).Control |= SL_PENDING_RETURNED as u8;
-    }
+    // SAFETY: a valid IRP owned by the caller (contract).
+    let sl = unsafe { IoGetCurrentIrpStackLocation(irp) };
+    // SAFETY: the current stack location of a valid IRP is valid, and the
+    // owner of the IRP may set its control flags.
+    unsafe { (*sl).Control |= SL_PENDING_RETURNED as u8 };
 }
 
 /// A cancel routine, as the I/O manager calls it.
@@ -124,12 +133,11 @@ pub type CancelFn = unsafe extern "C" fn(*mut DEVICE_OBJECT, *mut IRP);
 #[inline]
 pub unsafe fn IoSetCancelRoutine(irp: *mut IRP, routine: Option<CancelFn>) -> Option<CancelFn> {
     let new = routine.map_or(core::ptr::null_mut(), |f| f as *mut c_void);
+    // SAFETY: a field address of a valid IRP (contract); no reference is made.
+    let field = unsafe { core::ptr::addr_of_mut!((*irp).CancelRoutine) } as *mut *mut c_void;
     // SAFETY: `CancelRoutine` is a pointer-sized, pointer-aligned field that
     // the I/O manager also accesses only with interlocked operations.
-    let old = unsafe {
-        let field = core::ptr::addr_of_mut!((*irp).CancelRoutine) as *mut *mut c_void;
-        AtomicPtr::from_ptr(field).swap(new, Ordering::AcqRel)
-    };
+    let old = unsafe { AtomicPtr::from_ptr(field) }.swap(new, Ordering::AcqRel);
     if old.is_null() {
         None
     } else {
@@ -175,11 +183,10 @@ pub unsafe fn irp_from_list_entry(entry: *mut LIST_ENTRY) -> *mut IRP {
 /// `head` is valid for writes.
 #[inline]
 pub unsafe fn InitializeListHead(head: *mut LIST_ENTRY) {
-    // SAFETY: caller contract.
-    unsafe {
-        (*head).Flink = head;
-        (*head).Blink = head;
-    }
+    // SAFETY: `head` is valid for writes (contract).
+    unsafe { (*head).Flink = head };
+    // SAFETY: as above.
+    unsafe { (*head).Blink = head };
 }
 
 /// `IsListEmpty`.
@@ -198,14 +205,32 @@ pub unsafe fn IsListEmpty(head: *const LIST_ENTRY) -> bool {
 /// `head` is an initialised list; `entry` is not on any list.
 #[inline]
 pub unsafe fn InsertTailList(head: *mut LIST_ENTRY, entry: *mut LIST_ENTRY) {
-    // SAFETY: caller contract; the DDK's algorithm.
-    unsafe {
-        let blink = (*head).Blink;
-        (*entry).Flink = head;
-        (*entry).Blink = blink;
-        (*blink).Flink = entry;
-        (*head).Blink = entry;
-    }
+    // The DDK's algorithm. SAFETY (each step): `head` is an initialised
+    // list, so it and its last entry are valid; `entry` is valid and free
+    // (contract).
+    // SAFETY: see above.
+    let blink = unsafe { (*head).Blink };
+    // SAFETY: see above.
+    unsafe { (*entry).Flink = head };
+    // SAFETY: see above.
+    unsafe { (*entry).Blink = blink };
+    // SAFETY: see above.
+    unsafe { (*blink).Flink = entry };
+    // SAFETY: see above.
+    unsafe { (*head).Blink = entry };
+}
+
+/// `InsertHeadList`.
+///
+/// # Safety
+/// `head` is an initialised list; `entry` is not on any list.
+#[inline]
+pub unsafe fn InsertHeadList(head: *mut LIST_ENTRY, entry: *mut LIST_ENTRY) {
+    // SAFETY: an initialised head (contract).
+    let first = unsafe { (*head).Flink };
+    // SAFETY: inserting before the first entry (the head itself when the
+    // list is empty) puts `entry` first.
+    unsafe { InsertBefore(first, entry) }
 }
 
 /// Inserts `entry` before `next` (which is on a list, or is the head).
@@ -225,14 +250,18 @@ pub unsafe fn InsertBefore(next: *mut LIST_ENTRY, entry: *mut LIST_ENTRY) {
 /// `entry` is on a list or linked to itself.
 #[inline]
 pub unsafe fn RemoveEntryList(entry: *mut LIST_ENTRY) {
-    // SAFETY: caller contract.
-    unsafe {
-        let flink = (*entry).Flink;
-        let blink = (*entry).Blink;
-        (*blink).Flink = flink;
-        (*flink).Blink = blink;
-        InitializeListHead(entry);
-    }
+    // SAFETY (each step): `entry` is on a list or linked to itself
+    // (contract), so it and its neighbours are valid.
+    // SAFETY: see above.
+    let flink = unsafe { (*entry).Flink };
+    // SAFETY: see above.
+    let blink = unsafe { (*entry).Blink };
+    // SAFETY: see above.
+    unsafe { (*blink).Flink = flink };
+    // SAFETY: see above.
+    unsafe { (*flink).Blink = blink };
+    // SAFETY: see above; now unlinked, it becomes linked to itself.
+    unsafe { InitializeListHead(entry) };
 }
 
 /// `RemoveHeadList`, or None when the list is empty.
@@ -241,15 +270,15 @@ pub unsafe fn RemoveEntryList(entry: *mut LIST_ENTRY) {
 /// `head` is an initialised list.
 #[inline]
 pub unsafe fn RemoveHeadList(head: *mut LIST_ENTRY) -> Option<*mut LIST_ENTRY> {
-    // SAFETY: caller contract.
-    unsafe {
-        if IsListEmpty(head) {
-            return None;
-        }
-        let first = (*head).Flink;
-        RemoveEntryList(first);
-        Some(first)
+    // SAFETY: an initialised list (contract).
+    if unsafe { IsListEmpty(head) } {
+        return None;
     }
+    // SAFETY: as above.
+    let first = unsafe { (*head).Flink };
+    // SAFETY: not empty, so `first` is an entry on the list.
+    unsafe { RemoveEntryList(first) };
+    Some(first)
 }
 
 /// `KeInitializeSpinLock` (inline in the headers on x64).
@@ -273,18 +302,35 @@ impl<const N: usize> WStr<N> {
         WStr { buf: [0; N], len: 0 }
     }
 
-    /// The string as a UNICODE_STRING that borrows `self` (keep `self` alive
-    /// and unmoved while it is used).
-    pub fn unicode(&mut self) -> UNICODE_STRING {
-        UNICODE_STRING {
-            Length: (self.len * 2) as u16,
-            MaximumLength: (N * 2) as u16,
-            Buffer: self.buf.as_mut_ptr(),
+    /// The string as a UNICODE_STRING that borrows `self` mutably for as
+    /// long as the returned [`UStr`] lives, so the buffer it points to can
+    /// neither move nor change meanwhile.
+    pub fn unicode(&mut self) -> UStr<'_> {
+        UStr {
+            s: UNICODE_STRING {
+                Length: (self.len * 2) as u16,
+                MaximumLength: (N * 2) as u16,
+                Buffer: self.buf.as_mut_ptr(),
+            },
+            _buf: core::marker::PhantomData,
         }
     }
 
     pub fn as_slice(&self) -> &[u16] {
         &self.buf[..self.len]
+    }
+}
+
+/// A UNICODE_STRING over a borrowed [`WStr`]'s buffer.
+pub struct UStr<'a> {
+    s: UNICODE_STRING,
+    _buf: core::marker::PhantomData<&'a mut [u16]>,
+}
+
+impl UStr<'_> {
+    /// The pointer a DDI takes; valid while `self` is.
+    pub fn as_mut_ptr(&mut self) -> *mut UNICODE_STRING {
+        &mut self.s
     }
 }
 
@@ -327,11 +373,13 @@ pub unsafe fn irp_driver_context(irp: *mut IRP) -> *mut [PVOID; 4] {
 /// `irp` is a valid IRP owned by the driver.
 #[inline]
 pub unsafe fn set_io_status(irp: *mut IRP, status: NTSTATUS, information: usize) {
-    // SAFETY: caller contract.
-    unsafe {
-        (*irp).IoStatus.__bindgen_anon_1.Status = status;
-        (*irp).IoStatus.Information = information as _;
-    }
+    // SAFETY: a valid IRP owned by the driver (contract); only a field
+    // address is taken.
+    let st = unsafe { &raw mut (*irp).IoStatus.__bindgen_anon_1.Status };
+    // SAFETY: as above: the owner of the IRP writes its final status.
+    unsafe { st.write(status) };
+    // SAFETY: as above.
+    unsafe { (*irp).IoStatus.Information = information as _ };
 }
 
 /// `*PsProcessType`: the process object type.
@@ -356,16 +404,13 @@ pub unsafe fn set_io_status(irp: *mut IRP, status: NTSTATUS, information: usize)
 #[inline]
 pub unsafe fn process_object_type() -> POBJECT_TYPE {
     #[cfg(feature = "mingw")]
-    // SAFETY: the import is the variable itself (see above); ntoskrnl sets
-    // it before any driver loads and never changes it.
-    unsafe {
-        core::ptr::addr_of!(PsProcessType).cast::<POBJECT_TYPE>().read()
-    }
+    let p = core::ptr::addr_of!(PsProcessType).cast::<POBJECT_TYPE>();
     #[cfg(feature = "wdk")]
-    // SAFETY: as on the mingw path: the raw-dylib import is the variable.
-    unsafe {
-        wdk_data::PS_PROCESS_TYPE
-    }
+    let p = core::ptr::addr_of!(wdk_data::PS_PROCESS_TYPE);
+    // SAFETY: on both paths the raw-dylib import is the variable itself
+    // (see [`process_object_type`]), a POBJECT_TYPE that ntoskrnl sets
+    // before any driver loads and never changes.
+    unsafe { p.read() }
 }
 
 /// The kernel data exports the wdk path reads (see [`process_object_type`]).
@@ -393,14 +438,11 @@ mod wdk_data {
 #[inline]
 pub unsafe fn token_object_type() -> POBJECT_TYPE {
     #[cfg(feature = "mingw")]
-    // SAFETY: the raw-dylib import is the variable itself, a POBJECT_TYPE
-    // that ntoskrnl sets before any driver loads and never changes.
-    unsafe {
-        core::ptr::addr_of!(SeTokenObjectType).cast::<POBJECT_TYPE>().read()
-    }
+    let p = core::ptr::addr_of!(SeTokenObjectType).cast::<POBJECT_TYPE>();
     #[cfg(feature = "wdk")]
-    // SAFETY: as on the mingw path: the raw-dylib import is the variable.
-    unsafe {
-        wdk_data::SE_TOKEN_OBJECT_TYPE
-    }
+    let p = core::ptr::addr_of!(wdk_data::SE_TOKEN_OBJECT_TYPE);
+    // SAFETY: on both paths the raw-dylib import is the variable itself
+    // (see [`process_object_type`]), a POBJECT_TYPE that ntoskrnl sets
+    // before any driver loads and never changes.
+    unsafe { p.read() }
 }

@@ -6,7 +6,9 @@
 //! never moves (the I/O manager owns its memory).
 
 use crate::ddk::*;
+use crate::handle::Flags;
 use crate::ident::Sid;
+use crate::irpq::IrpQueue;
 use crate::pool::{Pool, StorePool};
 use crate::sync::{SemLock, SpinLock};
 use core::fmt::Write;
@@ -47,21 +49,64 @@ pub struct PrivSlot {
 pub struct PipeState {
     pub pipe: Pipe<Pool>,
     /// Pended reads (pipe empty).
-    pub readq: LIST_ENTRY,
+    pub readq: IrpQueue,
     /// Pended writes (pipe full).
-    pub writeq: LIST_ENTRY,
+    pub writeq: IrpQueue,
 }
 
 /// scullwuid: the policy plus the pended IRP_MJ_CREATEs waiting for it.
 pub struct WuidState {
     pub policy: WaitUid<Sid>,
-    pub waiters: LIST_ENTRY,
+    pub waiters: IrpQueue,
     /// Test build only: bridge IOCTLs (`WIN_IOCTL_OPEN_FLAGS`) sent on a file object whose
     /// create is still pended: an I/O manager that does not wait for
     /// IRP_MJ_CREATE (Wine 8) already gave the caller a handle, and the
     /// bridge call is where that caller waits. Completed with the create.
     #[cfg(feature = "test-build")]
-    pub bridgeq: LIST_ENTRY,
+    pub bridgeq: IrpQueue,
+}
+
+/// A pended scullwuid open: who is waiting, and the handle flags to apply.
+/// Kept in a pool block that the create IRP's `DriverContext[0]` points to
+/// while it is queued on `WuidState::waiters`.
+pub struct Waiter {
+    pub caller: scull_core::access::Caller<Sid>,
+    pub flags: Flags,
+}
+
+/// The waiter record of a pended scullwuid create, if it has one.
+///
+/// # Safety
+/// `irp` is a create pended by scullwuid (on `WuidState::waiters`, or just
+/// taken off it), valid for `'a`; the record is not freed during `'a`.
+pub unsafe fn waiter_of<'a>(irp: *mut IRP) -> Option<&'a Waiter> {
+    // SAFETY: a valid IRP the driver handles (contract); its driver context is ours.
+    let ctx = unsafe { irp_driver_context(irp) };
+    // SAFETY: as above.
+    let p = unsafe { (*ctx)[0] } as *const Waiter;
+    // SAFETY: null, or the Waiter the pending create wrote, alive for `'a` (contract).
+    unsafe { p.as_ref() }
+}
+
+/// Frees the waiter record of a pended create that leaves the queue.
+///
+/// # Safety
+/// The driver owns `irp`, a create pended on scullwuid; its
+/// `DriverContext[0]` is null or a `Waiter` block.
+pub unsafe fn take_waiter(irp: *mut IRP) -> Option<Waiter> {
+    // SAFETY: the driver owns the IRP (contract); its driver context is ours.
+    let ctx = unsafe { irp_driver_context(irp) };
+    // SAFETY: as above.
+    let p = unsafe { (*ctx)[0] } as *mut Waiter;
+    // SAFETY: as above.
+    unsafe { (*ctx)[0] = ptr::null_mut() };
+    let p = ptr::NonNull::new(p)?;
+    // SAFETY: a Waiter written by the pending create, read once (the slot
+    // is cleared above).
+    let w = unsafe { ptr::read(p.as_ptr()) };
+    // SAFETY: the pool block of that Waiter, no longer referenced.
+    unsafe { crate::pool::free(p.cast()) };
+    Some(w)
 }
 
 #[allow(clippy::large_enum_variant)] // lives in place in a device extension, never moved
@@ -88,8 +133,11 @@ impl DevExt {
     /// # Safety
     /// `d` is a device object this driver created and has not deleted.
     pub unsafe fn of<'a>(d: *mut DEVICE_OBJECT) -> &'a DevExt {
-        // SAFETY: caller contract; `create` wrote a DevExt there.
-        let e = unsafe { &*((*d).DeviceExtension as *const DevExt) };
+        // SAFETY: a device object of ours (contract).
+        let p = unsafe { (*d).DeviceExtension } as *const DevExt;
+        // SAFETY: `create` wrote a DevExt there, which lives until the
+        // device is deleted.
+        let e = unsafe { &*p };
         debug_assert!(e.magic == MAGIC);
         e
     }
@@ -110,18 +158,17 @@ fn new_store() -> Store<StorePool> {
 }
 
 fn kind_for(dev: Dev) -> Kind {
-    let empty = LIST_ENTRY { Flink: ptr::null_mut(), Blink: ptr::null_mut() };
     match dev {
         Dev::Scull(_) => Kind::Store(SemLock::new(new_store())),
-        Dev::Pipe(_) => Kind::Pipe(SpinLock::new(PipeState { pipe: Pipe::new(), readq: empty, writeq: empty })),
+        Dev::Pipe(_) => Kind::Pipe(SpinLock::new(PipeState { pipe: Pipe::new(), readq: IrpQueue::new(), writeq: IrpQueue::new() })),
         Dev::Single => Kind::Single(SingleOpen::new(), SemLock::new(new_store())),
         Dev::Uid => Kind::Uid(SemLock::new(OwnerUid::new()), SemLock::new(new_store())),
         Dev::Wuid => Kind::Wuid(
             SpinLock::new(WuidState {
                 policy: WaitUid::new(),
-                waiters: empty,
+                waiters: IrpQueue::new(),
                 #[cfg(feature = "test-build")]
-                bridgeq: empty,
+                bridgeq: IrpQueue::new(),
             }),
             SemLock::new(new_store()),
         ),
@@ -134,29 +181,42 @@ fn kind_for(dev: Dev) -> Kind {
 /// # Safety
 /// `k` is in its final place and not yet shared.
 unsafe fn init_in_place(k: &Kind) {
-    // SAFETY: caller contract: each lock is initialised once, in place.
-    unsafe {
-        match k {
-            Kind::Store(s) | Kind::Single(_, s) => s.init(),
-            Kind::Pipe(p) => {
-                p.init();
-                let st = p.get_unlocked();
-                InitializeListHead(&mut st.readq);
-                InitializeListHead(&mut st.writeq);
-            }
-            Kind::Uid(u, s) => {
-                u.init();
-                s.init();
-            }
-            Kind::Wuid(w, s) => {
-                w.init();
-                InitializeListHead(&mut w.get_unlocked().waiters);
-                #[cfg(feature = "test-build")]
-                InitializeListHead(&mut w.get_unlocked().bridgeq);
-                s.init();
-            }
-            Kind::Priv(t) => t.init(),
+    match k {
+        // SAFETY: each lock is initialised once, in place, before it is
+        // shared (contract), and so is each queue, through the one
+        // reference to the lock's data that exists yet.
+        Kind::Store(s) | Kind::Single(_, s) => unsafe { s.init() },
+        Kind::Pipe(p) => {
+            // SAFETY: as above.
+            unsafe { p.init() };
+            // SAFETY: as above.
+            let st = unsafe { p.get_unlocked() };
+            // SAFETY: as above.
+            unsafe { st.readq.init() };
+            // SAFETY: as above.
+            unsafe { st.writeq.init() };
         }
+        Kind::Uid(u, s) => {
+            // SAFETY: as above.
+            unsafe { u.init() };
+            // SAFETY: as above.
+            unsafe { s.init() };
+        }
+        Kind::Wuid(w, s) => {
+            // SAFETY: as above.
+            unsafe { w.init() };
+            // SAFETY: as above.
+            let st = unsafe { w.get_unlocked() };
+            // SAFETY: as above.
+            unsafe { st.waiters.init() };
+            // SAFETY: as above.
+            #[cfg(feature = "test-build")]
+            unsafe { st.bridgeq.init() };
+            // SAFETY: as above.
+            unsafe { s.init() };
+        }
+        // SAFETY: as above.
+        Kind::Priv(t) => unsafe { t.init() },
     }
 }
 
@@ -186,7 +246,7 @@ pub unsafe fn create(driver: *mut DRIVER_OBJECT, dev: Dev) -> NTSTATUS {
         IoCreateDevice(
             driver,
             core::mem::size_of::<DevExt>() as u32,
-            &mut uname,
+            uname.as_mut_ptr(),
             FILE_DEVICE_UNKNOWN,
             FILE_DEVICE_SECURE_OPEN,
             0,
@@ -197,14 +257,18 @@ pub unsafe fn create(driver: *mut DRIVER_OBJECT, dev: Dev) -> NTSTATUS {
         kprint!("IoCreateDevice {} failed: {:#x}", dev_name(dev).as_str(), st);
         return st;
     }
-    // SAFETY: a new device whose extension (zeroed, suitably aligned, at
-    // least size_of::<DevExt>() bytes) nobody else sees yet.
-    unsafe {
-        let ext = (*d).DeviceExtension as *mut DevExt;
-        ptr::write(ext, DevExt { magic: MAGIC, dev, linked: false, kind: kind_for(dev) });
-        init_in_place(&(*ext).kind);
-        (*d).Flags |= DO_BUFFERED_IO;
-    }
+    // SAFETY (each step): a new device whose extension (zeroed, suitably
+    // aligned, at least size_of::<DevExt>() bytes) nobody else sees yet.
+    // SAFETY: see above.
+    let ext = unsafe { (*d).DeviceExtension } as *mut DevExt;
+    // SAFETY: see above.
+    unsafe { ptr::write(ext, DevExt { magic: MAGIC, dev, linked: false, kind: kind_for(dev) }) };
+    // SAFETY: see above: written just before.
+    let kind = unsafe { &(*ext).kind };
+    // SAFETY: see above; the extension is in its final place and not shared.
+    unsafe { init_in_place(kind) };
+    // SAFETY: see above.
+    unsafe { (*d).Flags |= DO_BUFFERED_IO };
     let n = NDEVICES.load(Ordering::Relaxed);
     DEVICES[n].store(d, Ordering::Relaxed);
     NDEVICES.store(n + 1, Ordering::Relaxed);
@@ -217,7 +281,6 @@ pub unsafe fn create(driver: *mut DRIVER_OBJECT, dev: Dev) -> NTSTATUS {
             return st;
         }
     }
-    let _ = &mut name;
     STATUS_SUCCESS
 }
 
@@ -235,7 +298,7 @@ pub unsafe fn link(i: usize) -> NTSTATUS {
     let mut uname = name.unicode();
     let mut ulink = link.unicode();
     // SAFETY: valid counted strings on our stack.
-    let st = unsafe { IoCreateSymbolicLink(&mut ulink, &mut uname) };
+    let st = unsafe { IoCreateSymbolicLink(ulink.as_mut_ptr(), uname.as_mut_ptr()) };
     if st < 0 {
         kprint!("IoCreateSymbolicLink {} failed: {:#x}", dev_name(dev).as_str(), st);
         return st;
@@ -243,7 +306,9 @@ pub unsafe fn link(i: usize) -> NTSTATUS {
     // SAFETY: our extension; no IRP reaches the device while it is
     // initialising (DO_DEVICE_INITIALIZING is still set), so nothing else
     // reads it.
-    unsafe { (*((*d).DeviceExtension as *mut DevExt)).linked = true };
+    let ext = unsafe { (*d).DeviceExtension } as *mut DevExt;
+    // SAFETY: as above.
+    unsafe { (*ext).linked = true };
     st
 }
 
@@ -274,17 +339,26 @@ pub unsafe fn delete_all() {
         if d.is_null() {
             continue;
         }
-        // SAFETY: a device we created, with a DevExt written by `create`.
-        unsafe {
-            let ext = (*d).DeviceExtension as *mut DevExt;
-            if (*ext).linked {
-                let (_, mut link) = names((*ext).dev);
-                let mut ulink = link.unicode();
-                let _ = IoDeleteSymbolicLink(&mut ulink);
-            }
-            ptr::drop_in_place(ext);
-            IoDeleteDevice(d);
+        // SAFETY (each step): a device we created, with a DevExt written by
+        // `create`, that nothing else uses any more (contract).
+        // SAFETY: see above.
+        let ext = unsafe { (*d).DeviceExtension } as *mut DevExt;
+        // SAFETY: see above.
+        let (linked, dev) = {
+            // SAFETY: see above.
+            let e = unsafe { &*ext };
+            (e.linked, e.dev)
+        };
+        if linked {
+            let (_, mut link) = names(dev);
+            let mut ulink = link.unicode();
+            // SAFETY: a counted string on our stack, naming our link.
+            let _ = unsafe { IoDeleteSymbolicLink(ulink.as_mut_ptr()) };
         }
+        // SAFETY: see above; dropped once, and never read again.
+        unsafe { ptr::drop_in_place(ext) };
+        // SAFETY: see above; its extension is dropped.
+        unsafe { IoDeleteDevice(d) };
     }
 }
 

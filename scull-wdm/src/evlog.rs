@@ -67,16 +67,23 @@ pub fn load_refused(driver: *mut DRIVER_OBJECT, why: Refused, value: &str, statu
     // suitably aligned for the packet; we fill all of them (header zeroed,
     // then the fields, then the string at STRING_OFFSET) and hand the entry
     // to IoWriteErrorLogEntry, which frees it: it is not touched afterwards.
-    unsafe {
-        ptr::write_bytes(entry.cast::<u8>(), 0, size);
-        (*entry).ErrorCode = IO_ERR_CONFIGURATION_ERROR;
-        (*entry).UniqueErrorValue = why as u32;
-        (*entry).FinalStatus = status;
-        (*entry).NumberOfStrings = 1;
-        (*entry).StringOffset = STRING_OFFSET as u16;
-        (*entry).DumpDataSize = 0;
-        ptr::copy_nonoverlapping(name.as_ptr(), entry.cast::<u8>().add(STRING_OFFSET).cast::<u16>(), units + 1);
-        IoWriteErrorLogEntry(entry.cast());
+    // SAFETY: see above.
+    unsafe { ptr::write_bytes(entry.cast::<u8>(), 0, size) };
+    {
+        // SAFETY: see above; the header is zeroed, a valid packet.
+        let e = unsafe { &mut *entry };
+        e.ErrorCode = IO_ERR_CONFIGURATION_ERROR;
+        e.UniqueErrorValue = why as u32;
+        e.FinalStatus = status;
+        e.NumberOfStrings = 1;
+        e.StringOffset = STRING_OFFSET as u16;
+        e.DumpDataSize = 0;
     }
+    // SAFETY: see above: STRING_OFFSET lies inside the entry.
+    let strings = unsafe { entry.cast::<u8>().add(STRING_OFFSET) }.cast::<u16>();
+    // SAFETY: see above: the string and its NUL fit after STRING_OFFSET.
+    unsafe { ptr::copy_nonoverlapping(name.as_ptr(), strings, units + 1) };
+    // SAFETY: see above: the entry is complete and not touched afterwards.
+    unsafe { IoWriteErrorLogEntry(entry.cast()) };
     kprint!("event log: wrote IO_ERR_CONFIGURATION_ERROR for {value} (status {:#x})", status);
 }

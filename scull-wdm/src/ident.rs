@@ -52,8 +52,11 @@ impl Sid {
     /// # Safety
     /// `p` points at a valid SID.
     unsafe fn copy_from(p: *const u8) -> Sid {
-        // SAFETY: a SID's second byte is its sub-authority count; its size is 8 + 4 * count.
-        let count = unsafe { *p.add(1) } as usize;
+        // SAFETY: a SID's second byte is its sub-authority count (contract);
+        // its size is 8 + 4 * count.
+        let at = unsafe { p.add(1) };
+        // SAFETY: as above.
+        let count = unsafe { at.read() } as usize;
         let len = (8 + 4 * count).min(MAX_SID);
         let mut s = Sid::NONE;
         // SAFETY: `len` bytes of a valid SID are readable.
@@ -113,8 +116,10 @@ impl Process {
     /// `ZwOpenProcess` by client id works alike on Windows and under Wine,
     /// where `IoGetRequestorProcess` is not the client. PASSIVE_LEVEL.
     pub fn open(pid: u64) -> Result<Process, NTSTATUS> {
-        // SAFETY: OBJECT_ATTRIBUTES and CLIENT_ID are plain data.
-        let (mut oa, mut cid): (OBJECT_ATTRIBUTES, CLIENT_ID) = unsafe { (core::mem::zeroed(), core::mem::zeroed()) };
+        // SAFETY: OBJECT_ATTRIBUTES is plain data; all zeroes is valid.
+        let mut oa: OBJECT_ATTRIBUTES = unsafe { core::mem::zeroed() };
+        // SAFETY: CLIENT_ID is plain data; all zeroes is valid.
+        let mut cid: CLIENT_ID = unsafe { core::mem::zeroed() };
         oa.Length = core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32;
         oa.Attributes = OBJ_KERNEL_HANDLE;
         cid.UniqueProcess = pid as usize as HANDLE;
@@ -182,18 +187,24 @@ fn create_subject(irp: *mut IRP) -> Option<(Option<PVOID>, Option<PVOID>)> {
     // For a create, SecurityContext is NULL or points at the I/O manager's
     // IO_SECURITY_CONTEXT, whose AccessState (NULL or valid) lives until the
     // create completes, which is after this dispatch-time read.
-    unsafe {
-        let sl = IoGetCurrentIrpStackLocation(irp);
-        if (*sl).MajorFunction as u32 != IRP_MJ_CREATE {
-            return None;
-        }
-        let sc = (*sl).Parameters.Create.SecurityContext;
-        if sc.is_null() || (*sc).AccessState.is_null() {
-            return None;
-        }
-        let subject = &(*(*sc).AccessState).SubjectSecurityContext;
-        Some((some(subject.ClientToken), some(subject.PrimaryToken)))
+    // SAFETY: see above.
+    let sl = unsafe { crate::irp::stack(irp) };
+    if sl.MajorFunction as u32 != IRP_MJ_CREATE {
+        return None;
     }
+    // SAFETY: see above: a create's parameters.
+    let sc = unsafe { sl.Parameters.Create.SecurityContext };
+    if sc.is_null() {
+        return None;
+    }
+    // SAFETY: see above: a non-null security context is valid.
+    let state = unsafe { (*sc).AccessState };
+    if state.is_null() {
+        return None;
+    }
+    // SAFETY: see above: a non-null access state is valid.
+    let subject = unsafe { &(*state).SubjectSecurityContext };
+    Some((some(subject.ClientToken), some(subject.PrimaryToken)))
 }
 
 /// A kernel handle (TOKEN_QUERY) to the token object `token`.
@@ -212,9 +223,10 @@ fn open_token_object(token: PVOID) -> Result<KHandle, NTSTATUS> {
     let mut h: HANDLE = ptr::null_mut();
     // SAFETY: `token` is a referenced token object of the create's subject
     // context (valid during dispatch); the handle is a kernel handle we close.
-    let st = unsafe {
-        ObOpenObjectByPointer(token, OBJ_KERNEL_HANDLE, ptr::null_mut(), TOKEN_QUERY, token_object_type(), KernelMode as _, &mut h)
-    };
+    // SAFETY: reads an exported kernel variable.
+    let ty = unsafe { token_object_type() };
+    // SAFETY: see above.
+    let st = unsafe { ObOpenObjectByPointer(token, OBJ_KERNEL_HANDLE, ptr::null_mut(), TOKEN_QUERY, ty, KernelMode as _, &mut h) };
     if st < 0 {
         return Err(st);
     }
@@ -268,17 +280,11 @@ fn open_process_token(irp: *mut IRP) -> Result<KHandle, NTSTATUS> {
         process
     };
     let mut h: HANDLE = ptr::null_mut();
+    // SAFETY: reads an exported kernel variable.
+    let ty = unsafe { process_object_type() };
     // SAFETY: a valid process object; the handle is a kernel handle we close.
     let st = unsafe {
-        ObOpenObjectByPointer(
-            process.cast(),
-            OBJ_KERNEL_HANDLE,
-            ptr::null_mut(),
-            PROCESS_QUERY_INFORMATION,
-            process_object_type(),
-            KernelMode as _,
-            &mut h,
-        )
+        ObOpenObjectByPointer(process.cast(), OBJ_KERNEL_HANDLE, ptr::null_mut(), PROCESS_QUERY_INFORMATION, ty, KernelMode as _, &mut h)
     };
     if st < 0 {
         return Err(st);
@@ -316,7 +322,9 @@ fn identity(token: &KHandle) -> Result<(Sid, bool), NTSTATUS> {
     let (buf, _) = query_token(token, TokenUser)?;
     // SAFETY: on success the block starts with a TOKEN_USER whose SID points
     // into the block (alive until `buf` drops, after the copy).
-    let user = unsafe { Sid::copy_from((*(buf.as_ptr() as *const TOKEN_USER)).User.Sid as *const u8) };
+    let sid = unsafe { (*(buf.as_ptr() as *const TOKEN_USER)).User.Sid };
+    // SAFETY: as above: a valid SID inside the block.
+    let user = unsafe { Sid::copy_from(sid as *const u8) };
     drop(buf);
     let admin = match query_token(token, TokenGroups) {
         Err(st) => {
@@ -332,16 +340,19 @@ fn identity(token: &KHandle) -> Result<(Sid, bool), NTSTATUS> {
             let n = n.min(len.saturating_sub(first) / core::mem::size_of::<SID_AND_ATTRIBUTES>());
             // SAFETY: `n` SID_AND_ATTRIBUTES entries lie inside the record,
             // each SID pointing into the block, which lives until this arm ends.
-            unsafe {
-                let entries = ptr::addr_of!((*groups).Groups) as *const SID_AND_ATTRIBUTES;
-                (0..n).any(|i| {
-                    let g = &*entries.add(i);
-                    let sid = Sid::copy_from(g.Sid as *const u8);
-                    sid.as_bytes() == ADMINS
-                        && g.Attributes & SE_GROUP_ENABLED != 0
-                        && g.Attributes & SE_GROUP_USE_FOR_DENY_ONLY == 0
-                })
-            }
+            // SAFETY: see above; only the field address is taken.
+            let entries = unsafe { ptr::addr_of!((*groups).Groups) } as *const SID_AND_ATTRIBUTES;
+            (0..n).any(|i| {
+                // SAFETY: see above: entry i < n lies inside the record.
+                let e = unsafe { entries.add(i) };
+                // SAFETY: as above.
+                let g = unsafe { &*e };
+                // SAFETY: see above: its SID points into the block.
+                let sid = unsafe { Sid::copy_from(g.Sid as *const u8) };
+                sid.as_bytes() == ADMINS
+                    && g.Attributes & SE_GROUP_ENABLED != 0
+                    && g.Attributes & SE_GROUP_USE_FOR_DENY_ONLY == 0
+            })
         }
     };
     Ok((user, admin))

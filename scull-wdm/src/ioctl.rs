@@ -6,7 +6,7 @@
 use crate::ddk::*;
 use crate::dev::{self, Kind, PARAMS};
 use crate::dev::DevExt;
-use crate::dispatch::{finish, finish_result, read_i32};
+use crate::irp::{self, finish, finish_result, read_i32};
 use crate::ident;
 use crate::pipe;
 use core::sync::atomic::Ordering;
@@ -16,30 +16,43 @@ use scull_core::Error;
 
 /// IRP_MJ_DEVICE_CONTROL (LDD3 `scull_ioctl`); PASSIVE_LEVEL. The test
 /// build's bridge codes go to `bridge` first.
+///
+/// # Safety
+/// A METHOD_BUFFERED device-control IRP in dispatch, owned by the caller,
+/// with its stack location.
 pub(crate) unsafe fn device_control(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTSTATUS {
-    // SAFETY: a METHOD_BUFFERED device-control IRP in dispatch: the system
-    // buffer holds max(in, out) bytes.
-    unsafe {
-        let fo = (*sl).FileObject;
-        let p = &(*sl).Parameters.DeviceIoControl;
-        let (code, in_len, out_len) = (p.IoControlCode, p.InputBufferLength as usize, p.OutputBufferLength as usize);
-        let buf = (*irp).AssociatedIrp.SystemBuffer as *mut u8;
-        kinfo!("ioctl {:#x} on {}: in {} out {}", code, dev::dev_name(ext.dev).as_str(), in_len, out_len);
-        #[cfg(feature = "test-build")]
-        if let Some(st) = crate::bridge::device_control(ext, irp, fo, code, buf, in_len, out_len) {
-            return st;
-        }
-        let _ = fo;
-        let r = scull_ioctl(irp, code, buf, in_len, out_len);
-        match r {
-            Err(Error::BufferTooSmall) if code == Cmd::Stats.windows_code() => finish(irp, STATUS_BUFFER_OVERFLOW, out_len),
-            r => finish_result(irp, r),
-        }
+    // SAFETY: the IRP's current stack location (contract), only read here.
+    let sl = unsafe { &*sl };
+    let fo = sl.FileObject;
+    // SAFETY: a device-control IRP's parameters.
+    let p = unsafe { &sl.Parameters.DeviceIoControl };
+    let (code, in_len, out_len) = (p.IoControlCode, p.InputBufferLength as usize, p.OutputBufferLength as usize);
+    // SAFETY: the IRP is ours: METHOD_BUFFERED, so its system buffer holds
+    // max(in, out) bytes.
+    let buf = unsafe { irp::system_buffer(irp) };
+    kinfo!("ioctl {:#x} on {}: in {} out {}", code, dev::dev_name(ext.dev).as_str(), in_len, out_len);
+    #[cfg(feature = "test-build")]
+    // SAFETY: as above.
+    if let Some(st) = unsafe { crate::bridge::device_control(ext, irp, fo, code, buf, in_len, out_len) } {
+        return st;
+    }
+    let _ = fo;
+    // SAFETY: as above.
+    let r = unsafe { scull_ioctl(irp, code, buf, in_len, out_len) };
+    match r {
+        // SAFETY: the IRP is ours (contract).
+        Err(Error::BufferTooSmall) if code == Cmd::Stats.windows_code() => unsafe { finish(irp, STATUS_BUFFER_OVERFLOW, out_len) },
+        // SAFETY: the IRP is ours (contract).
+        r => unsafe { finish_result(irp, r) },
     }
 }
 
 /// STATS text that does not fit is reported as BufferTooSmall here and turned
 /// into STATUS_BUFFER_OVERFLOW (data returned, ERROR_MORE_DATA) by the caller.
+///
+/// # Safety
+/// `buf` is the system buffer of `irp`, a METHOD_BUFFERED device-control
+/// IRP, holding max(in_len, out_len) bytes.
 unsafe fn scull_ioctl(irp: *mut IRP, code: u32, buf: *mut u8, in_len: usize, out_len: usize) -> Result<usize, Error> {
     let cmd = Cmd::from_windows_code(code)?;
     if in_len < cmd.windows_in_len() || out_len < cmd.windows_out_len() {
@@ -52,7 +65,12 @@ unsafe fn scull_ioctl(irp: *mut IRP, code: u32, buf: *mut u8, in_len: usize, out
         stats_text(&mut t);
         return if t.truncated() { Err(Error::BufferTooSmall) } else { Ok(t.len()) };
     }
-    let value = if cmd.arg_in() == ArgIn::None { 0 } else { read_i32(buf) };
+    let value = if cmd.arg_in() == ArgIn::None {
+        0
+    } else {
+        // SAFETY: in_len >= the command's input length (4) was checked.
+        unsafe { read_i32(buf) }
+    };
     // LDD3's capable(CAP_SYS_ADMIN): the requesting thread's effective
     // token (its impersonation token when it impersonates, N4) must be an
     // administrator; an identity that cannot be read is not privileged.

@@ -6,7 +6,9 @@
 //! that knows which binding (wdk-sys or mingw-w64 bindgen) is in use.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
-#![allow(clippy::missing_safety_doc)]
+// Every unsafe block states why it is sound, one unsafe operation at a
+// time, and every unsafe fn states its contract.
+#![deny(clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc, clippy::multiple_unsafe_ops_per_block)]
 
 #[cfg(feature = "wdk")]
 #[global_allocator]
@@ -22,8 +24,10 @@ mod ddk;
 mod dev;
 mod dispatch;
 mod evlog;
+mod handle;
 mod ident;
 mod ioctl;
+mod irp;
 mod irpq;
 #[cfg(feature = "oracle")]
 mod oracle;
@@ -40,6 +44,10 @@ use ddk::*;
 
 /// LDD3's `scull_init_module`: parameters, then every device, with one
 /// cleanup path on failure.
+///
+/// # Safety
+/// Called once by the I/O manager, at PASSIVE_LEVEL, with this driver's
+/// object and its service key path.
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_path: *mut UNICODE_STRING) -> NTSTATUS {
     rundown::init();
@@ -76,14 +84,14 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
         return st;
     }
     show_acl(sddl, p.sddl.is_some());
-    // SAFETY: the I/O manager passes a valid driver object; the dispatch
-    // routines and unload have the required signatures.
-    unsafe {
-        for f in (*driver).MajorFunction.iter_mut() {
-            *f = Some(dispatch::dispatch);
-        }
-        (*driver).DriverUnload = Some(driver_unload);
+    // SAFETY: the I/O manager passes a valid driver object, which only
+    // DriverEntry writes while it runs; the dispatch routines and unload
+    // have the required signatures.
+    let d = unsafe { &mut *driver };
+    for f in d.MajorFunction.iter_mut() {
+        *f = Some(dispatch::dispatch);
     }
+    d.DriverUnload = Some(driver_unload);
     let ok = |st: NTSTATUS| if st < 0 { Err(st) } else { Ok(()) };
     // Every device, then every link, then every device made ready (N3):
     // nothing is openable until all devices exist.
@@ -167,12 +175,15 @@ fn show_acl(sddl: &[u16], from_registry: bool) {
 /// LDD3's `scull_cleanup_module`. It says when it starts and, with the
 /// outstanding-block count, when it ends, so a log shows whether an unload
 /// that never finished was entered at all.
+///
+/// # Safety
+/// Called only by the I/O manager, once, as this driver's unload routine.
 unsafe extern "C" fn driver_unload(_driver: *mut DRIVER_OBJECT) {
     kprint!("unload: entered");
     // No dispatch runs or starts from here on (Wine calls unload with
     // handles open; Windows only once none is).
     rundown::begin_and_wait();
-    dispatch::cancel_everything();
+    access::cancel_everything();
     rundown::wait_idle();
     // On Windows unload starts only once no file object refers to a device,
     // so nothing else can run. Under Wine the rundown above ended every

@@ -12,7 +12,8 @@
 
 use crate::ddk::*;
 use crate::dev::{DevExt, Kind, PipeState, PARAMS};
-use crate::irpq::{self, Done};
+use crate::irp;
+use crate::irpq::{Done, IrpQueue};
 use crate::pool::Pool;
 use crate::sync::{SpinGuard, SpinLock};
 use scull_core::mem::Platform;
@@ -29,13 +30,10 @@ pub(crate) const MAX_PENDED: u32 = 64;
 /// ERROR_NO_SYSTEM_RESOURCES: a kernel resource is exhausted, try later),
 /// not `WouldBlock`, whose STATUS_CANT_WAIT a caller that asked to block
 /// would not expect. Other results pass through.
-///
-/// # Safety
-/// `queue` is an initialised list guarded by the held lock.
-pub(crate) unsafe fn bound_pended<T>(r: Result<T, Error>, blocking: bool, queue: *mut LIST_ENTRY) -> Result<T, Error> {
+/// `queue` is reached through the held spin guard.
+pub(crate) fn bound_pended<T>(r: Result<T, Error>, blocking: bool, queue: &mut IrpQueue) -> Result<T, Error> {
     match r {
-        // SAFETY: caller contract.
-        Err(Error::WouldBlock) if blocking && unsafe { irpq::len(queue) } >= MAX_PENDED => Err(Error::NoMemory),
+        Err(Error::WouldBlock) if blocking && queue.len() >= MAX_PENDED => Err(Error::NoMemory),
         r => r,
     }
 }
@@ -53,9 +51,7 @@ pub unsafe fn transfer(p: &SpinLock<PipeState>, irp: *mut IRP, write: bool, nonb
     let mut g = p.lock();
     // SAFETY: caller contract.
     let r = unsafe { try_io(&mut g, irp, write) };
-    let queue = if write { &mut g.writeq as *mut LIST_ENTRY } else { &mut g.readq as *mut LIST_ENTRY };
-    // SAFETY: the queue is guarded by the held lock.
-    let r = unsafe { bound_pended(r, !nonblock, queue) };
+    let r = bound_pended(r, !nonblock, if write { &mut g.writeq } else { &mut g.readq });
     let status = match r {
         Ok(n) => {
             // Progress: wake the other side.
@@ -66,8 +62,10 @@ pub unsafe fn transfer(p: &SpinLock<PipeState>, irp: *mut IRP, write: bool, nonb
             STATUS_SUCCESS
         }
         Err(Error::WouldBlock) if !nonblock => {
-            // SAFETY: the queue is guarded by the held lock; we own the IRP.
-            if unsafe { !irpq::enqueue(queue, irp, cancel_routine) } {
+            let q = if write { &mut g.writeq } else { &mut g.readq };
+            // SAFETY: we own the IRP; `cancel_routine` unlinks it from this
+            // queue under this lock.
+            if unsafe { !q.enqueue(irp, cancel_routine) } {
                 // SAFETY: cancelled before it was queued: ours to complete.
                 unsafe { done.push(irp, STATUS_CANCELLED, 0) };
             }
@@ -89,32 +87,44 @@ pub unsafe fn transfer(p: &SpinLock<PipeState>, irp: *mut IRP, write: bool, nonb
 /// # Safety
 /// The lock is held; `irp` is a buffered read or write IRP.
 unsafe fn try_io(g: &mut SpinGuard<'_, PipeState>, irp: *mut IRP, write: bool) -> Result<usize, Error> {
-    // SAFETY: caller contract: the current stack location and the system
-    // buffer (Length bytes, non-paged) of a buffered read/write IRP.
-    unsafe {
-        let sl = IoGetCurrentIrpStackLocation(irp);
-        let len = if write { (*sl).Parameters.Write.Length } else { (*sl).Parameters.Read.Length } as usize;
-        if len == 0 {
-            return Ok(0);
-        }
-        let buf = (*irp).AssociatedIrp.SystemBuffer as *mut u8;
-        if buf.is_null() {
-            return Err(Error::Fault);
-        }
-        let mut at = 0usize;
-        if write {
-            g.pipe.write_with(len, |dst| {
-                core::ptr::copy_nonoverlapping(buf.add(at), dst.as_mut_ptr(), dst.len());
-                at += dst.len();
-                Ok(())
-            })
-        } else {
-            g.pipe.read_with(len, |src| {
-                core::ptr::copy_nonoverlapping(src.as_ptr(), buf.add(at), src.len());
-                at += src.len();
-                Ok(())
-            })
-        }
+    // SAFETY: a buffered read or write IRP (contract): its current stack
+    // location is ours, and only read here.
+    let sl = unsafe { irp::stack(irp) };
+    let len = if write {
+        // SAFETY: a write's parameters.
+        unsafe { sl.Parameters.Write.Length }
+    } else {
+        // SAFETY: a read's parameters.
+        unsafe { sl.Parameters.Read.Length }
+    } as usize;
+    if len == 0 {
+        return Ok(0);
+    }
+    // SAFETY: as above: its system buffer holds Length bytes of non-paged
+    // memory, which the copies below stay within (`at` + chunk <= len).
+    let buf = unsafe { irp::system_buffer(irp) };
+    if buf.is_null() {
+        return Err(Error::Fault);
+    }
+    let mut at = 0usize;
+    if write {
+        g.pipe.write_with(len, |dst| {
+            // SAFETY: see `buf`.
+            let from = unsafe { buf.add(at) };
+            // SAFETY: see `buf`; `dst` is pool memory, not the buffer.
+            unsafe { core::ptr::copy_nonoverlapping(from.cast_const(), dst.as_mut_ptr(), dst.len()) };
+            at += dst.len();
+            Ok(())
+        })
+    } else {
+        g.pipe.read_with(len, |src| {
+            // SAFETY: see `buf`.
+            let to = unsafe { buf.add(at) };
+            // SAFETY: see `buf`; `src` is pool memory, not the buffer.
+            unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), to, src.len()) };
+            at += src.len();
+            Ok(())
+        })
     }
 }
 
@@ -127,33 +137,38 @@ unsafe fn service(g: &mut SpinGuard<'_, PipeState>, done: &mut Done) {
         let mut progressed = false;
         for write in [false, true] {
             loop {
-                let head = if write { &mut g.writeq as *mut LIST_ENTRY } else { &mut g.readq as *mut LIST_ENTRY };
                 let ready = if write { g.pipe.writable() } else { g.pipe.readable() };
                 if !ready {
                     break;
                 }
-                // SAFETY: the queue is guarded by the held lock.
-                let Some(irp) = (unsafe { irpq::first(head) }) else { break };
+                let q = if write { &mut g.writeq } else { &mut g.readq };
+                let Some(irp) = q.first() else { break };
                 // SAFETY: `irp` is on this queue.
-                if unsafe { !irpq::take(irp) } {
+                if unsafe { !q.take(irp) } {
                     continue; // being cancelled: its cancel routine completes it
                 }
-                // SAFETY: we own the IRP now (cancel routine taken back), and
-                // hold the lock; it is completed or goes back to the head.
-                unsafe {
-                    match try_io(g, irp, write) {
-                        Ok(n) => done.push(irp, STATUS_SUCCESS, n),
-                        // Room for part of it only (an atomic write of up to
-                        // PIPE_ATOMIC bytes waits for all of its room): it
-                        // stays first in line.
-                        Err(Error::WouldBlock) => {
-                            if !irpq::requeue_front(head, irp, cancel_routine) {
-                                done.push(irp, STATUS_CANCELLED, 0);
-                            }
-                            break;
+                // We own the IRP now (cancel routine taken back), and hold
+                // the lock; it is completed or goes back to the head.
+                // SAFETY: a buffered read or write IRP of this pipe, ours.
+                match unsafe { try_io(g, irp, write) } {
+                    // SAFETY: ours, off the queue.
+                    Ok(n) => unsafe { done.push(irp, STATUS_SUCCESS, n) },
+                    // Room for part of it only (an atomic write of up to
+                    // PIPE_ATOMIC bytes waits for all of its room): it
+                    // stays first in line.
+                    Err(Error::WouldBlock) => {
+                        let q = if write { &mut g.writeq } else { &mut g.readq };
+                        // SAFETY: ours, taken from this queue and already
+                        // marked pending; `cancel_routine` unlinks it from
+                        // this queue under this lock.
+                        if unsafe { !q.requeue_front(irp, cancel_routine) } {
+                            // SAFETY: cancelled meanwhile: still ours.
+                            unsafe { done.push(irp, STATUS_CANCELLED, 0) };
                         }
-                        Err(e) => done.push(irp, e.ntstatus(), 0),
+                        break;
                     }
+                    // SAFETY: ours, off the queue.
+                    Err(e) => unsafe { done.push(irp, e.ntstatus(), 0) },
                 }
                 progressed = true;
             }
@@ -165,31 +180,40 @@ unsafe fn service(g: &mut SpinGuard<'_, PipeState>, done: &mut Done) {
 }
 
 /// The cancel routine of pended pipe reads and writes.
+///
+/// # Safety
+/// Called only by the I/O manager, as the cancel routine of an IRP this
+/// driver queued, with the cancel spin lock held.
 unsafe extern "C" fn cancel_routine(d: *mut DEVICE_OBJECT, irp: *mut IRP) {
     let _active = crate::rundown::enter_cancel();
-    // SAFETY: called by the I/O manager with the cancel spin lock held, for an
-    // IRP we queued on this device's pipe.
-    unsafe {
-        IoReleaseCancelSpinLock((*irp).CancelIrql);
-        if let Kind::Pipe(p) = &DevExt::of(d).kind {
-            let g = p.lock();
-            RemoveEntryList(irp_list_entry(irp));
-            drop(g);
-        }
-        set_io_status(irp, STATUS_CANCELLED, 0);
-        IoCompleteRequest(irp, IO_NO_INCREMENT);
+    // SAFETY: called by the I/O manager with the cancel spin lock held, for
+    // an IRP we queued on this device's pipe: the cancel routine owns it.
+    unsafe { irp::release_cancel_lock(irp) };
+    // SAFETY: `d` is one of our devices (the I/O manager passes the IRP's).
+    if let Kind::Pipe(p) = unsafe { &DevExt::of(d).kind } {
+        let mut g = p.lock();
+        let q = if is_write(irp) { &mut g.writeq } else { &mut g.readq };
+        // SAFETY: the IRP was queued on `q` (writes on `writeq`, reads on
+        // `readq`), and this is its cancel routine.
+        unsafe { q.unlink_cancelled(irp) };
+        drop(g);
     }
+    // SAFETY: ours to complete (as above), and unlinked.
+    unsafe { irp::finish(irp, STATUS_CANCELLED, 0) };
+}
+
+/// Whether a pipe IRP is a write (else a read).
+fn is_write(irp: *mut IRP) -> bool {
+    // SAFETY: a pipe read or write IRP the driver handles (its cancel routine).
+    unsafe { irp::major(irp) == IRP_MJ_WRITE }
 }
 
 /// Cancels the pended IRPs of `file` (all of them if null): CLEANUP, CLOSE, unload.
 pub fn cancel_file(p: &SpinLock<PipeState>, file: *mut FILE_OBJECT) {
     let mut done = Done::new();
     let mut g = p.lock();
-    // SAFETY: both queues are guarded by the held lock.
-    unsafe {
-        irpq::cancel_matching(&mut g.readq, file, &mut done);
-        irpq::cancel_matching(&mut g.writeq, file, &mut done);
-    }
+    g.readq.cancel_matching(file, &mut done);
+    g.writeq.cancel_matching(file, &mut done);
     drop(g);
     done.complete();
 }
@@ -222,7 +246,6 @@ pub fn release(p: &SpinLock<PipeState>, read: bool, write: bool) {
 /// (stats, waiting readers, waiting writers)
 pub fn stats(p: &SpinLock<PipeState>) -> (scull_core::pipe::PipeStats, u32, u32) {
     let mut g = p.lock();
-    // SAFETY: the queues are guarded by the held lock.
-    let (r, w) = unsafe { (irpq::len(&mut g.readq), irpq::len(&mut g.writeq)) };
+    let (r, w) = (g.readq.len(), g.writeq.len());
     (g.pipe.stats(), r, w)
 }

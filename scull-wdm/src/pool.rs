@@ -161,14 +161,13 @@ impl DerefMut for Block {
 
 impl Drop for Block {
     fn drop(&mut self) {
-        // SAFETY: the block came from `alloc` (`alloc_store` if `store`,
-        // with this length) and is dropped once.
-        unsafe {
-            if self.store {
-                free_store(self.ptr, self.len)
-            } else {
-                free(self.ptr)
-            }
+        if self.store {
+            // SAFETY: the block came from `alloc_store` with this length and
+            // is dropped once.
+            unsafe { free_store(self.ptr, self.len) }
+        } else {
+            // SAFETY: the block came from `alloc` and is dropped once.
+            unsafe { free(self.ptr) }
         }
     }
 }
@@ -272,23 +271,30 @@ impl QsetNodes {
     /// # Safety
     /// `head` is this list's (allocated) head.
     unsafe fn seek(&self, head: *mut LIST_ENTRY, index: u64) -> *mut LIST_ENTRY {
-        // SAFETY: every entry on the list other than the head is a live QsetNode.
-        unsafe {
-            let mut e = if !self.cursor.is_null() && (*self.cursor).index <= index {
-                ptr::addr_of_mut!((*self.cursor).link)
-            } else {
-                (*head).Flink
-            };
-            while e != head && (*QsetNode::from_link(e)).index < index {
-                e = (*e).Flink;
-            }
-            e
+        // SAFETY (each step): `head` is our list's head (contract), and
+        // every entry on the list other than the head, and the cursor when
+        // set, is a live QsetNode.
+        // SAFETY: see above.
+        let mut e = if !self.cursor.is_null() && unsafe { (*self.cursor).index } <= index {
+            // SAFETY: see above; only the field address is taken.
+            unsafe { ptr::addr_of_mut!((*self.cursor).link) }
+        } else {
+            // SAFETY: see above.
+            unsafe { (*head).Flink }
+        };
+        // SAFETY: see above.
+        while e != head && unsafe { (*QsetNode::from_link(e)).index } < index {
+            // SAFETY: see above.
+            e = unsafe { (*e).Flink };
         }
+        e
     }
 
     fn slots_of<'a>(node: *mut QsetNode) -> &'a mut [Option<Block>] {
         // SAFETY: a live node holds `slots` initialised slot values after its header.
-        unsafe { core::slice::from_raw_parts_mut(QsetNode::slots_ptr(node), (*node).slots) }
+        let n = unsafe { (*node).slots };
+        // SAFETY: as above.
+        unsafe { core::slice::from_raw_parts_mut(QsetNode::slots_ptr(node), n) }
     }
 
     /// Unlinks and frees one node and its quanta.
@@ -296,17 +302,27 @@ impl QsetNodes {
     /// # Safety
     /// `node` is on this list.
     unsafe fn drop_node(&mut self, node: *mut QsetNode) {
-        // SAFETY: caller contract: a live node on our list.
-        unsafe {
-            RemoveEntryList(ptr::addr_of_mut!((*node).link));
-            let slots = QsetNode::slots_ptr(node);
-            for i in 0..(*node).slots {
-                ptr::drop_in_place(slots.add(i));
-            }
-            // A live node's size was computed without overflow at insertion.
-            let bytes = QsetNode::bytes((*node).slots).unwrap_or(0);
-            free_store(NonNull::new_unchecked(node.cast()), bytes);
+        // SAFETY (each step): a live node on our list (contract), unlinked,
+        // then its slots dropped once, then its block freed.
+        // SAFETY: see above; only the field address is taken.
+        let link = unsafe { ptr::addr_of_mut!((*node).link) };
+        // SAFETY: see above.
+        unsafe { RemoveEntryList(link) };
+        let slots = QsetNode::slots_ptr(node);
+        // SAFETY: see above.
+        let n = unsafe { (*node).slots };
+        for i in 0..n {
+            // SAFETY: see above: slot i < n is initialised.
+            let slot = unsafe { slots.add(i) };
+            // SAFETY: see above.
+            unsafe { ptr::drop_in_place(slot) };
         }
+        // A live node's size was computed without overflow at insertion.
+        let bytes = QsetNode::bytes(n).unwrap_or(0);
+        // SAFETY: see above: the block `alloc_store` returned (not null).
+        let block = unsafe { NonNull::new_unchecked(node.cast()) };
+        // SAFETY: see above: allocated by `alloc_store` with `bytes` bytes.
+        unsafe { free_store(block, bytes) };
         if self.cursor == node {
             self.cursor = ptr::null_mut();
         }
@@ -353,14 +369,20 @@ impl QsetList for QsetNodes {
         let node: *mut QsetNode = mem.as_ptr().cast();
         // SAFETY: `mem` holds `bytes` bytes, enough for the header and the
         // slots; `next` is the list position that keeps the list sorted.
-        unsafe {
-            ptr::write(node, QsetNode { link: core::mem::zeroed(), index, slots });
-            let s = QsetNode::slots_ptr(node);
-            for i in 0..slots {
-                ptr::write(s.add(i), None);
-            }
-            InsertBefore(next, ptr::addr_of_mut!((*node).link));
+        let link = LIST_ENTRY { Flink: ptr::null_mut(), Blink: ptr::null_mut() };
+        // SAFETY: see above.
+        unsafe { ptr::write(node, QsetNode { link, index, slots }) };
+        let s = QsetNode::slots_ptr(node);
+        for i in 0..slots {
+            // SAFETY: see above: slot i < slots lies in the block.
+            let slot = unsafe { s.add(i) };
+            // SAFETY: see above.
+            unsafe { ptr::write(slot, None) };
         }
+        // SAFETY: see above; only the field address is taken.
+        let link = unsafe { ptr::addr_of_mut!((*node).link) };
+        // SAFETY: see above.
+        unsafe { InsertBefore(next, link) };
         self.len += 1;
         self.cursor = node;
         Ok(Self::slots_of(node))
@@ -402,14 +424,17 @@ impl QsetList for QsetNodes {
             return;
         }
         let head = self.head;
-        // SAFETY: a read-only walk of our own list.
-        unsafe {
-            let mut e = (*head).Flink;
-            while e != head {
-                let node = QsetNode::from_link(e);
-                f((*node).index, Self::slots_of(node));
-                e = (*e).Flink;
-            }
+        // SAFETY (each step): a read-only walk of our own list, whose
+        // entries other than the head are live QsetNodes.
+        // SAFETY: see above.
+        let mut e = unsafe { (*head).Flink };
+        while e != head {
+            let node = QsetNode::from_link(e);
+            // SAFETY: see above.
+            let index = unsafe { (*node).index };
+            f(index, Self::slots_of(node));
+            // SAFETY: see above.
+            e = unsafe { (*e).Flink };
         }
     }
 }

@@ -48,13 +48,12 @@ pub fn read(registry_path: *mut UNICODE_STRING) -> Values {
     let mut v = Values::default();
     let mut path = WStr::<512>::new();
     // SAFETY: the registry path from DriverEntry is a valid counted string.
-    let service = unsafe {
-        let r = &*registry_path;
-        if r.Buffer.is_null() {
-            &[][..]
-        } else {
-            core::slice::from_raw_parts(r.Buffer, r.Length as usize / 2)
-        }
+    let r = unsafe { &*registry_path };
+    let service = if r.Buffer.is_null() {
+        &[][..]
+    } else {
+        // SAFETY: as above: Length bytes at Buffer.
+        unsafe { core::slice::from_raw_parts(r.Buffer, r.Length as usize / 2) }
     };
     for c in char::decode_utf16(service.iter().copied()) {
         if path.write_char(c.unwrap_or('?')).is_err() {
@@ -68,7 +67,7 @@ pub fn read(registry_path: *mut UNICODE_STRING) -> Values {
     // SAFETY: OBJECT_ATTRIBUTES is plain data.
     let mut oa: OBJECT_ATTRIBUTES = unsafe { core::mem::zeroed() };
     oa.Length = core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32;
-    oa.ObjectName = &mut upath;
+    oa.ObjectName = upath.as_mut_ptr();
     oa.Attributes = OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE;
     let mut key: HANDLE = ptr::null_mut();
     // SAFETY: valid attributes; the key handle is closed below.
@@ -105,7 +104,7 @@ fn query(key: HANDLE, name: &str, buf: &mut ValueBuf) -> Option<()> {
     let mut got = 0u32;
     // SAFETY: an open key, a valid name and a writable buffer.
     let st = unsafe {
-        ZwQueryValueKey(key, &mut un, KeyValuePartialInformation, buf.0.as_mut_ptr().cast(), buf.0.len() as u32, &mut got)
+        ZwQueryValueKey(key, un.as_mut_ptr(), KeyValuePartialInformation, buf.0.as_mut_ptr().cast(), buf.0.len() as u32, &mut got)
     };
     (st >= 0).then_some(())
 }
@@ -115,32 +114,35 @@ fn query(key: HANDLE, name: &str, buf: &mut ValueBuf) -> Option<()> {
 fn string(key: HANDLE, name: &str) -> Option<Sddl> {
     let mut buf = ValueBuf([0; 512]);
     query(key, name, &mut buf)?;
-    // SAFETY: on success the buffer starts with a KEY_VALUE_PARTIAL_INFORMATION
-    // whose DataLength bytes of data follow in the buffer.
-    unsafe {
-        let info = buf.0.as_ptr() as *const KEY_VALUE_PARTIAL_INFORMATION;
-        let data = ptr::addr_of!((*info).Data) as *const u8;
-        let avail = buf.0.len() - (data as usize - buf.0.as_ptr() as usize);
-        let n = ((*info).DataLength as usize).min(avail);
-        if (*info).Type != REG_SZ {
-            kprint!("registry value {} is not a REG_SZ; ignored", name);
+    let (info, data) = partial_info(&buf);
+    let n = (info.DataLength as usize).min(data.len());
+    if info.Type != REG_SZ {
+        kprint!("registry value {} is not a REG_SZ; ignored", name);
+        return None;
+    }
+    let mut s = Sddl { buf: [0; 192], len: 0 };
+    for i in 0..n / 2 {
+        let c = u16::from_le_bytes([data[2 * i], data[2 * i + 1]]);
+        if c == 0 {
+            break;
+        }
+        if s.len == s.buf.len() {
+            kprint!("registry value {} is too long; ignored", name);
             return None;
         }
-        let mut s = Sddl { buf: [0; 192], len: 0 };
-        for i in 0..n / 2 {
-            let c = u16::from_le_bytes([*data.add(2 * i), *data.add(2 * i + 1)]);
-            if c == 0 {
-                break;
-            }
-            if s.len == s.buf.len() {
-                kprint!("registry value {} is too long; ignored", name);
-                return None;
-            }
-            s.buf[s.len] = c;
-            s.len += 1;
-        }
-        Some(s)
+        s.buf[s.len] = c;
+        s.len += 1;
     }
+    Some(s)
+}
+
+/// The KEY_VALUE_PARTIAL_INFORMATION header at the start of a buffer that
+/// `query` filled, and the bytes from its `Data` to the buffer's end.
+fn partial_info(buf: &ValueBuf) -> (&KEY_VALUE_PARTIAL_INFORMATION, &[u8]) {
+    // SAFETY: the buffer is 8-aligned and larger than the header, which is
+    // plain data (any bytes are a valid value); `query` wrote it on success.
+    let info = unsafe { &*(buf.0.as_ptr() as *const KEY_VALUE_PARTIAL_INFORMATION) };
+    (info, &buf.0[core::mem::offset_of!(KEY_VALUE_PARTIAL_INFORMATION, Data)..])
 }
 
 // Its own frame: DriverEntry must stay under a page of stack (no __chkstk in a driver).
@@ -148,14 +150,10 @@ fn string(key: HANDLE, name: &str) -> Option<Sddl> {
 fn dword(key: HANDLE, name: &str) -> Option<i32> {
     let mut buf = ValueBuf([0; 512]);
     query(key, name, &mut buf)?;
-    // SAFETY: on success the buffer starts with a KEY_VALUE_PARTIAL_INFORMATION.
-    unsafe {
-        let info = buf.0.as_ptr() as *const KEY_VALUE_PARTIAL_INFORMATION;
-        if (*info).Type != REG_DWORD || (*info).DataLength != 4 {
-            kprint!("registry value {} is not a REG_DWORD; ignored", name);
-            return None;
-        }
-        let d = ptr::addr_of!((*info).Data) as *const [u8; 4];
-        Some(i32::from_le_bytes(*d))
+    let (info, data) = partial_info(&buf);
+    if info.Type != REG_DWORD || info.DataLength != 4 {
+        kprint!("registry value {} is not a REG_DWORD; ignored", name);
+        return None;
     }
+    Some(i32::from_le_bytes([data[0], data[1], data[2], data[3]]))
 }

@@ -9,19 +9,13 @@
 
 use crate::ddk::*;
 use crate::dev::{DevExt, Kind, PARAMS};
-use crate::dispatch::{finish, finish_result, flags, H_WRITE};
+use crate::handle::{self, Flags};
+use crate::irp::{self, finish, finish_result};
 use crate::pool;
 use core::ptr;
 use scull_core::nt::{self, Seekable, SetInformation};
 use scull_core::store::Store;
 use scull_core::Error;
-
-/// The scullpriv device of a file (`FsContext` holds its index + 1).
-pub(crate) fn priv_slot(fo: *mut FILE_OBJECT) -> Option<usize> {
-    // SAFETY: as above.
-    let v = unsafe { (*fo).FsContext } as usize;
-    v.checked_sub(1)
-}
 
 /// Runs `f` on the store this file reads and writes.
 pub(crate) fn with_store<R>(ext: &DevExt, fo: *mut FILE_OBJECT, f: impl FnOnce(&mut Store<pool::StorePool>) -> R) -> Option<R> {
@@ -29,7 +23,7 @@ pub(crate) fn with_store<R>(ext: &DevExt, fo: *mut FILE_OBJECT, f: impl FnOnce(&
         return Some(f(&mut s.lock()));
     }
     if let Kind::Priv(t) = &ext.kind {
-        let slot = priv_slot(fo)?;
+        let slot = handle::priv_slot(fo)?;
         let mut g = t.lock();
         return g.get_mut(slot).map(|d| f(&mut d.store));
     }
@@ -43,41 +37,65 @@ pub(crate) fn trim(ext: &DevExt, fo: *mut FILE_OBJECT) {
 
 /// IRP_MJ_READ / IRP_MJ_WRITE on a store device (LDD3 `scull_read` /
 /// `scull_write`); PASSIVE_LEVEL (the store's KSEMAPHORE is waited on).
+///
+/// # Safety
+/// A read or write IRP of buffered I/O in dispatch, owned by the caller,
+/// with its stack location.
 pub(crate) unsafe fn read_write(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION, write: bool) -> NTSTATUS {
-    // SAFETY: a read/write IRP of buffered I/O in dispatch.
-    unsafe {
-        let fo = (*sl).FileObject;
-        let len = if write { (*sl).Parameters.Write.Length } else { (*sl).Parameters.Read.Length } as usize;
-        let buf = (*irp).AssociatedIrp.SystemBuffer as *mut u8;
-        if len > 0 && buf.is_null() {
-            return finish(irp, Error::Fault.ntstatus(), 0);
-        }
-        let off = if write { (*sl).Parameters.Write.ByteOffset.QuadPart } else { (*sl).Parameters.Read.ByteOffset.QuadPart };
-        let synchronous = (*fo).Flags & FO_SYNCHRONOUS_IO != 0;
-        let r = with_store(ext, fo, |s| -> Result<usize, Error> {
-            let pos = nt::start_position(off, write, (*fo).CurrentByteOffset.QuadPart, s.size())?;
-            let mut at = 0usize;
-            let n = if write {
-                s.write_with(pos, len, |dst| {
-                    ptr::copy_nonoverlapping(buf.add(at), dst.as_mut_ptr(), dst.len());
-                    at += dst.len();
-                    Ok(())
-                })?
-            } else {
-                s.read_with(pos, len, |src| {
-                    ptr::copy_nonoverlapping(src.as_ptr(), buf.add(at), src.len());
-                    at += src.len();
-                    Ok(())
-                })?
-            };
-            if let Some(p) = nt::next_file_pointer(synchronous, pos, n) {
-                (*fo).CurrentByteOffset.QuadPart = p;
-            }
-            Ok(n)
-        })
-        .unwrap_or(Err(Error::NoDevice));
-        finish_result(irp, r)
+    // SAFETY: the IRP's current stack location (contract), only read here.
+    let sl = unsafe { &*sl };
+    let fo = sl.FileObject;
+    let (len, off) = if write {
+        // SAFETY: a write's parameters.
+        let p = unsafe { &sl.Parameters.Write };
+        // SAFETY: LARGE_INTEGER: every bit pattern is a valid i64.
+        (p.Length, unsafe { p.ByteOffset.QuadPart })
+    } else {
+        // SAFETY: a read's parameters.
+        let p = unsafe { &sl.Parameters.Read };
+        // SAFETY: as above.
+        (p.Length, unsafe { p.ByteOffset.QuadPart })
+    };
+    let len = len as usize;
+    // SAFETY: the IRP is ours (contract); with buffered I/O its system
+    // buffer holds Length bytes, which the copies below stay within
+    // (`at` + chunk <= len).
+    let buf = unsafe { irp::system_buffer(irp) };
+    if len > 0 && buf.is_null() {
+        // SAFETY: the IRP is ours (contract).
+        return unsafe { finish(irp, Error::Fault.ntstatus(), 0) };
     }
+    let synchronous = handle::synchronous(fo);
+    let r = with_store(ext, fo, |s| -> Result<usize, Error> {
+        let pos = nt::start_position(off, write, handle::position(fo), s.size())?;
+        let mut at = 0usize;
+        let n = if write {
+            s.write_with(pos, len, |dst| {
+                // SAFETY: see `buf`.
+                let from = unsafe { buf.add(at) };
+                // SAFETY: see `buf`; `dst` is pool memory, not the buffer.
+                unsafe { ptr::copy_nonoverlapping(from.cast_const(), dst.as_mut_ptr(), dst.len()) };
+                at += dst.len();
+                Ok(())
+            })?
+        } else {
+            s.read_with(pos, len, |src| {
+                // SAFETY: see `buf`.
+                let to = unsafe { buf.add(at) };
+                // SAFETY: see `buf`; `src` is pool memory, not the buffer.
+                unsafe { ptr::copy_nonoverlapping(src.as_ptr(), to, src.len()) };
+                at += src.len();
+                Ok(())
+            })?
+        };
+        if let Some(p) = nt::next_file_pointer(synchronous, pos, n) {
+            handle::set_position(fo, p);
+        }
+        Ok(n)
+    })
+    .unwrap_or(Err(Error::NoDevice));
+    // SAFETY: the IRP is ours (contract).
+    unsafe { finish_result(irp, r) }
 }
 
 pub(crate) fn file_size(ext: &DevExt, fo: *mut FILE_OBJECT) -> Result<u64, Error> {
@@ -127,27 +145,54 @@ fn seekable(ext: &DevExt, fo: *mut FILE_OBJECT) -> Result<Seekable, Error> {
     }
 }
 
+/// The file object, buffer length, information class and system buffer of
+/// a query-information (`set` false) or set-information IRP.
+///
+/// # Safety
+/// Such a buffered IRP in dispatch, owned by the caller, with its stack
+/// location.
+unsafe fn info_request(irp: *mut IRP, sl: *mut IO_STACK_LOCATION, set: bool) -> (*mut FILE_OBJECT, usize, u32, *mut u8) {
+    // SAFETY: the IRP's current stack location (contract), only read here.
+    let sl = unsafe { &*sl };
+    let (len, class) = if set {
+        // SAFETY: a set-information IRP's parameters (contract).
+        let q = unsafe { &sl.Parameters.SetFile };
+        (q.Length, q.FileInformationClass)
+    } else {
+        // SAFETY: a query-information IRP's parameters (contract).
+        let q = unsafe { &sl.Parameters.QueryFile };
+        (q.Length, q.FileInformationClass)
+    };
+    // SAFETY: the IRP is ours (contract): its system buffer holds Length bytes.
+    let buf = unsafe { irp::system_buffer(irp) };
+    // The class is u32 in the mingw bindings, i32 in wdk-sys's.
+    #[allow(clippy::unnecessary_cast)]
+    (sl.FileObject, len as usize, class as u32, buf)
+}
+
 /// IRP_MJ_QUERY_INFORMATION (GetFileSizeEx, FILE_END seeks); IRQL PASSIVE_LEVEL.
+///
+/// # Safety
+/// A buffered query-information IRP in dispatch, owned by the caller, with
+/// its stack location.
 pub(crate) unsafe fn query_information(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTSTATUS {
-    // SAFETY: a buffered query-information IRP: the system buffer holds Length bytes.
-    unsafe {
-        let fo = (*sl).FileObject;
-        let len = (*sl).Parameters.QueryFile.Length as usize;
-        let buf = (*irp).AssociatedIrp.SystemBuffer as *mut u8;
-        let class = (*sl).Parameters.QueryFile.FileInformationClass as u32;
-        let dev = match seekable(ext, fo) {
-            Ok(d) => d,
-            Err(e) => return finish(irp, e.ntstatus(), 0),
-        };
-        let mut reply = [0u8; nt::STANDARD_INFO_LEN];
-        match nt::query_information(class, len, dev, (*fo).CurrentByteOffset.QuadPart, &mut reply) {
-            Ok(n) => {
-                // n <= len was checked by `query_information`.
-                ptr::copy_nonoverlapping(reply.as_ptr(), buf, n);
-                finish(irp, STATUS_SUCCESS, n)
-            }
-            Err(st) => finish(irp, st, 0),
+    // SAFETY: forwarded contract.
+    let (fo, len, class, buf) = unsafe { info_request(irp, sl, false) };
+    let dev = match seekable(ext, fo) {
+        Ok(d) => d,
+        // SAFETY: the IRP is ours (contract).
+        Err(e) => return unsafe { finish(irp, e.ntstatus(), 0) },
+    };
+    let mut reply = [0u8; nt::STANDARD_INFO_LEN];
+    match nt::query_information(class, len, dev, handle::position(fo), &mut reply) {
+        Ok(n) => {
+            // SAFETY: n <= len was checked by `query_information`; see `buf`.
+            unsafe { ptr::copy_nonoverlapping(reply.as_ptr(), buf, n) };
+            // SAFETY: the IRP is ours (contract).
+            unsafe { finish(irp, STATUS_SUCCESS, n) }
         }
+        // SAFETY: the IRP is ours (contract).
+        Err(st) => unsafe { finish(irp, st, 0) },
     }
 }
 
@@ -156,29 +201,34 @@ pub(crate) unsafe fn query_information(ext: &DevExt, irp: *mut IRP, sl: *mut IO_
 /// FileAllocationInformation 0; SetFilePointerEx where the I/O manager does
 /// not keep the position); IRQL PASSIVE_LEVEL. The classes that change data
 /// need a handle granted write access (STATUS_ACCESS_DENIED).
+///
+/// # Safety
+/// A buffered set-information IRP in dispatch, owned by the caller, with
+/// its stack location.
 pub(crate) unsafe fn set_information(ext: &DevExt, irp: *mut IRP, sl: *mut IO_STACK_LOCATION) -> NTSTATUS {
-    // SAFETY: a buffered set-information IRP: the system buffer holds Length bytes.
-    unsafe {
-        let fo = (*sl).FileObject;
-        let len = (*sl).Parameters.SetFile.Length as usize;
-        let buf = (*irp).AssociatedIrp.SystemBuffer as *const u8;
-        let input: &[u8] = if buf.is_null() { &[] } else { core::slice::from_raw_parts(buf, len) };
-        let class = (*sl).Parameters.SetFile.FileInformationClass as u32;
-        let dev = match seekable(ext, fo) {
-            Ok(d) => d,
-            Err(e) => return finish(irp, e.ntstatus(), 0),
-        };
-        // Only a handle granted write access changes the data (Wine, which
-        // passes no security context, counts every handle as a writer).
-        let write = flags(fo) & H_WRITE != 0;
-        match nt::set_information(class, input, dev, write) {
-            Ok(SetInformation::EndOfFile(n)) => finish_result(irp, set_eof(ext, fo, n as i64).map(|_| 0)),
-            Ok(SetInformation::Allocation(n)) => finish_result(irp, set_allocation(ext, fo, n).map(|_| 0)),
-            Ok(SetInformation::Position(p)) => {
-                (*fo).CurrentByteOffset.QuadPart = p;
-                finish(irp, STATUS_SUCCESS, 0)
-            }
-            Err(st) => finish(irp, st, 0),
+    // SAFETY: forwarded contract.
+    let (fo, len, class, buf) = unsafe { info_request(irp, sl, true) };
+    // SAFETY: the system buffer holds Length bytes, not written while
+    // `input` lives.
+    let input: &[u8] = if buf.is_null() { &[] } else { unsafe { core::slice::from_raw_parts(buf.cast_const(), len) } };
+    let dev = match seekable(ext, fo) {
+        Ok(d) => d,
+        // SAFETY: the IRP is ours (contract).
+        Err(e) => return unsafe { finish(irp, e.ntstatus(), 0) },
+    };
+    // Only a handle granted write access changes the data (Wine, which
+    // passes no security context, counts every handle as a writer).
+    let write = handle::flags(fo).contains(Flags::WRITE);
+    let r = match nt::set_information(class, input, dev, write) {
+        Ok(SetInformation::EndOfFile(n)) => set_eof(ext, fo, n as i64).map(|_| 0),
+        Ok(SetInformation::Allocation(n)) => set_allocation(ext, fo, n).map(|_| 0),
+        Ok(SetInformation::Position(p)) => {
+            handle::set_position(fo, p);
+            Ok(0)
         }
-    }
+        // SAFETY: the IRP is ours (contract).
+        Err(st) => return unsafe { finish(irp, st, 0) },
+    };
+    // SAFETY: the IRP is ours (contract).
+    unsafe { finish_result(irp, r) }
 }

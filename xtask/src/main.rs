@@ -6,6 +6,7 @@ mod host;
 mod inf;
 mod kdebug;
 mod kmod;
+mod modgraph;
 mod ntsim;
 mod ntsim_bench;
 mod qemu;

@@ -212,6 +212,7 @@ pub fn run(_args: &[String]) -> Result {
     let t0 = Instant::now();
     step("wdk-check: the layout `cargo wdk build` needs (package name, scull.inx, metadata.wdk, cdylib)");
     crate::cargowdk::run()?;
+    crate::modgraph::check()?;
     wdm::deps()?;
     apt_install(&["patch"])?;
     // clippy is in rustup's default profile, not in the minimal one.

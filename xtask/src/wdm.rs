@@ -61,6 +61,7 @@ pub fn build() -> Result<PathBuf> {
 
 /// Builds and checks scull.sys, the test build when `test`; returns its path.
 pub fn build_variant(test: bool) -> Result<PathBuf> {
+    crate::modgraph::check()?;
     deps()?;
     let what = if test { "test build, --features test-build" } else { "release" };
     step(&format!("wdm: cargo build scull-wdm ({what}; x86_64-pc-windows-msvc, bindgen over mingw-w64 DDK headers)"));
