@@ -215,10 +215,7 @@ pub fn run(_args: &[String]) -> Result {
     crate::modgraph::check()?;
     wdm::deps()?;
     apt_install(&["patch"])?;
-    // clippy is in rustup's default profile, not in the minimal one.
-    if !cargo_cmd().args(["clippy", "--version"]).output().is_ok_and(|o| o.status.success()) {
-        util::run(Command::new("rustup").args(["component", "add", "clippy"]))?;
-    }
+    wdm::ensure_clippy()?;
     let registry = registry_wdk_build()?;
     let patched = patched_wdk_build(&registry)?;
     let croot = layout_content_root()?;

@@ -67,6 +67,7 @@ pub fn build_variant(test: bool) -> Result<PathBuf> {
     step(&format!("wdm: cargo build scull-wdm ({what}; x86_64-pc-windows-msvc, bindgen over mingw-w64 DDK headers)"));
     let cargo_target = target_dir().join(if test { "scull-wdm-test" } else { "scull-wdm" });
     let manifest = root().join("scull-wdm").join("Cargo.toml");
+    clippy(test, &cargo_target, &manifest)?;
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(root().join("scull-wdm"))
         .env("CARGO_TARGET_DIR", &cargo_target)
@@ -94,6 +95,31 @@ pub fn build_variant(test: bool) -> Result<PathBuf> {
     copy(&built.join("scull.pdb"), &pdb)?;
     check(&sys, &["ntoskrnl.exe"])?;
     Ok(sys)
+}
+
+/// clippy is in rustup's default profile, not in the minimal one.
+pub fn ensure_clippy() -> Result {
+    let cargo = || Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    if !cargo().args(["clippy", "--version"]).output().is_ok_and(|o| o.status.success()) {
+        crate::util::run(Command::new("rustup").args(["component", "add", "clippy"]))?;
+    }
+    Ok(())
+}
+
+/// `cargo clippy -- -D warnings` on this binding path: the crate denies the
+/// unsafe-code lints (`undocumented_unsafe_blocks`, `missing_safety_doc`,
+/// `multiple_unsafe_ops_per_block`), which only clippy checks.
+fn clippy(test: bool, cargo_target: &std::path::Path, manifest: &std::path::Path) -> Result {
+    ensure_clippy()?;
+    step("wdm: cargo clippy -- -D warnings (mingw-w64 bindings; the unsafe-code lints denied)");
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root().join("scull-wdm"))
+        .env("CARGO_TARGET_DIR", cargo_target)
+        .args(["clippy", "--release", "--no-default-features", "--features", if test { "mingw,test-build" } else { "mingw" }])
+        .args(["--target", DRIVER_TARGET, "--manifest-path"])
+        .arg(manifest)
+        .args(["--", "-D", "warnings"]);
+    crate::util::run(&mut c)
 }
 
 fn oracle(cargo_target: &std::path::Path, manifest: &std::path::Path) -> Result {
