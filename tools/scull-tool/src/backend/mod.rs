@@ -1,4 +1,4 @@
-//! The black-box device interface the conformance suite and the human
+//! The black-box device interface the test suite and the human
 //! commands are written against. Each kernel gets one implementation:
 //! `model` (the host model device, in-process), `windows` (`\\.\Scull*`
 //! through CreateFileW/ReadFile/...; run natively or under Wine) and `linux`
@@ -157,13 +157,6 @@ pub trait Target: Sync {
     /// cannot express it.
     fn fuzz_bad_pointers(&self, _rng: &mut crate::rng::Rng, _n: usize) -> Option<Result<usize, String>> {
         None
-    }
-
-    /// Target-specific cases (Windows: close with pended IRPs, ...). The
-    /// Linux-only cases are not here: `conformance` adds them for targets with
-    /// the Linux ioctl ABI, so the Linux backend needs nothing of it.
-    fn extra_cases(&self) -> Vec<crate::conformance::Case> {
-        Vec::new()
     }
 }
 

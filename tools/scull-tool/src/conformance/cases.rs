@@ -27,12 +27,6 @@ pub fn restore(t: &dyn Target) {
     }
 }
 
-macro_rules! case {
-    ($name:ident, $needs:expr) => {
-        Case { name: stringify!($name), needs: $needs, run: $name }
-    };
-}
-
 pub fn all() -> Vec<Case> {
     vec![
         case!(store_write_read_roundtrip, open_modes),

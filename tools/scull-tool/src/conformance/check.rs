@@ -1,11 +1,12 @@
-//! The helpers every conformance case is written with, shared by the common
-//! cases, the Linux-only cases and (public, for when they adopt them) the
-//! Windows-only ones: results with messages that name what failed, device
-//! I/O that loops, report lookups, and the capability checks.
+//! The helpers every conformance case is written with, shared by the common,
+//! Linux-only, Windows-only and ntsim-only cases: the case list's `case!`,
+//! results with messages that name what failed, device I/O that loops,
+//! report lookups, and the capability checks.
 
 use crate::backend::{Caps, Handle, OpenOpts, Target};
 use scull_core::devices::Dev;
 use scull_core::ioctl::Cmd;
+use scull_core::report::field;
 use scull_core::Error;
 
 /// What a case returns: `Err` says what went wrong.
@@ -20,6 +21,19 @@ macro_rules! check {
     };
 }
 pub(crate) use check;
+
+/// A case list's entry: `case!(name, needs)` is the case `name` that runs
+/// `name` when `needs` passes; `case!("prefix_", name)` is the case
+/// `prefix_name` that runs `name` on every target it is offered to.
+macro_rules! case {
+    ($prefix:literal, $name:ident) => {
+        $crate::conformance::Case { name: concat!($prefix, stringify!($name)), needs: $crate::conformance::check::always, run: $name }
+    };
+    ($name:ident, $needs:expr) => {
+        $crate::conformance::Case { name: stringify!($name), needs: $needs, run: $name }
+    };
+}
+pub(crate) use case;
 
 /// The value, or the unexpected error named after `what`.
 pub fn ok<T>(r: Result<T, Error>, what: &str) -> Result<T, String> {
@@ -92,6 +106,12 @@ pub fn stats_line(text: &str, name: &str) -> Result<String, String> {
         .find(|l| l.split_whitespace().next() == Some(name))
         .map(str::to_owned)
         .ok_or_else(|| format!("no `{name}` line in report:\n{text}"))
+}
+
+/// The `key=` field of device `dev`'s report line.
+pub fn stats_field(t: &dyn Target, dev: &str, key: &str) -> Result<String, String> {
+    let line = stats_line(&stats(t)?, dev)?;
+    field(&line, key).map(str::to_owned).ok_or_else(|| format!("no {key} in {line}"))
 }
 
 /// The raw ioctl code of `cmd` in the target's ABI.

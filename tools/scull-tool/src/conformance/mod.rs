@@ -1,7 +1,8 @@
 //! The black-box conformance suite. Every case is written against
 //! [`crate::backend::Target`], so the same cases run on the host model, on
-//! Windows (natively or under Wine) and on Linux (QEMU). A target may add its
-//! own cases with `Target::extra_cases`.
+//! Windows (natively or under Wine) and on Linux (QEMU). Each kind of target
+//! adds its own: the Linux-only cases for the Linux ioctl ABI, the
+//! Windows-only ones by target name (`ntsim` also its own).
 //!
 //! Each case leaves the devices as it found them: LDD3 defaults restored
 //! (`RESET`, pipe size 4000) and the devices it wrote trimmed.
@@ -16,6 +17,10 @@ pub mod check;
 mod linux;
 #[cfg(target_os = "linux")]
 mod uffd;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod ntsim;
+#[cfg(any(windows, all(target_os = "linux", target_env = "gnu")))]
+mod windows;
 
 /// What a case concluded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,9 +89,28 @@ pub fn select(target: &dyn Target, filter: Option<&str>) -> Vec<Case> {
     if target.caps().linux_abi {
         all.extend(linux::cases());
     }
-    all.extend(target.extra_cases());
+    all.extend(target_cases(target.name()));
     all.retain(|c| filter.is_none_or(|f| f.split(',').any(|p| c.name.contains(p))));
     all
+}
+
+/// The cases of the target named `name` beyond the common and the Linux
+/// ABI ones: the Windows-only cases on `windows` and `wine`; on `ntsim`
+/// those without the bridge (the test build's stand-in for what Wine's I/O
+/// manager lacks; ntsim loads the release build), then its own.
+fn target_cases(name: &str) -> Vec<Case> {
+    match name {
+        #[cfg(any(windows, all(target_os = "linux", target_env = "gnu")))]
+        "windows" | "wine" => windows::cases(),
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        "ntsim" => {
+            let mut v = windows::cases();
+            v.retain(|c| !c.name.starts_with("win_bridge_"));
+            v.extend(ntsim::cases());
+            v
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// [`run`], and with `json` each case is also one JSON object on its own

@@ -10,8 +10,9 @@
 //! - [`wine`]: what Wine's I/O manager does not deliver, and the test
 //!   build's bridge IOCTLs that stand in for it.
 //!
-//! Windows-only conformance cases are in `cases`, the second-user proxy
-//! child in [`proxy`], the `win-*` harness commands in [`harness`].
+//! The second-user proxy child is in [`proxy`], the `win-*` harness
+//! commands in [`harness`]. The suite's Windows-only cases pick these
+//! targets by name; nothing here depends on them.
 //!
 //! Win32 errors map back to [`Error`] with scull-core's table; codes outside
 //! it (e.g. ERROR_FILE_NOT_FOUND for a missing device) become `Invalid`.
@@ -19,10 +20,8 @@
 //! subcommand (see [`child_main`]).
 
 use super::{Caps, Handle, Join, OpenOpts, Pending, Target, Who};
-use crate::conformance::Case;
 use scull_core::devices::Dev;
 use scull_core::ioctl::{self, ArgIn, ArgOut, Cmd};
-use scull_core::report::field;
 use scull_core::store::{self, Whence};
 use scull_core::Error;
 use std::ffi::c_void;
@@ -78,7 +77,7 @@ fn last_error() -> Error {
     map(unsafe { GetLastError() })
 }
 
-fn wide(s: &str) -> Vec<u16> {
+pub(crate) fn wide(s: &str) -> Vec<u16> {
     s.encode_utf16().chain(std::iter::once(0)).collect()
 }
 
@@ -93,7 +92,7 @@ fn path(dev: Dev, suffix: bool) -> String {
 }
 
 /// An owned Win32 handle.
-struct Owned(HANDLE);
+pub(crate) struct Owned(pub(crate) HANDLE);
 
 // SAFETY: a kernel handle may be used from any thread.
 unsafe impl Send for Owned {}
@@ -109,7 +108,7 @@ impl Drop for Owned {
     }
 }
 
-fn open_raw(dev: Dev, o: OpenOpts, wine: bool, overlapped: bool) -> Result<Owned, Error> {
+pub(crate) fn open_raw(dev: Dev, o: OpenOpts, wine: bool, overlapped: bool) -> Result<Owned, Error> {
     let h = create_raw(dev, o, wine, overlapped)?;
     // Wine does not wait for IRP_MJ_CREATE, so a refused open still yields a
     // handle: the test build's bridge IOCTL, sent on every open, returns the
@@ -145,11 +144,11 @@ fn create_raw(dev: Dev, o: OpenOpts, wine: bool, overlapped: bool) -> Result<Own
 
 /// DeviceIoControl on a synchronous handle. ERROR_MORE_DATA keeps the data
 /// (returned as `Err((BufferTooSmall, data))` by [`device_io_control_more`]).
-fn device_io_control(h: HANDLE, code: u32, input: &[u8], out_len: usize) -> Result<Vec<u8>, Error> {
+pub(crate) fn device_io_control(h: HANDLE, code: u32, input: &[u8], out_len: usize) -> Result<Vec<u8>, Error> {
     device_io_control_more(h, code, input, out_len).map_err(|(e, _)| e)
 }
 
-fn device_io_control_more(h: HANDLE, code: u32, input: &[u8], out_len: usize) -> Result<Vec<u8>, (Error, Vec<u8>)> {
+pub(crate) fn device_io_control_more(h: HANDLE, code: u32, input: &[u8], out_len: usize) -> Result<Vec<u8>, (Error, Vec<u8>)> {
     let mut out = vec![0u8; out_len];
     let mut got = 0u32;
     let inp = if input.is_empty() { std::ptr::null() } else { input.as_ptr() as *const c_void };
@@ -170,11 +169,11 @@ fn device_io_control_more(h: HANDLE, code: u32, input: &[u8], out_len: usize) ->
 }
 
 pub struct WinHandle {
-    h: Owned,
-    dev: Dev,
-    wine: bool,
+    pub(crate) h: Owned,
+    pub(crate) dev: Dev,
+    pub(crate) wine: bool,
     /// The file position, kept here on `wine` (see the module docs).
-    pos: u64,
+    pub(crate) pos: u64,
 }
 
 impl WinHandle {
@@ -490,19 +489,6 @@ impl Target for WinTarget {
         }
         Ok(Box::new(p))
     }
-
-    fn extra_cases(&self) -> Vec<Case> {
-        #[allow(unused_mut)]
-        let mut v = cases::all();
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        if self.ntsim {
-            // The bridge is the test build's stand-in for what Wine's I/O
-            // manager lacks; ntsim loads the release build and needs none.
-            v.retain(|c| !c.name.starts_with("win_bridge_"));
-            v.extend(ntsim::cases());
-        }
-        v
-    }
 }
 
 /// The targets this module provides, by name.
@@ -573,35 +559,10 @@ pub fn child_main(args: &[String]) -> Option<u8> {
     Some(0)
 }
 
-/// What a Windows case returns.
-type CaseResult = Result<(), String>;
-
-/// Fails the case with a message unless `cond` holds.
-macro_rules! check {
-    ($cond:expr, $($msg:tt)*) => {
-        if !$cond {
-            return Err(format!($($msg)*));
-        }
-    };
-}
-
-/// A case every Windows target can run.
-fn always(_: &Caps) -> Option<&'static str> {
-    None
-}
-
-/// `case!(prefix, name)`: the case named `<prefix>name` that runs `name`.
-macro_rules! case {
-    ($prefix:literal, $name:ident) => {
-        Case { name: concat!($prefix, stringify!($name)), needs: always, run: $name }
-    };
-}
-
-mod cases;
 mod native;
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub mod ntsim;
-mod wine;
+pub(crate) mod wine;
 
 pub mod proxy;
 

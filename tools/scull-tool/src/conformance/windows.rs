@@ -1,37 +1,28 @@
-//! Windows-only cases: the DeviceIoControl-level ABI, cancellation and
-//! handle close with pended IRPs, the bridge IOCTLs.
+//! Windows-only cases (the `windows`, `wine` and `ntsim` targets): the
+//! DeviceIoControl-level ABI, cancellation and handle close with pended
+//! IRPs, the bridge IOCTLs.
 
-use super::*;
-
-type R = CaseResult;
-
-fn ok<T>(r: Result<T, Error>, what: &str) -> Result<T, String> {
-    r.map_err(|e| format!("{what}: {e}"))
-}
-
-fn expect_err<T: std::fmt::Debug>(r: Result<T, Error>, want: Error, what: &str) -> R {
-    match r {
-        Err(e) if e == want => Ok(()),
-        other => Err(format!("{what}: got {other:?}, want Err({want:?})")),
-    }
-}
-
-fn stats_field(t: &dyn Target, dev: &str, key: &str) -> Result<String, String> {
-    let mut h = ok(t.open(Dev::Scull(0), OpenOpts::R), "open scull0")?;
-    let text = ok(h.stats(), "stats")?;
-    let line = text
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some(dev))
-        .ok_or_else(|| format!("no {dev} line in:\n{text}"))?;
-    field(line, key).map(str::to_owned).ok_or_else(|| format!("no {key} in {line}"))
-}
+use super::check::{case, check, expect_err, ok, open_modes, stats_field, R};
+use super::Case;
+use crate::backend::windows::{device_io_control_more, open_raw, proxy, test_op, wide, wine, Owned, TEST_OP_QUERY, WIN_IOCTL_TEST};
+use crate::backend::{Caps, OpenOpts, Target, Who};
+use crate::win32::CreateFileW;
+use scull_core::devices::Dev;
+use scull_core::ioctl::{self, Cmd};
+use scull_core::report::field;
+use scull_core::store::Whence;
+use scull_core::Error;
+use std::ptr::null_mut;
+use std::time::{Duration, Instant};
+use windows_sys::Win32::Foundation::{GENERIC_READ, INVALID_HANDLE_VALUE};
+use windows_sys::Win32::Storage::FileSystem::{FILE_SHARE_READ, OPEN_EXISTING};
 
 /// The driver's outstanding pool blocks: the test build's test IOCTL, or
 /// under ntsim the kernel's own pool accounting (no driver help needed).
 fn outstanding_blocks(t: &dyn Target) -> Result<u64, Error> {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if t.name() == "ntsim" {
-        return Ok(super::ntsim::outstanding_blocks());
+        return Ok(crate::backend::windows::ntsim::outstanding_blocks());
     }
     test_op(t.name() == "wine", TEST_OP_QUERY, 0).map(|r| r.outstanding as u64)
 }
@@ -47,8 +38,8 @@ fn wait_until(mut f: impl FnMut() -> bool) -> bool {
     false
 }
 
-
-pub fn all() -> Vec<Case> {
+/// The cases every Windows target runs (`ntsim` without the bridge ones).
+pub fn cases() -> Vec<Case> {
     vec![
         case!("win_", pended_read_counted_then_cancelled),
         case!("win_", cancelioex_leaves_other_reads_queued),
@@ -89,10 +80,6 @@ fn release_build(_: &Caps) -> Option<&'static str> {
     wine::has_bridge().then_some("the loaded scull.sys is the test build (it has the bridge)")
 }
 
-fn open_modes(c: &Caps) -> Option<&'static str> {
-    (!c.open_modes).then_some("needs truncating opens and the file size (Wine: only the test build's bridge carries them)")
-}
-
 /// The release scull.sys: every bridge code and the test IOCTL, with
 /// well-sized buffers, on read-only, write-only and read-write handles of
 /// a store and a pipe, is ERROR_INVALID_FUNCTION (an unknown IOCTL).
@@ -108,7 +95,7 @@ fn release_build_has_no_bridge(t: &dyn Target) -> R {
                 }
                 let mut h = ok(t.open(dev, o), "open")?;
                 let input = [0u8; 8];
-                expect_err(h.ioctl_raw(code, &input, 32), Error::NotTty, &format!("code {code:#x} on {dev:?} {o:?}"))?;
+                expect_err(h.ioctl_raw(code, &input, 32), &[Error::NotTty], &format!("code {code:#x} on {dev:?} {o:?}"))?;
             }
         }
     }
@@ -135,7 +122,7 @@ fn vendor_codes_outside_the_commands_are_unknown(t: &dyn Target) -> R {
                 }
                 // METHOD_NEITHER/direct with small buffers: the driver must
                 // refuse without touching them.
-                expect_err(h.ioctl_raw(code, &[0; 8], 8), Error::NotTty, &format!("code {code:#x}"))?;
+                expect_err(h.ioctl_raw(code, &[0; 8], 8), &[Error::NotTty], &format!("code {code:#x}"))?;
                 n += 1;
             }
         }
@@ -154,9 +141,9 @@ fn bridge_read_handle_cannot_change_data(t: &dyn Target) -> R {
     drop(w);
     let mut r = ok(t.open(Dev::Scull(1), OpenOpts::R), "open read-only")?;
     let trunc = ioctl::WIN_OPEN_TRUNCATE.to_le_bytes();
-    expect_err(r.ioctl_raw(ioctl::WIN_IOCTL_OPEN_FLAGS, &trunc, 0), Error::Perm, "OPEN_FLAGS(TRUNCATE) on a read-only handle")?;
-    expect_err(r.ioctl_raw(ioctl::WIN_IOCTL_OPEN_FLAGS_WRITE, &trunc, 0), Error::Perm, "OPEN_FLAGS_WRITE(TRUNCATE) on a read-only handle")?;
-    expect_err(r.ioctl_raw(ioctl::WIN_IOCTL_SET_EOF, &0i64.to_le_bytes(), 0), Error::Perm, "SET_EOF(0) on a read-only handle")?;
+    expect_err(r.ioctl_raw(ioctl::WIN_IOCTL_OPEN_FLAGS, &trunc, 0), &[Error::Perm], "OPEN_FLAGS(TRUNCATE) on a read-only handle")?;
+    expect_err(r.ioctl_raw(ioctl::WIN_IOCTL_OPEN_FLAGS_WRITE, &trunc, 0), &[Error::Perm], "OPEN_FLAGS_WRITE(TRUNCATE) on a read-only handle")?;
+    expect_err(r.ioctl_raw(ioctl::WIN_IOCTL_SET_EOF, &0i64.to_le_bytes(), 0), &[Error::Perm], "SET_EOF(0) on a read-only handle")?;
     let mut b = [0u8; 16];
     let n = ok(r.read(&mut b), "read")?;
     check!(&b[..n] == b"keep me", "the store after the refused calls holds {:?}", &b[..n]);
@@ -269,7 +256,7 @@ fn pended_read_counted_then_cancelled(t: &dyn Target) -> R {
     );
     check!(!p.is_done(), "a read on an empty pipe completed");
     ok(p.cancel(false), "CancelIoEx")?;
-    expect_err(p.wait(Duration::from_secs(10)), Error::Interrupted, "cancelled read")?;
+    expect_err(p.wait(Duration::from_secs(10)), &[Error::Interrupted], "cancelled read")?;
     let w = stats_field(t, "scullpipe1", "waiting_readers")?;
     check!(w == "0", "waiting_readers={w} after CancelIoEx");
     Ok(())
@@ -284,7 +271,7 @@ fn cancelioex_leaves_other_reads_queued(t: &dyn Target) -> R {
         stats_field(t, "scullpipe2", "waiting_readers")
     );
     ok(a.cancel(false), "cancel a")?;
-    expect_err(a.wait(Duration::from_secs(10)), Error::Interrupted, "read a")?;
+    expect_err(a.wait(Duration::from_secs(10)), &[Error::Interrupted], "read a")?;
     let mut w = ok(t.open(Dev::Pipe(2), OpenOpts::W), "writer")?;
     check!(ok(w.write(b"left"), "write")? == 4, "write count");
     let got = ok(b.wait(Duration::from_secs(10)), "read b completes")?;
@@ -301,8 +288,8 @@ fn close_with_two_pended_reads(t: &dyn Target) -> R {
     );
     ok(a.cancel(true), "close a")?;
     ok(b.cancel(true), "close b")?;
-    expect_err(a.wait(Duration::from_secs(10)), Error::Interrupted, "read a")?;
-    expect_err(b.wait(Duration::from_secs(10)), Error::Interrupted, "read b")?;
+    expect_err(a.wait(Duration::from_secs(10)), &[Error::Interrupted], "read a")?;
+    expect_err(b.wait(Duration::from_secs(10)), &[Error::Interrupted], "read b")?;
     check!(
         wait_until(|| stats_field(t, "scullpipe3", "readers").as_deref() == Ok("0")),
         "the closed handles still count as readers: {:?}",
@@ -337,7 +324,7 @@ fn bad_ioctl_codes(t: &dyn Target) -> R {
         0,
     ];
     for code in bad {
-        expect_err(h.ioctl_raw(code, &[0; 4], 4), Error::NotTty, &format!("code {code:#x}"))?;
+        expect_err(h.ioctl_raw(code, &[0; 4], 4), &[Error::NotTty], &format!("code {code:#x}"))?;
     }
     Ok(())
 }
@@ -346,16 +333,16 @@ fn short_buffers_every_command(t: &dyn Target) -> R {
     let mut h = ok(t.open(Dev::Scull(0), OpenOpts::RW), "open")?;
     for cmd in Cmd::ALL {
         if cmd == Cmd::Stats {
-            expect_err(h.ioctl_raw(cmd.windows_code(), &[], 0), Error::BufferTooSmall, "STATS, no output buffer")?;
+            expect_err(h.ioctl_raw(cmd.windows_code(), &[], 0), &[Error::BufferTooSmall], "STATS, no output buffer")?;
             continue;
         }
         if cmd.windows_in_len() > 0 {
             let out = cmd.windows_out_len();
-            expect_err(h.ioctl_raw(cmd.windows_code(), &[0; 3], out), Error::BufferTooSmall, &format!("{cmd:?} 3-byte input"))?;
+            expect_err(h.ioctl_raw(cmd.windows_code(), &[0; 3], out), &[Error::BufferTooSmall], &format!("{cmd:?} 3-byte input"))?;
         }
         if cmd.windows_out_len() > 0 {
             let inp = vec![0u8; cmd.windows_in_len()];
-            expect_err(h.ioctl_raw(cmd.windows_code(), &inp, 3), Error::BufferTooSmall, &format!("{cmd:?} 3-byte output"))?;
+            expect_err(h.ioctl_raw(cmd.windows_code(), &inp, 3), &[Error::BufferTooSmall], &format!("{cmd:?} 3-byte output"))?;
         }
     }
     check!(ok(h.ioctl(Cmd::QQuantum, 0), "QQUANTUM")? == scull_core::geometry::DEFAULT_QUANTUM, "a short buffer changed a value");
@@ -378,13 +365,13 @@ fn stats_short_buffer_more_data(t: &dyn Target) -> R {
 
 fn bridge_ioctls_validate(t: &dyn Target) -> R {
     let mut h = ok(t.open(Dev::Scull(2), OpenOpts::RW), "open")?;
-    expect_err(h.ioctl_raw(ioctl::WIN_IOCTL_OPEN_FLAGS, &[0; 2], 0), Error::BufferTooSmall, "OPEN_FLAGS 2 bytes")?;
-    expect_err(h.ioctl_raw(ioctl::WIN_IOCTL_OPEN_FLAGS, &8u32.to_le_bytes(), 0), Error::Invalid, "OPEN_FLAGS unknown bit")?;
-    expect_err(h.ioctl_raw(ioctl::WIN_IOCTL_GET_EOF, &[], 4), Error::BufferTooSmall, "GET_EOF 4 bytes")?;
-    expect_err(h.ioctl_raw(ioctl::WIN_IOCTL_SET_EOF, &[0; 4], 0), Error::BufferTooSmall, "SET_EOF 4 bytes")?;
-    expect_err(h.ioctl_raw(ioctl::WIN_IOCTL_SET_EOF, &(-1i64).to_le_bytes(), 0), Error::Invalid, "SET_EOF -1")?;
+    expect_err(h.ioctl_raw(ioctl::WIN_IOCTL_OPEN_FLAGS, &[0; 2], 0), &[Error::BufferTooSmall], "OPEN_FLAGS 2 bytes")?;
+    expect_err(h.ioctl_raw(ioctl::WIN_IOCTL_OPEN_FLAGS, &8u32.to_le_bytes(), 0), &[Error::Invalid], "OPEN_FLAGS unknown bit")?;
+    expect_err(h.ioctl_raw(ioctl::WIN_IOCTL_GET_EOF, &[], 4), &[Error::BufferTooSmall], "GET_EOF 4 bytes")?;
+    expect_err(h.ioctl_raw(ioctl::WIN_IOCTL_SET_EOF, &[0; 4], 0), &[Error::BufferTooSmall], "SET_EOF 4 bytes")?;
+    expect_err(h.ioctl_raw(ioctl::WIN_IOCTL_SET_EOF, &(-1i64).to_le_bytes(), 0), &[Error::Invalid], "SET_EOF -1")?;
     let mut p = ok(t.open(Dev::Pipe(0), OpenOpts::R), "open pipe")?;
-    expect_err(p.ioctl_raw(ioctl::WIN_IOCTL_GET_EOF, &[], 8), Error::NotSeekable, "GET_EOF on a pipe")?;
+    expect_err(p.ioctl_raw(ioctl::WIN_IOCTL_GET_EOF, &[], 8), &[Error::NotSeekable], "GET_EOF on a pipe")?;
     Ok(())
 }
 
