@@ -1,13 +1,14 @@
-//! The module graph of scull-wdm: which of its modules refers to which, and
-//! the check that the graph has no cycle. `cargo xtask wdm` and
-//! `cargo xtask wdk-check` run it before building.
+//! The module graphs of scull-wdm, scull-tool and xtask: which top-level
+//! module refers to which, and the check that no graph has a cycle.
+//! `cargo xtask wdm` and `cargo xtask wdk-check` run it before building.
 //!
-//! A module is a file `scull-wdm/src/<name>.rs`; `lib.rs`, the crate root
-//! that declares them all, is not one. Module `a` refers to `b` when its
-//! text (comments left out) names `crate::b` (also in `use crate::{.., b,
-//! ..}` lists and macros' `$crate::b`) or calls a macro that `b` defines
+//! A module is a file `src/<name>.rs` with the files under `src/<name>/`;
+//! the crate roots (`lib.rs`, `main.rs`) that declare them are not one.
+//! Module `a` refers to `b` when its text (comments left out) names
+//! `crate::b` (also in `use crate::{.., b, ..}` lists and macros'
+//! `$crate::b`) or calls a macro that `b` defines and `a` does not
 //! (`kprint!` is `log`'s). Code under any `cfg` counts, so the graph covers
-//! every feature set.
+//! every feature set. `super::` paths stay inside a module and are not read.
 
 use crate::util::{root, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -87,8 +88,9 @@ pub fn graph(files: &[(String, String)]) -> Graph {
     for (name, text) in &texts {
         let mut deps: BTreeSet<String> =
             crate_refs(text).into_iter().filter(|d| names.contains(d.as_str()) && d != name).collect();
+        let own = macros_defined(text);
         for (m, owner) in &macros {
-            if owner != name && calls_macro(text, m) {
+            if owner != name && !own.contains(m) && calls_macro(text, m) {
                 deps.insert(owner.clone());
             }
         }
@@ -123,29 +125,58 @@ pub fn find_cycle(g: &Graph) -> Option<Vec<String>> {
     g.keys().find_map(|n| visit(g, n, &mut Vec::new(), &mut done))
 }
 
-/// scull-wdm's modules and their source.
-fn wdm_sources() -> Result<Vec<(String, String)>> {
-    let dir = root().join("scull-wdm").join("src");
-    let mut files = Vec::new();
+/// The crates whose module graphs are checked: (name, source directory
+/// under the repository root).
+const CRATES: [(&str, &str); 3] = [("scull-wdm", "scull-wdm/src"), ("scull-tool", "tools/scull-tool/src"), ("xtask", "xtask/src")];
+
+/// The text of `dir`'s `.rs` files, recursively, appended to `out`.
+fn read_tree(dir: &std::path::Path, out: &mut String) -> Result {
+    let mut entries: Vec<_> = fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            read_tree(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push_str(&fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?);
+            out.push('\n');
+        }
+    }
+    Ok(())
+}
+
+/// The top-level modules of the crate in `src` (relative to the repository
+/// root) and their source: `<name>.rs` and everything under `<name>/`.
+fn sources(src: &str) -> Result<Vec<(String, String)>> {
+    let dir = root().join(src);
+    let mut files: BTreeMap<String, String> = BTreeMap::new();
     for e in fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?.flatten() {
         let p = e.path();
         let Some(stem) = p.file_stem().and_then(|s| s.to_str()) else { continue };
-        if p.extension().is_some_and(|x| x == "rs") && stem != "lib" {
-            let text = fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-            files.push((stem.to_string(), text));
+        let text = files.entry(stem.to_string()).or_default();
+        if p.is_dir() {
+            read_tree(&p, text)?;
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            text.push_str(&fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?);
         }
     }
-    Ok(files)
+    Ok(files.into_iter().filter(|(n, t)| n != "lib" && n != "main" && !t.is_empty()).collect())
 }
 
-/// Fails when scull-wdm's modules refer to each other in a cycle.
-pub fn check() -> Result {
-    let g = graph(&wdm_sources()?);
+/// Fails when the modules of `name`'s crate (in `src`) refer to each other
+/// in a cycle.
+fn check_crate(name: &str, src: &str) -> Result {
+    let g = graph(&sources(src)?);
     if let Some(c) = find_cycle(&g) {
-        return Err(format!("scull-wdm: module import cycle {}", c.join(" -> ")));
+        return Err(format!("{name}: module import cycle {}", c.join(" -> ")));
     }
-    eprintln!("scull-wdm: module graph acyclic ({} modules, {} edges)", g.len(), g.values().map(|d| d.len()).sum::<usize>());
+    eprintln!("{name}: module graph acyclic ({} modules, {} edges)", g.len(), g.values().map(|d| d.len()).sum::<usize>());
     Ok(())
+}
+
+/// Fails when the modules of scull-wdm, scull-tool or xtask refer to each
+/// other in a cycle.
+pub fn check() -> Result {
+    CRATES.iter().try_for_each(|(name, src)| check_crate(name, src))
 }
 
 #[cfg(test)]
@@ -184,11 +215,13 @@ mod tests {
         assert_eq!(find_cycle(&g).unwrap(), ["access", "bridge", "dev", "access"]);
     }
 
-    /// The real tree; `cargo test -p xtask` prints its graph with --nocapture.
+    /// The real trees; `cargo test -p xtask` prints their graphs with --nocapture.
     #[test]
-    fn scull_wdm_is_acyclic() {
-        for (m, deps) in graph(&wdm_sources().unwrap()) {
-            println!("{m}: {}", deps.into_iter().collect::<Vec<_>>().join(" "));
+    fn real_crates_are_acyclic() {
+        for (name, src) in CRATES {
+            for (m, deps) in graph(&sources(src).unwrap()) {
+                println!("{name} {m}: {}", deps.into_iter().collect::<Vec<_>>().join(" "));
+            }
         }
         check().unwrap();
     }
