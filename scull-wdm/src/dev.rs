@@ -233,7 +233,7 @@ fn names(dev: Dev) -> (WStr<48>, WStr<48>) {
 /// Creates one device, writes its extension, records it in [`DEVICES`]
 /// and applies the ACL. The device keeps DO_DEVICE_INITIALIZING and gets
 /// no DOS link here: nothing can open it until [`link`] and [`ready`] have
-/// run for every device (`scull_core::nt::bring_up`, N3).
+/// run for every device (`scull_core::nt::bring_up`).
 ///
 /// # Safety
 /// Called from DriverEntry with a valid driver object.

@@ -5,7 +5,7 @@
 //! (client token when the opener impersonates, else its primary token),
 //! opened with `ObOpenObjectByPointer(*SeTokenObjectType)`; otherwise (ioctls,
 //! or a create without a context: Wine) the requesting thread's effective
-//! token (N4): its impersonation token, opened with
+//! token: its impersonation token, opened with
 //! `ZwOpenThreadTokenEx(NtCurrentThread())` (dispatch runs in the
 //! requestor's thread), and only when that says STATUS_NO_TOKEN the
 //! process's primary token: `IoGetRequestorProcess` →
@@ -100,7 +100,7 @@ impl core::fmt::Display for Sid {
 struct KHandle(HANDLE);
 
 /// The process that opened a scullpriv device, held by a kernel handle
-/// (SYNCHRONIZE, OBJ_KERNEL_HANDLE) for as long as its device exists (N5).
+/// (SYNCHRONIZE, OBJ_KERNEL_HANDLE) for as long as its device exists.
 ///
 /// The handle is what makes the process id a safe key: NT frees a
 /// process's id only when its process object goes away, and an open handle
@@ -155,13 +155,13 @@ impl Drop for KHandle {
 /// The caller of `irp`: its user SID, and whether it is an administrator.
 /// `Err` carries the NTSTATUS of the step that failed. PASSIVE_LEVEL.
 ///
-/// Which token (issue 9 W4): in IRP_MJ_CREATE, the one the I/O manager
+/// Which token: in IRP_MJ_CREATE, the one the I/O manager
 /// captured in `Parameters.Create.SecurityContext->AccessState->
 /// SubjectSecurityContext`: the client token of an impersonating thread, else
 /// the primary token (`scull_core::token::token_for_create`). Everywhere else
 /// (ioctls carry no security context), and in a create without one (Wine
-/// passes a NULL SecurityContext), the thread's effective token (N4,
-/// [`open_effective_token`]): an administrator service impersonating a
+/// passes a NULL SecurityContext), the thread's effective token
+/// ([`open_effective_token`]): an administrator service impersonating a
 /// plain client is the plain client.
 pub fn caller(irp: *mut IRP) -> Result<Caller<Sid>, NTSTATUS> {
     let (token, may_act) = match token_for_create(create_subject(irp)) {

@@ -72,7 +72,7 @@ unsafe fn scull_ioctl(irp: *mut IRP, code: u32, buf: *mut u8, in_len: usize, out
         unsafe { read_i32(buf) }
     };
     // LDD3's capable(CAP_SYS_ADMIN): the requesting thread's effective
-    // token (its impersonation token when it impersonates, N4) must be an
+    // token (its impersonation token when it impersonates) must be an
     // administrator; an identity that cannot be read is not privileged.
     let privileged = if cmd.needs_privilege() {
         match ident::caller(irp) {

@@ -93,7 +93,7 @@ pub unsafe extern "system" fn DriverEntry(driver: *mut DRIVER_OBJECT, registry_p
     }
     d.DriverUnload = Some(driver_unload);
     let ok = |st: NTSTATUS| if st < 0 { Err(st) } else { Ok(()) };
-    // Every device, then every link, then every device made ready (N3):
+    // Every device, then every link, then every device made ready:
     // nothing is openable until all devices exist.
     let up = scull_core::nt::bring_up(
         table.len(),

@@ -8,7 +8,7 @@
 //!   KeLeaveCriticalRegion after the release): normal kernel APCs, and with
 //!   them thread suspension, are held off while the thread owns the
 //!   semaphore, so a suspended holder cannot leave every other caller
-//!   blocked in a non-alertable wait (issue 9 W2).
+//!   blocked in a non-alertable wait.
 //! - [`SpinLock`]: a `KSPIN_LOCK` (raise to DISPATCH_LEVEL), for the pipes and
 //!   the pended-IRP queues. Holders touch only non-paged memory (pool blocks
 //!   and the system buffers of buffered I/O) and never wait.

@@ -110,7 +110,7 @@ fn reload() -> R {
 fn truncate_existing_opens_and_trims(_t: &dyn Target) -> R {
     put("Scull2", Dev::Scull(2), b"0123456789")?;
     let h = raw_open("Scull2", GENERIC_WRITE, TRUNCATE_EXISTING, 0)
-        .map_err(|e| format!("TRUNCATE_EXISTING open failed with error {e} (FileAllocationInformation refused? N1)"))?;
+        .map_err(|e| format!("TRUNCATE_EXISTING open failed with error {e} (FileAllocationInformation refused?)"))?;
     drop(h);
     let n = size_of("Scull2")?;
     check!(n == 0, "size {n} after a TRUNCATE_EXISTING open");
@@ -144,7 +144,7 @@ fn set_end_of_file_with_allocation_step(_t: &dyn Target) -> R {
     // SAFETY: the thread's last error.
     let err = unsafe { GetLastError() };
     let n = size_of("Scull3")?;
-    check!(ok, "SetEndOfFile failed with error {err} after the size became {n} (the allocation step refused: N1)");
+    check!(ok, "SetEndOfFile failed with error {err} after the size became {n} (the allocation step refused)");
     check!(n == 4, "size {n} after SetEndOfFile at 4");
     Ok(())
 }
@@ -155,7 +155,7 @@ fn read_only_create_always_refused(_t: &dyn Target) -> R {
     put("Scull1", Dev::Scull(1), b"keep me")?;
     let r = raw_open("Scull1", GENERIC_READ, CREATE_ALWAYS, 0);
     let n = size_of("Scull1")?;
-    check!(n == 7, "a read-only CREATE_ALWAYS open trimmed the store to {n} bytes (N2); the open returned {:?}", r.as_ref().map(|_| ()));
+    check!(n == 7, "a read-only CREATE_ALWAYS open trimmed the store to {n} bytes (a trim needs FILE_WRITE_DATA); the open returned {:?}", r.as_ref().map(|_| ()));
     match r {
         Err(5) => Ok(()),
         other => Err(format!("read-only CREATE_ALWAYS: {:?}, want ERROR_ACCESS_DENIED", other.map(|_| ()))),
@@ -217,7 +217,7 @@ fn impersonating_admin_service_privileged_ioctl_refused(_t: &dyn Target) -> R {
             let mut w = WinHandle { h, dev: Dev::Scull(0), wine: false, pos: 0 };
             match w.ioctl(Cmd::HQuantum, q) {
                 Err(Error::Perm) => Ok(()),
-                other => Err(format!("privileged HQUANTUM while impersonating a plain user: {other:?}, want Perm (the driver used the primary token: N4)")),
+                other => Err(format!("privileged HQUANTUM while impersonating a plain user: {other:?}, want Perm (the driver used the primary token)")),
             }
         })
     })
@@ -422,7 +422,7 @@ fn no_open_while_driver_entry_runs(_t: &dyn Target) -> R {
     let seen = *seen.lock().unwrap();
     match seen {
         Some(Err(_)) => Ok(()),
-        Some(Ok(())) => Err("Scull0 opened while DriverEntry was still creating devices; DriverEntry then failed and freed it (N3)".into()),
+        Some(Ok(())) => Err("Scull0 opened while DriverEntry was still creating devices; DriverEntry then failed and freed it".into()),
         None => Err("the 6th IoCreateDevice never came".into()),
     }
 }
@@ -463,7 +463,7 @@ fn scullpriv_reused_pid_sees_no_old_data(_t: &dyn Target) -> R {
         Ok(buf[..n].to_vec())
     })??;
     b.exit();
-    check!(got.is_empty(), "process {pid:#x} (b, reusing a's id) read {:?} from a's scullpriv (N5)", String::from_utf8_lossy(&got));
+    check!(got.is_empty(), "process {pid:#x} (b, reusing a's id) read {:?} from a's scullpriv", String::from_utf8_lossy(&got));
     Ok(())
 }
 
@@ -474,7 +474,7 @@ fn scullpriv_many_short_lived_processes(_t: &dyn Target) -> R {
         let p = Process::new("short.exe", e.user.clone());
         let r = as_process(&p, || raw_open("ScullPriv", GENERIC_READ, OPEN_EXISTING, 0).map(drop))?;
         p.exit();
-        check!(r.is_ok(), "short-lived process number {} could not open scullpriv: error {:?} (slots never freed: N5)", i + 1, r.err());
+        check!(r.is_ok(), "short-lived process number {} could not open scullpriv: error {:?} (slots never freed)", i + 1, r.err());
     }
     Ok(())
 }
@@ -485,10 +485,10 @@ fn scullpriv_many_short_lived_processes(_t: &dyn Target) -> R {
 fn read_only_handle_cannot_change_state(t: &dyn Target) -> R {
     let mut h = t.open(Dev::Scull(0), OpenOpts::R).map_err(|e| format!("open: {e}"))?;
     let r = h.ioctl(Cmd::Reset, 0);
-    check!(r == Err(Error::Perm), "RESET on a read-only handle: {r:?}, want Perm (FILE_ANY_ACCESS code: N6)");
+    check!(r == Err(Error::Perm), "RESET on a read-only handle: {r:?}, want Perm (a FILE_ANY_ACCESS code)");
     let mut p = t.open(Dev::Pipe(0), OpenOpts::R).map_err(|e| format!("open pipe: {e}"))?;
     let r = p.ioctl(Cmd::PTSize, 4000);
-    check!(r == Err(Error::Perm), "P_IOCTSIZE on a read-only handle: {r:?}, want Perm (FILE_ANY_ACCESS code: N6)");
+    check!(r == Err(Error::Perm), "P_IOCTSIZE on a read-only handle: {r:?}, want Perm (a FILE_ANY_ACCESS code)");
     Ok(())
 }
 
