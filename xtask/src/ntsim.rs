@@ -12,7 +12,9 @@
 //! Prints `ntsim: loaded target/wdm/scull.sys sha256=<hex>` once (every run
 //! must report the same hash, and it must be the file's) and, last,
 //! `ntsim: N passed, M failed, K skipped`. Skips are the suite's, each
-//! with its reason.
+//! with its reason. Conformance runs are read from `--format json`
+//! (`crate::util::parse_conformance_json`): a run that crashed, was cut
+//! short or exited with failure and no failed case is a failed case.
 
 use crate::util::{cargo, note, parse_conformance_json, root, step, target_dir, Outcome, Result, SuiteRun};
 use std::path::Path;
@@ -49,7 +51,7 @@ impl Tally {
         let Ok(run) = &c.run else {
             let why = c.run.as_ref().err().map_or("", String::as_str);
             let stop = c.notes.iter().find(|l| l.starts_with("ntsim: BUGCHECK "));
-            let msg = format!("scull-tool {}: {}", c.tool.status, stop.map_or(why, String::as_str));
+            let msg = format!("scull-tool ended with {}: {}", c.tool.status, stop.map_or(why, String::as_str));
             return self.case(&format!("{prefix}conformance"), false, &msg);
         };
         for case in &run.cases {
@@ -63,7 +65,7 @@ impl Tally {
             }
         }
         if run.failed == 0 && !c.tool.status.success() {
-            self.case(&format!("{prefix}conformance"), false, &format!("every case passed, but scull-tool exited with {}", c.tool.status));
+            self.case(&format!("{prefix}conformance"), false, &format!("no case failed, but scull-tool ended with {}", c.tool.status));
         }
     }
 
@@ -569,7 +571,7 @@ mod tests {
 
     #[test]
     fn a_failed_exit_fails_the_run() {
-        // Every case passed, but the tool did not exit 0.
+        // No case failed, but the tool did not exit 0.
         assert_eq!(tally(&read(OUT, 1 << 8)), (2, 1, 1));
         // A failing case and the failed exit it causes: one failure.
         let failing = OUT.replace(r#""reason":null,"result":"pass"}"#, r#""reason":"short read","result":"fail"}"#).replace("2 passed, 0 failed", "0 passed, 2 failed");
