@@ -12,9 +12,11 @@
 //! Prints `ntsim: loaded target/wdm/scull.sys sha256=<hex>` once (every run
 //! must report the same hash, and it must be the file's) and, last,
 //! `ntsim: N passed, M failed, K skipped`. Skips are the suite's, each
-//! with its reason.
+//! with its reason. Conformance runs are read from `--format json`
+//! (`crate::util::parse_conformance_json`): a run that crashed, was cut
+//! short or exited with failure and no failed case is a failed case.
 
-use crate::util::{cargo, note, root, step, target_dir, Result};
+use crate::util::{cargo, note, parse_conformance_json, root, step, target_dir, Outcome, Result, SuiteRun};
 use std::path::Path;
 use std::process::Command;
 
@@ -39,23 +41,32 @@ impl Tally {
         }
     }
 
-    /// Reads a scull-tool run's output: case lines and the loaded line.
-    fn suite(&mut self, prefix: &str, out: &str) {
-        for l in out.lines() {
-            if let Some(rest) = l.strip_prefix("ok   ") {
-                let name = rest.split(" (").next().unwrap_or(rest);
-                self.case(&format!("{prefix}{name}"), true, "");
-            } else if let Some(rest) = l.strip_prefix("FAIL ") {
-                let (name, msg) = rest.split_once(": ").unwrap_or((rest, ""));
-                self.case(&format!("{prefix}{name}"), false, msg);
-            } else if let Some(rest) = l.strip_prefix("skip ") {
-                self.skipped += 1;
-                println!("skip {prefix}{rest}");
-            } else if l.starts_with("ntsim-verifier: ") {
-                println!("{l}");
+    /// Adds a conformance run's cases, each named with `prefix`, and prints
+    /// its failed and skipped cases and ntsim's `ntsim-verifier:` lines. A
+    /// run that could not be read (a crash, output cut short) is one failed
+    /// case, whatever it printed before; so is a failed exit with no failed
+    /// case.
+    fn suite(&mut self, prefix: &str, c: &Conformance) {
+        c.notes.iter().filter(|l| l.starts_with("ntsim-verifier: ")).for_each(|l| println!("{l}"));
+        let Ok(run) = &c.run else {
+            let why = c.run.as_ref().err().map_or("", String::as_str);
+            let stop = c.notes.iter().find(|l| l.starts_with("ntsim: BUGCHECK "));
+            let msg = format!("scull-tool ended with {}: {}", c.tool.status, stop.map_or(why, String::as_str));
+            return self.case(&format!("{prefix}conformance"), false, &msg);
+        };
+        for case in &run.cases {
+            match &case.outcome {
+                Outcome::Pass => self.passed += 1,
+                Outcome::Fail(why) => self.case(&format!("{prefix}{}", case.name), false, why),
+                Outcome::Skip(why) => {
+                    self.skipped += 1;
+                    println!("skip {prefix}{}: {why}", case.name);
+                }
             }
         }
-        self.loaded(out);
+        if run.failed == 0 && !c.tool.status.success() {
+            self.case(&format!("{prefix}conformance"), false, &format!("no case failed, but scull-tool ended with {}", c.tool.status));
+        }
     }
 
     fn loaded(&mut self, out: &str) {
@@ -67,9 +78,23 @@ impl Tally {
     }
 }
 
-/// Runs scull-tool against ntsim; its stdout and stderr (both into the
-/// step's log) and whether it exited 0.
-fn tool(tool: &Path, sys: &Path, env: &[(&str, &str)], args: &[&str]) -> Result<(String, bool)> {
+/// A finished scull-tool run: its stdout, its stderr (both also in the
+/// step's log) and its exit status.
+struct ToolRun {
+    out: String,
+    err: String,
+    status: std::process::ExitStatus,
+}
+
+impl ToolRun {
+    /// Stdout then stderr.
+    fn text(&self) -> String {
+        format!("{}{}", self.out, self.err)
+    }
+}
+
+/// Runs scull-tool against ntsim.
+fn tool(tool: &Path, sys: &Path, env: &[(&str, &str)], args: &[&str]) -> Result<ToolRun> {
     let mut c = Command::new(tool);
     c.current_dir(root()).env("SCULL_SYS", sys).args(["--target", "ntsim"]).args(args);
     for (k, v) in env {
@@ -77,11 +102,36 @@ fn tool(tool: &Path, sys: &Path, env: &[(&str, &str)], args: &[&str]) -> Result<
     }
     note(&format!("$ {} {}", env.iter().map(|(k, v)| format!("{k}={v} ")).collect::<String>(), args.join(" ")));
     let o = c.output().map_err(|e| format!("{}: {e}", tool.display()))?;
-    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    for l in text.lines() {
+    let r = ToolRun { out: String::from_utf8_lossy(&o.stdout).into_owned(), err: String::from_utf8_lossy(&o.stderr).into_owned(), status: o.status };
+    for l in r.text().lines() {
         note(l);
     }
-    Ok((text, o.status.success()))
+    Ok(r)
+}
+
+/// A `conformance --format json` run: the tool's output, the lines ntsim
+/// itself printed on stdout among the case objects (`ntsim-verifier:`
+/// figures, a `ntsim: BUGCHECK` stop), and the run read from the rest.
+struct Conformance {
+    tool: ToolRun,
+    notes: Vec<String>,
+    run: Result<SuiteRun>,
+}
+
+impl Conformance {
+    fn read(tool: ToolRun) -> Conformance {
+        let (notes, objects): (Vec<String>, Vec<String>) =
+            tool.out.lines().map(str::to_string).partition(|l| l.starts_with("ntsim-verifier: ") || l.starts_with("ntsim: BUGCHECK "));
+        let run = parse_conformance_json("ntsim", &objects);
+        Conformance { tool, notes, run }
+    }
+}
+
+/// Runs `scull-tool --target ntsim conformance --format json` with `args`
+/// after it.
+fn conformance(exe: &Path, sys: &Path, env: &[(&str, &str)], args: &[&str]) -> Result<Conformance> {
+    let all: Vec<&str> = ["conformance", "--format", "json"].iter().chain(args).copied().collect();
+    Ok(Conformance::read(tool(exe, sys, env, &all)?))
 }
 
 fn sha256_of(p: &Path) -> Result<String> {
@@ -104,21 +154,25 @@ pub fn run(args: &[String]) -> Result {
     std::env::set_var("NTSIM_REPORT", &report);
 
     step("ntsim: conformance suite on the release scull.sys (Windows' kernel32 semantics)");
-    let (out, _) = tool(&exe, &sys, &[], &["conformance"])?;
-    t.suite("", &out);
+    let c = conformance(&exe, &sys, &[], &[])?;
+    t.loaded(&c.tool.err);
+    t.suite("", &c);
     step("ntsim: the truncation cases with ReactOS's TRUNCATE_EXISTING (FILE_OVERWRITE)");
-    let (out, _) = tool(&exe, &sys, &[("NTSIM_TRUNCATE", "reactos")], &["conformance", "--filter", REACTOS_FILTER])?;
-    t.suite("reactos:", &out);
+    let c = conformance(&exe, &sys, &[("NTSIM_TRUNCATE", "reactos")], &["--filter", REACTOS_FILTER])?;
+    t.loaded(&c.tool.err);
+    t.suite("reactos:", &c);
     // Stress and fuzz trim with truncating opens: under both TRUNCATE_EXISTING forms.
     for (prefix, env) in [("", &[][..]), ("reactos:", &[("NTSIM_TRUNCATE", "reactos")][..])] {
         step(&format!("ntsim: {prefix}stress, 8 writers and 8 readers on stores and pipes, 3 s, seeded yields at DDI boundaries"));
         let yenv: Vec<(&str, &str)> = env.iter().copied().chain([("NTSIM_YIELD_SEED", "20261204")]).collect();
-        let (out, ok) = tool(&exe, &sys, &yenv, &["stress", "--writers", "8", "--readers", "8", "--seconds", "3", "--seed", "20261204"])?;
+        let r = tool(&exe, &sys, &yenv, &["stress", "--writers", "8", "--readers", "8", "--seconds", "3", "--seed", "20261204"])?;
+        let (out, ok) = (r.text(), r.status.success());
         t.loaded(&out);
         let line = out.lines().find(|l| l.starts_with("stress: ")).or_else(|| out.lines().find(|l| l.starts_with("scull-tool: "))).unwrap_or("no result line");
         t.case(&format!("{prefix}stress"), ok && line == "stress: 0 lost, 0 corrupt", line);
         step(&format!("ntsim: {prefix}fuzz, fixed seed, 5 s"));
-        let (out, ok) = tool(&exe, &sys, env, &["fuzz", "--seconds", "5", "--seed", "20261121"])?;
+        let r = tool(&exe, &sys, env, &["fuzz", "--seconds", "5", "--seed", "20261121"])?;
+        let (out, ok) = (r.text(), r.status.success());
         t.loaded(&out);
         let line = out.lines().rev().find(|l| l.starts_with("fuzz: ") || l.starts_with("scull-tool: ")).unwrap_or("no result line");
         t.case(&format!("{prefix}fuzz"), ok, line);
@@ -434,9 +488,10 @@ fn planted(exe: &Path, t: &mut Tally) -> Result {
                 continue;
             }
         };
-        let args: Vec<&str> = if m.filter.is_empty() { vec!["conformance"] } else { vec!["conformance", "--filter", m.filter] };
-        let (out, _) = tool(exe, &sys, &[], &args)?;
-        let stop = out.lines().find(|l| l.starts_with("ntsim: BUGCHECK "));
+        let args: Vec<&str> = if m.filter.is_empty() { vec![] } else { vec!["--filter", m.filter] };
+        let c = conformance(exe, &sys, &[], &args)?;
+        let text = c.tool.text();
+        let stop = text.lines().find(|l| l.starts_with("ntsim: BUGCHECK "));
         let (ok, how) = match (&m.caught, stop) {
             (Caught::Stop(bc, id), Some(l)) => {
                 let ok = l.contains(&format!("BUGCHECK {bc} (")) && l.contains(&format!("[check {id}]"));
@@ -444,12 +499,15 @@ fn planted(exe: &Path, t: &mut Tally) -> Result {
             }
             (Caught::Stop(bc, id), None) => (false, format!("MISSED: no {bc} from {id}")),
             (Caught::CaseFails(case), stop) => {
-                let ok = out.lines().any(|l| l.starts_with(&format!("FAIL {case}:")));
-                (ok, match (ok, stop) {
-                    (true, _) => format!("caught by case {case}"),
-                    (false, Some(l)) => format!("MISSED: {case} did not fail; the run stopped: {l}"),
-                    (false, None) if out.lines().any(|l| l.starts_with(&format!("ok   {case} "))) => format!("MISSED: {case} passed"),
-                    (false, None) => format!("MISSED: {case} did not run: {}", out.lines().last().unwrap_or("")),
+                let outcome = c.run.as_ref().map(|r| r.cases.iter().find(|x| x.name == *case).map(|x| &x.outcome));
+                let ok = matches!(outcome, Ok(Some(Outcome::Fail(_))));
+                (ok, match (outcome, stop) {
+                    (Ok(Some(Outcome::Fail(_))), _) => format!("caught by case {case}"),
+                    (_, Some(l)) => format!("MISSED: {case} did not fail; the run stopped: {l}"),
+                    (Ok(Some(Outcome::Pass)), None) => format!("MISSED: {case} passed"),
+                    (Ok(Some(Outcome::Skip(why))), None) => format!("MISSED: {case} skipped: {why}"),
+                    (Ok(None), None) => format!("MISSED: {case} did not run"),
+                    (Err(e), None) => format!("MISSED: the run could not be read ({}): {e}", c.tool.status),
                 })
             }
         };
@@ -459,4 +517,73 @@ fn planted(exe: &Path, t: &mut Tally) -> Result {
     }
     println!("ntsim-verifier: {caught} of {k} planted bugs caught");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    /// Stdout of `conformance --format json` on ntsim: case objects, a
+    /// sweep's verifier line among them, the closing line.
+    const OUT: &str = concat!(
+        r#"{"ms":3,"name":"store_write_read_roundtrip","reason":null,"result":"pass"}"#,
+        "\n",
+        "ntsim-verifier: DriverEntry sweep: 9 allocation failures and 4 IoCreateDevice failures, each refused cleanly\n",
+        r#"{"ms":0,"name":"poll","reason":"no poll on Windows","result":"skip"}"#,
+        "\n",
+        r#"{"ms":41,"name":"ntsim_driver_entry_sweep","reason":null,"result":"pass"}"#,
+        "\n",
+        "ntsim: 2 passed, 0 failed, 1 skipped\n",
+    );
+
+    /// The run read from `out`, the tool having exited with `raw` (a wait status).
+    fn read(out: &str, raw: i32) -> Conformance {
+        let status = std::process::ExitStatus::from_raw(raw);
+        Conformance::read(ToolRun { out: out.to_string(), err: String::new(), status })
+    }
+
+    fn tally(c: &Conformance) -> (usize, usize, usize) {
+        let mut t = Tally::default();
+        t.suite("", c);
+        (t.passed, t.failed, t.skipped)
+    }
+
+    #[test]
+    fn a_whole_run_counts_its_cases_and_keeps_the_verifier_lines() {
+        let c = read(OUT, 0);
+        assert_eq!(tally(&c), (2, 0, 1));
+        assert_eq!(c.notes.len(), 1);
+        assert!(c.notes[0].starts_with("ntsim-verifier: DriverEntry sweep"));
+    }
+
+    #[test]
+    fn a_run_cut_short_anywhere_is_one_failure() {
+        // scull-tool killed after any byte of its output: at a line's end or inside one.
+        for cut in 0..OUT.len() - 1 {
+            let c = read(&OUT[..cut], 9);
+            assert_eq!(tally(&c), (0, 1, 0), "cut after {cut} bytes: {:?}", &OUT[..cut]);
+        }
+        // The same output with a clean exit: still cut short.
+        let (_, closing) = OUT.trim_end().rsplit_once('\n').unwrap();
+        assert_eq!(tally(&read(&OUT[..OUT.len() - closing.len() - 1], 0)), (0, 1, 0));
+    }
+
+    #[test]
+    fn a_failed_exit_fails_the_run() {
+        // No case failed, but the tool did not exit 0.
+        assert_eq!(tally(&read(OUT, 1 << 8)), (2, 1, 1));
+        // A failing case and the failed exit it causes: one failure.
+        let failing = OUT.replace(r#""reason":null,"result":"pass"}"#, r#""reason":"short read","result":"fail"}"#).replace("2 passed, 0 failed", "0 passed, 2 failed");
+        assert_eq!(tally(&read(&failing, 1 << 8)), (0, 2, 1));
+    }
+
+    #[test]
+    fn a_bugcheck_is_a_failure_that_names_the_stop() {
+        let stop = "ntsim: BUGCHECK BAD_POOL_CALLER (0xc2) params 0x7 0x0 0x0 0x0: freed with another tag [check pool.tag]";
+        let first = OUT.split_inclusive('\n').next().unwrap();
+        let c = read(&format!("{first}{stop}\n"), 3 << 8);
+        assert_eq!(tally(&c), (0, 1, 0));
+        assert_eq!(c.notes, [stop]);
+    }
 }
