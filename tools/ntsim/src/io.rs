@@ -974,6 +974,12 @@ pub struct IrpCell {
     cv: Condvar,
     /// The dispatch routine returned STATUS_PENDING.
     pended: AtomicBool,
+    /// The IRP holds a reference to its file object, dropped at completion.
+    /// An IRP_MJ_CREATE holds none: the opener's reference is the file's
+    /// (IopCompleteRequest skips the dereference for a create), so a
+    /// create completed on another thread cannot leave the file's last
+    /// reference, and so its IRP_MJ_CLOSE, to that thread.
+    file_ref: bool,
 }
 
 // SAFETY: the IRP is handed between threads under the I/O manager's rules.
@@ -1057,6 +1063,7 @@ impl File {
             done: Mutex::new(None),
             cv: Condvar::new(),
             pended: false.into(),
+            file_ref: major != IRP_MJ_CREATE,
         });
         let irp = cell.irp();
         let sl = cell.stack();
@@ -1082,7 +1089,9 @@ impl File {
             (*sl).FileObject = self.fo;
         }
         setup(irp, sl);
-        self.add_ref();
+        if cell.file_ref {
+            self.add_ref();
+        }
         live().as_mut().unwrap().insert(irp as usize, cell.clone());
         self.irps.lock().unwrap().push(cell.clone());
         REQUESTOR
@@ -1286,7 +1295,9 @@ pub unsafe extern "win64" fn IofCompleteRequest(irp: *mut IRP, _boost: i8) {
     if let Some(e) = &cell.io.event {
         e.set();
     }
-    cell.file.release();
+    if cell.file_ref {
+        cell.file.release();
+    }
 }
 
 /// IoCancelIrp, run on the calling thread: under the cancel spin lock.
