@@ -696,7 +696,7 @@ pub fn check_file(path: &Path) -> Result<Vec<Finding>> {
 /// any error. main.rs runs the cargo-wdk layout check first when no FILE is
 /// given, and passes `cargowdk::inx_path()`.
 pub fn run(path: &Path) -> Result {
-    let findings = check_file(&path)?;
+    let findings = check_file(path)?;
     for x in &findings {
         println!("{}:{x}", path.display());
     }

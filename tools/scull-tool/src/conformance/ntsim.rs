@@ -389,7 +389,7 @@ fn refused_load_writes_event_log_entry(_t: &dyn Target) -> R {
     check!(e.strings.len() == 1 && e.strings[0].contains("scull_quantum"), "strings {:?}", e.strings);
     // The same line the Linux module logs for insmod scull_quantum=0 (scull-core's text).
     let want = format!("scull: {}", scull_core::geometry::BadParam { name: "scull_quantum", value: 0 });
-    check!(dbg.iter().any(|l| *l == want), "no debug line {want:?} in {:?}", dbg.iter().rev().take(3).collect::<Vec<_>>());
+    check!(dbg.contains(&want), "no debug line {want:?} in {:?}", dbg.iter().rev().take(3).collect::<Vec<_>>());
     check!(pool.is_empty(), "pool left by the refused load: {pool:?}");
     Ok(())
 }
