@@ -1552,6 +1552,12 @@ pub fn live_irps() -> usize {
     live().as_ref().map_or(0, |m| m.len())
 }
 
+/// IRPs not yet completed whose dispatch routine has returned
+/// STATUS_PENDING (live ones may still be inside their dispatch).
+pub fn pended_irps() -> usize {
+    live().as_ref().map_or(0, |m| m.values().filter(|c| c.pended.load(Ordering::SeqCst)).count())
+}
+
 /// The loaded driver, if any.
 pub fn driver() -> Option<Arc<Driver>> {
     DRIVER.lock().unwrap().clone()

@@ -677,11 +677,13 @@ fn pended_requests_are_capped(t: &dyn Target) -> R {
         })
     };
     let waiters: Vec<_> = (0..CAP).map(|_| spawn(&bob)).collect();
+    // Queued, not just submitted: a live create may still be in its
+    // dispatch routine, and then the 65th could take its place in the queue.
     let until = std::time::Instant::now() + Duration::from_secs(10);
-    while ::ntsim::io::live_irps() < CAP && std::time::Instant::now() < until {
+    while ::ntsim::io::pended_irps() < CAP && std::time::Instant::now() < until {
         std::thread::sleep(Duration::from_millis(5));
     }
-    let pended = ::ntsim::io::live_irps();
+    let pended = ::ntsim::io::pended_irps();
     let over = spawn(&bob);
     let until = std::time::Instant::now() + Duration::from_secs(2);
     while !over.is_finished() && std::time::Instant::now() < until {
