@@ -18,6 +18,10 @@ use kernel::prelude::*;
 #[path = "../scull-core/src/access.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod access;
+// Only LoadParams's check of `scull_max_total` (Windows' budget) uses it.
+#[path = "../scull-core/src/budget.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod budget;
 #[path = "../scull-core/src/devices.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod devices;
