@@ -507,8 +507,8 @@ stops!(planted_spin_lock_and_mutex_in_both_orders, "DRIVER_VERIFIER_DETECTED_VIO
         KeReleaseSemaphore(pm, 0, 1, 0);
     }
     let (p1, p2) = (l1.as_ptr() as usize, l2.as_ptr() as usize);
+    // SAFETY: the same two locks, alive: the spawning thread joins before they go.
     std::thread::spawn(move || unsafe {
-        // SAFETY: the same two locks, alive: the spawning thread joins before they go.
         let o = KeAcquireSpinLockRaiseToDpc(p2 as *mut usize);
         KeAcquireSpinLockAtDpcLevel(p1 as *mut usize);
         KeReleaseSpinLockFromDpcLevel(p1 as *mut usize);
